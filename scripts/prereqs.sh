@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages attested-runner's demo and tests need, only if
+# they are missing. Quiet when everything is present. Usage: scripts/prereqs.sh [--qemu]
+set -euo pipefail
+
+pkgs=(gcc libc6-dev libssl-dev swtpm swtpm-tools git make)
+if [[ "${1:-}" == "--qemu" ]]; then
+  pkgs+=(qemu-system-x86 ovmf cpio)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+echo "==> installing missing Debian packages: ${missing[*]}"
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "==> installed: ${missing[*]}"
