@@ -1,0 +1,75 @@
+//go:build cgo
+
+package attesttest
+
+import (
+	"testing"
+
+	"github.com/attested-runner/attested-runner/attest"
+	"github.com/google/go-tpm-tools/simulator"
+)
+
+// Simulator returns the process's in-process TPM simulator, freshly
+// manufactured (new seeds: a different TPM, with a different AK, each call)
+// and with BootLog replayed. It is closed when the test ends; a second call
+// in the same test blocks until the first is closed, so use CloseNow.
+func Simulator(t testing.TB) *simulator.Simulator {
+	t.Helper()
+	return simulatorWithLog(t, BootLog())
+}
+
+func simulatorWithLog(t testing.TB, log []byte) *simulator.Simulator {
+	t.Helper()
+	sim, err := simulator.Get()
+	if err != nil {
+		t.Fatalf("TPM simulator: %v", err)
+	}
+	t.Cleanup(func() {
+		if !sim.IsClosed() {
+			sim.Close()
+		}
+	})
+	if err := ReplayBootLog(sim, log); err != nil {
+		t.Fatal(err)
+	}
+	return sim
+}
+
+// Machine is a simulated machine: a TPM with a boot replayed into it, the
+// agent's collector booted on it (agent-start, keys, env-key), and the policy
+// that admits it.
+type Machine struct {
+	TPM       *simulator.Simulator
+	Collector *attest.TPMCollector
+	Policy    *attest.Policy
+}
+
+// SimulatedMachine returns a Machine on a fresh in-process simulator. Close
+// m.TPM to start another one in the same test.
+func SimulatedMachine(t testing.TB) *Machine {
+	t.Helper()
+	return SimulatedMachineWithLog(t, BootLog())
+}
+
+// SimulatedMachineWithLog is SimulatedMachine booted with another firmware
+// event log.
+func SimulatedMachineWithLog(t testing.TB, log []byte) *Machine {
+	t.Helper()
+	sim := simulatorWithLog(t, log)
+	p, err := Policy(sim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := attest.NewTPMCollector(sim, attest.TPMOptions{
+		EventLog:    func() ([]byte, error) { return log, nil },
+		SoftwareTPM: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := BootAgent(c); err != nil {
+		t.Fatal(err)
+	}
+	return &Machine{TPM: sim, Collector: c, Policy: p}
+}

@@ -1,0 +1,215 @@
+package attest
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	gecel "github.com/google/go-eventlog/cel"
+	tdxclient "github.com/google/go-tdx-guest/client"
+	"github.com/google/go-tdx-guest/rtmr"
+)
+
+// TDXOptions are the hardware hooks of a TDX collector. Zero values use the
+// real interfaces: configfs-tsm (falling back to /dev/tdx_guest) for quotes,
+// the tdx_guest sysfs RTMR files for extends, and the ACPI CCEL table.
+type TDXOptions struct {
+	Quote      func(reportData [64]byte) ([]byte, error)
+	ExtendRTMR func(index int, sha384 []byte) error
+	ReadCCEL   func() (table, log []byte, err error)
+}
+
+// TDXCollector collects evidence inside an Intel TDX trust domain. The
+// environment key lives in agent memory, bound to the TD by REPORTDATA.
+type TDXCollector struct {
+	mu     sync.Mutex
+	opts   TDXOptions
+	env    *ecdsa.PrivateKey
+	spki   []byte
+	hpke   *HPKEKey
+	cel    gecel.CEL
+	events []Event
+	closed bool
+}
+
+// DetectTDX reports whether this machine can produce TDX quotes, with the
+// reason when it cannot (wrapping ErrNoTDX).
+func DetectTDX() error {
+	qp, err := tdxclient.GetQuoteProvider()
+	if err == nil && qp.IsSupported() == nil {
+		return nil
+	}
+	if _, err := os.Stat("/dev/tdx_guest"); err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: neither configfs-tsm (/sys/kernel/config/tsm/report) nor /dev/tdx_guest is available", ErrNoTDX)
+}
+
+// NewTDXCollector returns a collector for this TD. With zero options it
+// requires TDX hardware and says so clearly (ErrNoTDX) when absent.
+func NewTDXCollector(opts TDXOptions) (*TDXCollector, error) {
+	if opts.Quote == nil || opts.ExtendRTMR == nil || opts.ReadCCEL == nil {
+		if err := DetectTDX(); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Quote == nil {
+		opts.Quote = func(rd [64]byte) ([]byte, error) {
+			qp, err := tdxclient.GetQuoteProvider()
+			if err != nil {
+				return nil, err
+			}
+			return tdxclient.GetRawQuote(qp, rd)
+		}
+	}
+	if opts.ExtendRTMR == nil {
+		opts.ExtendRTMR = rtmr.ExtendDigestSysfs
+	}
+	if opts.ReadCCEL == nil {
+		opts.ReadCCEL = func() ([]byte, []byte, error) {
+			table, err := os.ReadFile("/sys/firmware/acpi/tables/CCEL")
+			if err != nil {
+				return nil, nil, err
+			}
+			log, err := os.ReadFile("/sys/firmware/acpi/tables/data/CCEL")
+			return table, log, err
+		}
+	}
+	return &TDXCollector{opts: opts, cel: gecel.NewConfComputeMR()}, nil
+}
+
+// Kind implements Collector.
+func (t *TDXCollector) Kind() Kind { return KindTDX }
+
+// Extend implements Collector: SHA-384 into RTMR 3.
+func (t *TDXCollector) Extend(e Event) error {
+	if err := e.validate(); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return errors.New("collector closed")
+	}
+	extend := func(_ crypto.Hash, _ int, digest []byte) error {
+		return t.opts.ExtendRTMR(LifecycleRTMR, digest)
+	}
+	if err := t.cel.AppendEvent(e, []crypto.Hash{crypto.SHA384}, int(tdxLayout.index), extend); err != nil {
+		return fmt.Errorf("extending %s: %w", e.Type, err)
+	}
+	t.events = append(t.events, e)
+	return nil
+}
+
+// GenerateKeys implements Collector.
+func (t *TDXCollector) GenerateKeys() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.env != nil || t.closed {
+		return errors.New("environment keys already generated for this boot")
+	}
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	spki, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		return err
+	}
+	hk, err := NewHPKEKey()
+	if err != nil {
+		return err
+	}
+	t.env, t.spki, t.hpke = k, spki, hk
+	return nil
+}
+
+// Signer implements Collector.
+func (t *TDXCollector) Signer() crypto.Signer { return tdxSigner{t} }
+
+// EnvKey implements Collector.
+func (t *TDXCollector) EnvKey() []byte { return t.spki }
+
+// HPKE implements Collector.
+func (t *TDXCollector) HPKE() *HPKEKey { return t.hpke }
+
+// Events implements Collector.
+func (t *TDXCollector) Events() []Event {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]Event(nil), t.events...)
+}
+
+// Collect implements Collector: a TD quote whose REPORTDATA binds the
+// challenge and both keys, plus the CCEL and the lifecycle log.
+func (t *TDXCollector) Collect(ch Challenge) (*Evidence, error) {
+	if err := ch.validate(); err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.env == nil || t.closed {
+		return nil, errors.New("no environment key: GenerateKeys first")
+	}
+	hpkePub := t.hpke.PublicKey()
+	quote, err := t.opts.Quote(ch.TDXReportData(t.spki, hpkePub))
+	if err != nil {
+		return nil, fmt.Errorf("TDX quote: %w", err)
+	}
+	table, log, err := t.opts.ReadCCEL()
+	if err != nil {
+		return nil, fmt.Errorf("reading the CCEL: %w", err)
+	}
+	var cel bytes.Buffer
+	if err := t.cel.EncodeCEL(&cel); err != nil {
+		return nil, err
+	}
+	return &Evidence{
+		Format:        EvidenceFormat,
+		Kind:          KindTDX,
+		EnvKey:        t.spki,
+		HPKEPublicKey: hpkePub,
+		CEL:           cel.Bytes(),
+		TDX:           &TDXEvidence{Quote: quote, CCELTable: table, CCEL: log},
+	}, nil
+}
+
+// Close implements Collector.
+func (t *TDXCollector) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closed = true
+	t.env = nil
+	if t.hpke != nil {
+		t.hpke.Destroy()
+	}
+	return nil
+}
+
+type tdxSigner struct{ t *TDXCollector }
+
+func (s tdxSigner) Public() crypto.PublicKey {
+	s.t.mu.Lock()
+	defer s.t.mu.Unlock()
+	if s.t.env == nil {
+		return nil
+	}
+	return &s.t.env.PublicKey
+}
+
+func (s tdxSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	s.t.mu.Lock()
+	defer s.t.mu.Unlock()
+	if s.t.env == nil {
+		return nil, ErrKeyDestroyed
+	}
+	return s.t.env.Sign(r, digest, opts)
+}

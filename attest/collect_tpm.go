@@ -1,0 +1,260 @@
+package attest
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	gecel "github.com/google/go-eventlog/cel"
+	"github.com/google/go-tpm-tools/client"
+	"github.com/google/go-tpm/legacy/tpm2"
+	"github.com/google/go-tpm/tpmutil"
+	"google.golang.org/protobuf/proto"
+)
+
+// TPMOptions configure a TPM collector.
+type TPMOptions struct {
+	// EventLog returns the TCG event log. Nil reads it through go-tpm-tools
+	// (securityfs on Linux: /sys/kernel/security/tpm0/binary_bios_measurements).
+	EventLog func() ([]byte, error)
+	// SoftwareTPM labels the evidence as coming from a simulator or swtpm.
+	SoftwareTPM bool
+}
+
+// TPMCollector collects evidence from a TPM 2.0 reached through rw
+// (/dev/tpmrm0, the go-tpm-tools simulator, or a swtpm socket).
+//
+// The attestation key is the GCE AK when its template is provisioned in NV
+// (with its certificate), otherwise the ECC AK derived from the endorsement
+// hierarchy with go-tpm-tools' AK template. Both are primary keys recreated
+// at each boot from the TPM's seed: nothing is persisted, and the AK public
+// key is stable for a given TPM, which is what lets an admin enroll it.
+type TPMCollector struct {
+	mu      sync.Mutex
+	rw      io.ReadWriter
+	opts    TPMOptions
+	ak      *client.Key
+	env     *client.Key
+	envSPKI []byte
+	signer  crypto.Signer
+	hpke    *HPKEKey
+	cel     gecel.CEL
+	events  []Event
+	closed  bool
+}
+
+// NewTPMCollector opens the attestation key on rw.
+func NewTPMCollector(rw io.ReadWriter, opts TPMOptions) (*TPMCollector, error) {
+	ak, err := OpenAK(rw)
+	if err != nil {
+		return nil, err
+	}
+	return &TPMCollector{rw: rw, opts: opts, ak: ak, cel: gecel.NewPCR()}, nil
+}
+
+// OpenAK loads the TPM's attestation key: the GCE AK if provisioned, else the
+// standard ECC AK of the endorsement hierarchy. The caller closes it.
+func OpenAK(rw io.ReadWriter) (*client.Key, error) {
+	if ak, err := client.GceAttestationKeyECC(rw); err == nil {
+		return ak, nil
+	}
+	ak, err := client.NewKey(rw, tpm2.HandleEndorsement, client.AKTemplateECC())
+	if err != nil {
+		return nil, fmt.Errorf("creating the attestation key: %w", err)
+	}
+	return ak, nil
+}
+
+// AKPublic returns the SubjectPublicKeyInfo of a TPM's attestation key: what
+// an admin enrolls in the gate's trusted AKs for a machine without an AK
+// certificate.
+func AKPublic(rw io.ReadWriter) ([]byte, error) {
+	ak, err := OpenAK(rw)
+	if err != nil {
+		return nil, err
+	}
+	defer ak.Close()
+	return x509.MarshalPKIXPublicKey(ak.PublicKey())
+}
+
+// Kind implements Collector.
+func (t *TPMCollector) Kind() Kind { return KindTPM }
+
+// Extend implements Collector.
+func (t *TPMCollector) Extend(e Event) error {
+	if err := e.validate(); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return errors.New("collector closed")
+	}
+	extend := func(h crypto.Hash, pcr int, digest []byte) error {
+		alg, err := tpm2.HashToAlgorithm(h)
+		if err != nil {
+			return err
+		}
+		return tpm2.PCRExtend(t.rw, tpmutil.Handle(pcr), alg, digest, "")
+	}
+	if err := t.cel.AppendEvent(e, []crypto.Hash{crypto.SHA256}, LifecyclePCR, extend); err != nil {
+		return fmt.Errorf("extending %s: %w", e.Type, err)
+	}
+	t.events = append(t.events, e)
+	return nil
+}
+
+// GenerateKeys implements Collector: the environment key is a primary ECDSA
+// P-256 key in the null hierarchy, with fixedTPM|fixedParent|
+// sensitiveDataOrigin: generated inside the TPM, never exportable, and gone
+// at the next TPM reset.
+func (t *TPMCollector) GenerateKeys() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.env != nil || t.closed {
+		return errors.New("environment keys already generated for this boot")
+	}
+	env, err := client.NewKey(t.rw, tpm2.HandleNull, EnvKeyTemplate())
+	if err != nil {
+		return fmt.Errorf("creating the environment key: %w", err)
+	}
+	signer, err := env.GetSigner()
+	if err != nil {
+		env.Close()
+		return err
+	}
+	spki, err := x509.MarshalPKIXPublicKey(env.PublicKey())
+	if err != nil {
+		env.Close()
+		return err
+	}
+	hk, err := NewHPKEKey()
+	if err != nil {
+		env.Close()
+		return err
+	}
+	t.env, t.envSPKI, t.hpke = env, spki, hk
+	t.signer = &lockedSigner{t: t, s: signer}
+	return nil
+}
+
+// Signer implements Collector. Signing takes the collector's lock: one TPM
+// command stream at a time.
+func (t *TPMCollector) Signer() crypto.Signer { return t.signer }
+
+// EnvKey implements Collector.
+func (t *TPMCollector) EnvKey() []byte { return t.envSPKI }
+
+// HPKE implements Collector.
+func (t *TPMCollector) HPKE() *HPKEKey { return t.hpke }
+
+// Events implements Collector.
+func (t *TPMCollector) Events() []Event {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]Event(nil), t.events...)
+}
+
+// Collect implements Collector: a quote over all PCR banks and TPM2_Certify
+// of the environment key, both with the challenge bound to both keys.
+func (t *TPMCollector) Collect(ch Challenge) (*Evidence, error) {
+	if err := ch.validate(); err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.env == nil || t.closed {
+		return nil, errors.New("no environment key: GenerateKeys first")
+	}
+	hpkePub := t.hpke.PublicKey()
+	nonce := ch.TPMNonce(t.envSPKI, hpkePub)
+	var eventLog []byte
+	var err error
+	if t.opts.EventLog != nil {
+		eventLog, err = t.opts.EventLog()
+	} else {
+		eventLog, err = client.GetEventLog(t.rw)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the TCG event log: %w", err)
+	}
+	if eventLog == nil {
+		eventLog = []byte{} // nil would make go-tpm-tools read securityfs itself
+	}
+	att, err := t.ak.Attest(client.AttestOpts{Nonce: nonce, TCGEventLog: eventLog, SkipTeeAttestation: true})
+	if err != nil {
+		return nil, fmt.Errorf("quoting: %w", err)
+	}
+	attBytes, err := proto.Marshal(att)
+	if err != nil {
+		return nil, err
+	}
+	info, sig, err := tpm2.CertifyEx(t.rw, "", "", t.env.Handle(), t.ak.Handle(), nonce,
+		tpm2.SigScheme{Alg: tpm2.AlgECDSA, Hash: tpm2.AlgSHA256})
+	if err != nil {
+		return nil, fmt.Errorf("certifying the environment key: %w", err)
+	}
+	pubArea, err := t.env.PublicArea().Encode()
+	if err != nil {
+		return nil, err
+	}
+	var cel bytes.Buffer
+	if err := t.cel.EncodeCEL(&cel); err != nil {
+		return nil, err
+	}
+	return &Evidence{
+		Format:            EvidenceFormat,
+		Kind:              KindTPM,
+		EnvKey:            t.envSPKI,
+		HPKEPublicKey:     hpkePub,
+		CEL:               cel.Bytes(),
+		SoftwareTPMUnsafe: t.opts.SoftwareTPM,
+		TPM: &TPMEvidence{
+			Attestation:      attBytes,
+			EnvKeyPublic:     pubArea,
+			CertifyInfo:      info,
+			CertifySignature: sig,
+		},
+	}, nil
+}
+
+// Close implements Collector: flushes the environment key and the AK from the
+// TPM and drops the HPKE key. Idempotent.
+func (t *TPMCollector) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	if t.env != nil {
+		t.env.Close()
+	}
+	if t.hpke != nil {
+		t.hpke.Destroy()
+	}
+	t.ak.Close()
+	return nil
+}
+
+// lockedSigner serializes signing with the collector's other TPM commands
+// and refuses to sign once the collector is closed.
+type lockedSigner struct {
+	t *TPMCollector
+	s crypto.Signer
+}
+
+func (l *lockedSigner) Public() crypto.PublicKey { return l.s.Public() }
+
+func (l *lockedSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	l.t.mu.Lock()
+	defer l.t.mu.Unlock()
+	if l.t.closed {
+		return nil, ErrKeyDestroyed
+	}
+	return l.s.Sign(r, digest, opts)
+}

@@ -1,0 +1,260 @@
+package attest
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+)
+
+// ReferenceValuesFormat identifies version 1 of the reference-values document.
+const ReferenceValuesFormat = "https://github.com/attested-runner/attested-runner/reference-values/v1"
+
+// MaxReferenceValuesSize bounds a reference-values file.
+const MaxReferenceValuesSize = 1 << 20
+
+// Hex is a byte string written as lower-case hex in JSON.
+type Hex []byte
+
+// MarshalJSON writes hex.
+func (h Hex) MarshalJSON() ([]byte, error) { return json.Marshal(hex.EncodeToString(h)) }
+
+// UnmarshalJSON reads hex.
+func (h *Hex) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	d, err := hex.DecodeString(s)
+	if err != nil {
+		return fmt.Errorf("not hex: %q", s)
+	}
+	*h = d
+	return nil
+}
+
+func (h Hex) String() string { return hex.EncodeToString(h) }
+
+// EventRef names one event that must appear, replay-verified, in the TCG
+// event log: its PCR and its SHA-256 digest.
+type EventRef struct {
+	PCR         uint32 `json:"pcr"`
+	Digest      Hex    `json:"digest"`
+	Description string `json:"description,omitempty"`
+}
+
+// Image holds the reference values of one runner image (BuildEnv
+// L2.ref-values). Evidence matches an image when every value listed matches;
+// values not listed are not compared, so an image must list at least one.
+type Image struct {
+	ID string `json:"id"`
+	// PCRs are exact SHA-256 PCR values, keyed by PCR index.
+	PCRs map[uint32]Hex `json:"pcrs,omitempty"`
+	// Events must each appear in the replayed TCG event log. Sturdier than
+	// exact PCR values where firmware versions vary.
+	Events []EventRef `json:"events,omitempty"`
+	// SecureBoot requires the event log to show Secure Boot enabled.
+	SecureBoot bool `json:"secureBoot,omitempty"`
+	// MRTD and RTMRs (RTMR 0-2; RTMR 3 carries the lifecycle log) are the
+	// TDX reference values.
+	MRTD  Hex   `json:"mrtd,omitempty"`
+	RTMRs []Hex `json:"rtmrs,omitempty"`
+}
+
+func (im *Image) isTDX() bool { return len(im.MRTD) > 0 }
+
+func (im *Image) validate() error {
+	if im.ID == "" {
+		return errors.New("image without id")
+	}
+	if im.isTDX() {
+		if len(im.MRTD) != 48 || len(im.RTMRs) != 3 {
+			return fmt.Errorf("image %q: TDX needs a 48-byte mrtd and rtmrs 0-2", im.ID)
+		}
+		for i, r := range im.RTMRs {
+			if len(r) != 48 {
+				return fmt.Errorf("image %q: rtmr %d is %d bytes, want 48", im.ID, i, len(r))
+			}
+		}
+		if len(im.PCRs) > 0 || len(im.Events) > 0 {
+			return fmt.Errorf("image %q: mixes TDX and TPM reference values", im.ID)
+		}
+		return nil
+	}
+	if len(im.PCRs) == 0 && len(im.Events) == 0 {
+		return fmt.Errorf("image %q lists no PCR value and no event: it would match anything", im.ID)
+	}
+	for i, v := range im.PCRs {
+		if i > 23 || len(v) != 32 {
+			return fmt.Errorf("image %q: PCR %d value must be 32 bytes (SHA-256)", im.ID, i)
+		}
+		if i == LifecyclePCR {
+			return fmt.Errorf("image %q: PCR %d is the lifecycle PCR, checked by replay, not by value", im.ID, i)
+		}
+	}
+	for _, e := range im.Events {
+		if e.PCR > 23 || len(e.Digest) != 32 {
+			return fmt.Errorf("image %q: event on PCR %d needs a 32-byte digest", im.ID, e.PCR)
+		}
+	}
+	return nil
+}
+
+// ReferenceValues is the document scripts/ emits for an image build and the
+// gate loads: the images it may admit and the agent binaries allowed in them.
+type ReferenceValues struct {
+	Format string  `json:"format"`
+	Images []Image `json:"images"`
+	// AgentDigests are SHA-256 digests of allowed agent binaries, as
+	// recorded in the agent-start lifecycle event.
+	AgentDigests []Hex `json:"agentDigests"`
+}
+
+// Validate rejects empty or malformed reference values: an empty allow-list
+// is ErrPolicyEmpty, never "allow all".
+func (rv *ReferenceValues) Validate() error {
+	if rv == nil || len(rv.Images) == 0 {
+		return fmt.Errorf("%w: no reference image", ErrPolicyEmpty)
+	}
+	if len(rv.AgentDigests) == 0 {
+		return fmt.Errorf("%w: no allowed agent digest", ErrPolicyEmpty)
+	}
+	seen := map[string]bool{}
+	for i := range rv.Images {
+		if err := rv.Images[i].validate(); err != nil {
+			return fmt.Errorf("%w: %v", ErrPolicyEmpty, err)
+		}
+		if seen[rv.Images[i].ID] {
+			return fmt.Errorf("%w: image id %q twice", ErrPolicyEmpty, rv.Images[i].ID)
+		}
+		seen[rv.Images[i].ID] = true
+	}
+	for _, d := range rv.AgentDigests {
+		if len(d) != 32 {
+			return fmt.Errorf("%w: agent digest %x is not SHA-256", ErrPolicyEmpty, d)
+		}
+	}
+	return nil
+}
+
+// ParseReferenceValues reads and validates a reference-values document.
+func ParseReferenceValues(b []byte) (*ReferenceValues, error) {
+	if len(b) > MaxReferenceValuesSize {
+		return nil, fmt.Errorf("%w: reference values are %d bytes", ErrTooLarge, len(b))
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var rv ReferenceValues
+	if err := dec.Decode(&rv); err != nil {
+		return nil, fmt.Errorf("reference values: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, errors.New("reference values: trailing data")
+	}
+	if rv.Format != ReferenceValuesFormat {
+		return nil, fmt.Errorf("reference values: format %q, want %q", rv.Format, ReferenceValuesFormat)
+	}
+	if err := rv.Validate(); err != nil {
+		return nil, err
+	}
+	return &rv, nil
+}
+
+// LoadReferenceValues reads a reference-values file.
+func LoadReferenceValues(path string) (*ReferenceValues, error) {
+	b, err := readLimited(path, MaxReferenceValuesSize)
+	if err != nil {
+		return nil, err
+	}
+	rv, err := ParseReferenceValues(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return rv, nil
+}
+
+// Policy is everything Verify needs besides the evidence: what to trust and
+// what to expect. Build it once; it is read-only during verification.
+type Policy struct {
+	Reference *ReferenceValues
+	// TrustedAKs are attestation keys trusted directly (enrolled AKs).
+	TrustedAKs []crypto.PublicKey
+	// TrustedAKRoots are CAs whose AK certificates are trusted (e.g. the
+	// GCE vTPM EK/AK roots), with optional intermediates.
+	TrustedAKRoots         []*x509.Certificate
+	TrustedAKIntermediates []*x509.Certificate
+	// TrustedTDXRoots replaces Intel's SGX root CA (intel_sgx_root_ca.pem).
+	// Nil means the embedded root, which is what production wants.
+	TrustedTDXRoots *x509.CertPool
+	// Time is when certificates must be valid; zero means now. Set it to
+	// verify historical evidence.
+	Time time.Time
+	// DirectKernelBoot relaxes one event-log check for firmware that loads
+	// the kernel itself (QEMU -kernel, no bootloader): the kernel is measured
+	// as an EFI application before the "Calling EFI Application" event.
+	// Every other check stays.
+	DirectKernelBoot bool
+	// AllowSoftwareTPMUnsafe accepts evidence labelled as coming from a
+	// simulator or swtpm. Demos and tests only.
+	AllowSoftwareTPMUnsafe bool
+	// TPMLevel is the BuildEnv level claimed for TPM evidence: 2 for a vTPM
+	// (the default; the host interface is attested), 3 for a hardware TPM
+	// that also measures the host (L3.hw-quote).
+	TPMLevel int
+}
+
+func (p *Policy) now() time.Time {
+	if p.Time.IsZero() {
+		return time.Now()
+	}
+	return p.Time
+}
+
+func (p *Policy) check(kind Kind) error {
+	if p == nil {
+		return fmt.Errorf("%w: no policy", ErrPolicyEmpty)
+	}
+	if err := p.Reference.Validate(); err != nil {
+		return err
+	}
+	if kind == KindTPM && len(p.TrustedAKs) == 0 && len(p.TrustedAKRoots) == 0 {
+		return ErrNoTrustRoot
+	}
+	return nil
+}
+
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s: %w: over %d bytes", path, ErrTooLarge, limit)
+	}
+	return b, nil
+}
+
+// sortedPCRs lists the PCR indices of an image in order, for stable messages.
+func sortedPCRs(m map[uint32]Hex) []uint32 {
+	out := make([]uint32, 0, len(m))
+	for i := range m {
+		out = append(out, i)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a] < out[b] })
+	return out
+}
+
+func joinReasons(rs []string) string { return strings.Join(rs, "; ") }

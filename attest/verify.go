@@ -1,0 +1,146 @@
+package attest
+
+import (
+	"crypto/ecdsa"
+	"fmt"
+)
+
+// Claims is what verified evidence establishes. Every field comes from data
+// that Verify checked cryptographically; nothing is copied from unverified
+// input.
+type Claims struct {
+	Kind Kind
+	// EnvKey is the environment signing key the hardware certified.
+	EnvKey       *ecdsa.PublicKey
+	EnvKeySPKI   []byte
+	EnvKeyDigest string
+	// HPKEPublicKey is the key the gate may seal secrets to.
+	HPKEPublicKey []byte
+	// AKDigest names the attestation key (TPM: SHA-256 of the AK SPKI;
+	// TDX: SHA-256 of the PCK leaf certificate).
+	AKDigest string
+	// ImageID is the reference image the measurements matched.
+	ImageID string
+	// Level is the BuildEnv level this evidence supports (0 for a software
+	// TPM accepted under AllowSoftwareTPMUnsafe).
+	Level int
+	// Lifecycle is the replayed lifecycle log.
+	Lifecycle *Lifecycle
+	// SoftwareTPM is true for evidence labelled as from a simulator/swtpm.
+	SoftwareTPM bool
+
+	// TPM only: the quoted SHA-256 PCR bank and what the event log says.
+	PCRs       map[uint32][]byte
+	SecureBoot bool
+	EFIApps    [][]byte
+	// BootEvents are the replay-verified TCG events (PCR, digest, type).
+	BootEvents []BootEvent
+
+	// TDX only.
+	MRTD  []byte
+	RTMRs [][]byte
+}
+
+// BootEvent is one replay-verified firmware/boot event.
+type BootEvent struct {
+	PCR    uint32
+	Type   string
+	Digest []byte
+}
+
+// Verify checks evidence against a challenge and a policy, and returns what
+// it establishes. It fails closed: an empty policy, an empty event log, an
+// unknown event, a missing register or any mismatch is an error wrapping one
+// of the sentinels in errors.go.
+//
+// For TPM evidence Verify checks, in order:
+//   - the policy has reference images, allowed agent digests and an AK trust
+//     root (ErrPolicyEmpty, ErrNoTrustRoot);
+//   - the evidence decodes within limits (ErrMalformedEvidence, ErrTooLarge);
+//   - a software TPM label is allowed by the policy (ErrSoftwareTPM);
+//   - the AK is a restricted signing key that the policy trusts directly or
+//     through an AK certificate chain valid at Policy.Time (ErrUntrustedAK);
+//   - the SHA-256 quote's qualifying data is the challenge bound to the
+//     environment and HPKE keys (ErrNonceMismatch), its signature and PCR
+//     digest are valid (ErrQuoteSignature);
+//   - the TCG event log is non-empty (ErrEventLogEmpty), has only known
+//     event types and replays to the quoted PCRs (ErrEventLogReplay);
+//   - the lifecycle log replays to PCR 13, every event is known
+//     (ErrUnknownEvent, ErrCELReplay), in order, naming these keys
+//     (ErrCELOrder);
+//   - TPM2_Certify by the same AK over the same bound nonce names the
+//     environment key, which is a P-256 signing key that is fixedTPM,
+//     fixedParent, sensitiveDataOrigin and lives in the null hierarchy, so it
+//     cannot leave the TPM and dies at reboot (ErrKeyNotCertified);
+//   - the PCR values and boot events match one reference image
+//     (ErrReferenceMismatch);
+//   - the agent binary recorded in agent-start is allowed (ErrAgentNotAllowed).
+//
+// For TDX evidence Verify checks the quote's signature and PCK chain to
+// Intel's root offline (ErrTDXQuote), REPORTDATA against the bound challenge
+// (ErrNonceMismatch), the DEBUG attribute (ErrTDXDebug), the CCEL replay
+// against RTMR 0-2 (ErrEventLogEmpty, ErrEventLogReplay), MRTD and RTMR 0-2
+// against a reference image (ErrReferenceMismatch), and the lifecycle log
+// against RTMR 3 and the agent digest as above. The environment key is
+// bound by REPORTDATA.
+//
+// Verify does NOT check: that the nonce is fresh or unused (the caller owns
+// nonces), TDX TCB status and revocation against live Intel collateral
+// (offline verification; the gate may add it), or anything about the job a
+// lifecycle log names (the caller compares Lifecycle.BuildID).
+func Verify(ev *Evidence, ch Challenge, p *Policy) (c *Claims, err error) {
+	if err := ch.validate(); err != nil {
+		return nil, err
+	}
+	if err := ev.checkShape(); err != nil {
+		return nil, err
+	}
+	if err := p.check(ev.Kind); err != nil {
+		return nil, err
+	}
+	if ev.SoftwareTPMUnsafe && !p.AllowSoftwareTPMUnsafe {
+		return nil, ErrSoftwareTPM
+	}
+	envKey, err := ParseEnvKey(ev.EnvKey)
+	if err != nil {
+		return nil, err
+	}
+	// Third-party parsers run on attacker-controlled bytes; a panic in one
+	// must not take the gate down. Fuzzing found none after the guards in
+	// this package, but the boundary stays.
+	defer func() {
+		if r := recover(); r != nil {
+			c, err = nil, fmt.Errorf("%w: parser panic: %v", ErrMalformedEvidence, r)
+		}
+	}()
+	c = &Claims{
+		Kind:          ev.Kind,
+		EnvKey:        envKey,
+		EnvKeySPKI:    ev.EnvKey,
+		EnvKeyDigest:  KeyDigest(ev.EnvKey),
+		HPKEPublicKey: ev.HPKEPublicKey,
+		SoftwareTPM:   ev.SoftwareTPMUnsafe,
+	}
+	switch ev.Kind {
+	case KindTPM:
+		err = verifyTPM(ev, ch, p, c)
+	case KindTDX:
+		err = verifyTDX(ev, ch, p, c)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !agentAllowed(p.Reference, c.Lifecycle.AgentDigest) {
+		return nil, fmt.Errorf("%w: %x", ErrAgentNotAllowed, c.Lifecycle.AgentDigest)
+	}
+	return c, nil
+}
+
+func agentAllowed(rv *ReferenceValues, digest []byte) bool {
+	for _, d := range rv.AgentDigests {
+		if string(d) == string(digest) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,296 @@
+package attest_test
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"testing"
+
+	"github.com/attested-runner/attested-runner/attest"
+	"github.com/attested-runner/attested-runner/attest/attesttest"
+	gecel "github.com/google/go-eventlog/cel"
+	"github.com/google/go-eventlog/register"
+	"github.com/google/go-eventlog/tcg"
+	"github.com/google/go-tpm-tools/client"
+	pb "github.com/google/go-tpm-tools/proto/attest"
+	"google.golang.org/protobuf/proto"
+)
+
+func nonce(t testing.TB) []byte {
+	t.Helper()
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// clone deep-copies evidence through its wire encoding.
+func clone(t testing.TB, ev *attest.Evidence) *attest.Evidence {
+	t.Helper()
+	b, err := ev.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := attest.DecodeEvidence(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func editAttestation(t testing.TB, ev *attest.Evidence, edit func(*pb.Attestation)) {
+	t.Helper()
+	var att pb.Attestation
+	if err := proto.Unmarshal(ev.TPM.Attestation, &att); err != nil {
+		t.Fatal(err)
+	}
+	edit(&att)
+	b, err := proto.Marshal(&att)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.TPM.Attestation = b
+}
+
+// editCEL rewrites the lifecycle log's records (renumbering them), so that
+// only replay against the quoted PCR can notice.
+func editCEL(t testing.TB, ev *attest.Evidence, edit func([]gecel.Record) []gecel.Record) {
+	t.Helper()
+	log, err := gecel.DecodeToCEL(bytes.NewBuffer(ev.CEL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := edit(append([]gecel.Record(nil), log.Records()...))
+	var buf bytes.Buffer
+	for i := range recs {
+		recs[i].RecNum = uint64(i)
+		if err := recs[i].EncodeCELR(&buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev.CEL = buf.Bytes()
+}
+
+func TestRoundTripSimulator(t *testing.T) {
+	m := attesttest.SimulatedMachine(t)
+	c, p := m.Collector, m.Policy
+	n := nonce(t)
+	ev, err := c.Collect(attest.AdmissionChallenge(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims, err := attest.Verify(clone(t, ev), attest.AdmissionChallenge(n), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if claims.ImageID != "test-image" || !claims.SecureBoot || claims.Level != 0 || !claims.SoftwareTPM {
+		t.Errorf("claims: image %q secureBoot %v level %d software %v", claims.ImageID, claims.SecureBoot, claims.Level, claims.SoftwareTPM)
+	}
+	if !bytes.Equal(claims.EnvKeySPKI, c.EnvKey()) || !bytes.Equal(claims.HPKEPublicKey, c.HPKE().PublicKey()) {
+		t.Error("claims name other keys than the collector's")
+	}
+	if got := claims.Lifecycle.AgentDigest; !bytes.Equal(got, attesttest.AgentDigest[:]) {
+		t.Errorf("agent digest %x", got)
+	}
+	if claims.Lifecycle.BuildID != "" || len(claims.BootEvents) == 0 || len(claims.EFIApps) == 0 {
+		t.Errorf("lifecycle %+v, %d boot events, %d EFI apps", claims.Lifecycle, len(claims.BootEvents), len(claims.EFIApps))
+	}
+
+	// The signer is the certified key.
+	digest := sha256.Sum256([]byte("payload"))
+	sig, err := c.Signer().Sign(rand.Reader, digest[:], crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ecdsaVerify(claims, digest[:], sig) {
+		t.Error("signature by the collector's signer does not verify with the certified key")
+	}
+}
+
+// TestRejections builds valid evidence once, breaks exactly one thing per
+// case, and checks the specific error (DESIGN.md threat model).
+func TestRejections(t *testing.T) {
+	m := attesttest.SimulatedMachine(t)
+	c, p := m.Collector, m.Policy
+	n := nonce(t)
+	ch := attest.AdmissionChallenge(n)
+	good, err := c.Collect(ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := attest.Verify(clone(t, good), ch, p); err != nil {
+		t.Fatalf("baseline evidence rejected: %v", err)
+	}
+
+	otherKey, err := attest.NewHPKEKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name     string
+		evidence func(*attest.Evidence)
+		policy   func(*attest.Policy)
+		ch       attest.Challenge
+		want     error
+	}{
+		{name: "wrong nonce", ch: attest.AdmissionChallenge(nonce(t)), want: attest.ErrNonceMismatch},
+		{name: "admission evidence replayed as a statement quote", ch: attest.StatementChallenge(n), want: attest.ErrNonceMismatch},
+		{name: "empty nonce", ch: attest.AdmissionChallenge(nil), want: attest.ErrBadChallenge},
+		{name: "HPKE key swapped", evidence: func(e *attest.Evidence) { e.HPKEPublicKey = otherKey.PublicKey() }, want: attest.ErrNonceMismatch},
+		{name: "empty policy", policy: func(p *attest.Policy) { p.Reference.Images = nil }, want: attest.ErrPolicyEmpty},
+		{name: "nil reference values", policy: func(p *attest.Policy) { p.Reference = nil }, want: attest.ErrPolicyEmpty},
+		{name: "no allowed agent", policy: func(p *attest.Policy) { p.Reference.AgentDigests = nil }, want: attest.ErrPolicyEmpty},
+		{name: "no trust root", policy: func(p *attest.Policy) { p.TrustedAKs = nil }, want: attest.ErrNoTrustRoot},
+		{name: "AK not trusted", policy: func(p *attest.Policy) { p.TrustedAKs = []crypto.PublicKey{otherAK(t)} }, want: attest.ErrUntrustedAK},
+		{name: "software TPM under a strict policy", policy: func(p *attest.Policy) { p.AllowSoftwareTPMUnsafe = false }, want: attest.ErrSoftwareTPM},
+		{name: "PCR not in reference values", policy: func(p *attest.Policy) { p.Reference.Images[0].PCRs[4] = make(attest.Hex, 32) }, want: attest.ErrReferenceMismatch},
+		{name: "required boot event absent", policy: func(p *attest.Policy) {
+			p.Reference.Images[0].Events = []attest.EventRef{{PCR: 4, Digest: make(attest.Hex, 32)}}
+		}, want: attest.ErrReferenceMismatch},
+		{name: "agent not in reference values", policy: func(p *attest.Policy) { p.Reference.AgentDigests = []attest.Hex{make(attest.Hex, 32)} }, want: attest.ErrAgentNotAllowed},
+		{name: "empty event log", evidence: func(e *attest.Evidence) {
+			editAttestation(t, e, func(a *pb.Attestation) { a.EventLog = nil })
+		}, want: attest.ErrEventLogEmpty},
+		{name: "event log tampered", evidence: func(e *attest.Evidence) {
+			// Flip a bit of the measured digest of the kernel's event
+			// (the last EFI application on PCR 4).
+			editAttestation(t, e, func(a *pb.Attestation) { a.EventLog = flipEventDigest(t, a.EventLog, 4) })
+		}, want: attest.ErrEventLogReplay},
+		{name: "event log truncated", evidence: func(e *attest.Evidence) {
+			editAttestation(t, e, func(a *pb.Attestation) { a.EventLog = a.EventLog[:len(a.EventLog)/2] })
+		}, want: attest.ErrEventLogReplay},
+		{name: "quoted PCR value edited", evidence: func(e *attest.Evidence) {
+			editAttestation(t, e, func(a *pb.Attestation) {
+				for _, q := range a.Quotes {
+					q.Pcrs.Pcrs[0] = make([]byte, len(q.Pcrs.Pcrs[0]))
+				}
+			})
+		}, want: attest.ErrQuoteSignature},
+		{name: "quote signature flipped", evidence: func(e *attest.Evidence) {
+			editAttestation(t, e, func(a *pb.Attestation) {
+				for _, q := range a.Quotes {
+					q.RawSig = bytes.Clone(q.RawSig)
+					q.RawSig[len(q.RawSig)-1] ^= 1
+				}
+			})
+		}, want: attest.ErrQuoteSignature},
+		{name: "no SHA-256 quote", evidence: func(e *attest.Evidence) {
+			editAttestation(t, e, func(a *pb.Attestation) { a.Quotes = nil })
+		}, want: attest.ErrMalformedEvidence},
+		{name: "lifecycle event removed", evidence: func(e *attest.Evidence) {
+			editCEL(t, e, func(r []gecel.Record) []gecel.Record { return r[1:] })
+		}, want: attest.ErrCELReplay},
+		{name: "lifecycle events reordered", evidence: func(e *attest.Evidence) {
+			editCEL(t, e, func(r []gecel.Record) []gecel.Record { return []gecel.Record{r[1], r[0]} })
+		}, want: attest.ErrCELReplay},
+		{name: "lifecycle log empty", evidence: func(e *attest.Evidence) { e.CEL = nil }, want: attest.ErrCELReplay},
+		{name: "lifecycle record content edited", evidence: func(e *attest.Evidence) {
+			editCEL(t, e, func(r []gecel.Record) []gecel.Record {
+				r[0].Content.Value = bytes.Clone(r[0].Content.Value)
+				r[0].Content.Value[len(r[0].Content.Value)-1] ^= 1
+				return r
+			})
+		}, want: attest.ErrCELReplay},
+		{name: "environment key not the certified one", evidence: func(e *attest.Evidence) {
+			e.EnvKey = otherEnvKeySPKI(t)
+		}, want: attest.ErrNonceMismatch},
+		{name: "certification of another key", evidence: func(e *attest.Evidence) {
+			e.TPM.EnvKeyPublic = otherAKPublicArea(t)
+		}, want: attest.ErrKeyNotCertified},
+		{name: "certification signature flipped", evidence: func(e *attest.Evidence) {
+			e.TPM.CertifySignature[len(e.TPM.CertifySignature)-1] ^= 1
+		}, want: attest.ErrKeyNotCertified},
+		{name: "certify info swapped for the quote", evidence: func(e *attest.Evidence) {
+			var att pb.Attestation
+			if err := proto.Unmarshal(e.TPM.Attestation, &att); err != nil {
+				t.Fatal(err)
+			}
+			e.TPM.CertifyInfo = att.Quotes[0].Quote
+			e.TPM.CertifySignature = att.Quotes[0].RawSig
+		}, want: attest.ErrKeyNotCertified},
+		{name: "unknown kind", evidence: func(e *attest.Evidence) { e.Kind = "sev" }, want: attest.ErrMalformedEvidence},
+		{name: "wrong format", evidence: func(e *attest.Evidence) { e.Format = "v0" }, want: attest.ErrMalformedEvidence},
+		{name: "missing TPM part", evidence: func(e *attest.Evidence) { e.TPM = nil }, want: attest.ErrMalformedEvidence},
+		{name: "oversized lifecycle log", evidence: func(e *attest.Evidence) { e.CEL = make([]byte, attest.MaxCELSize+1) }, want: attest.ErrTooLarge},
+		{name: "oversized event log", evidence: func(e *attest.Evidence) {
+			editAttestation(t, e, func(a *pb.Attestation) { a.EventLog = make([]byte, attest.MaxEventLogSize+1) })
+		}, want: attest.ErrTooLarge},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := clone(t, good)
+			if tc.evidence != nil {
+				tc.evidence(ev)
+			}
+			pol := clonePolicy(t, p)
+			if tc.policy != nil {
+				tc.policy(pol)
+			}
+			chal := ch
+			if tc.ch.Purpose != "" {
+				chal = tc.ch
+			}
+			_, err := attest.Verify(ev, chal, pol)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Verify: got %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// flipEventDigest flips one bit of the SHA-256 digest of the last event on
+// pcr, in place in the raw log.
+func flipEventDigest(t testing.TB, raw []byte, pcr int) []byte {
+	t.Helper()
+	el, err := tcg.ParseEventLog(raw, tcg.ParseOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var digest []byte
+	for _, e := range el.Events(register.HashSHA256) {
+		if e.Index == pcr {
+			digest = e.Digest
+		}
+	}
+	i := bytes.LastIndex(raw, digest)
+	if digest == nil || i < 0 {
+		t.Fatalf("no event on PCR %d", pcr)
+	}
+	out := bytes.Clone(raw)
+	out[i] ^= 1
+	return out
+}
+
+// otherAK is some other P-256 key, standing in for an unknown AK.
+func otherAK(t testing.TB) crypto.PublicKey {
+	t.Helper()
+	k, err := ecdsaKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.Public()
+}
+
+func otherEnvKeySPKI(t testing.TB) []byte {
+	t.Helper()
+	k, err := ecdsaKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spki(t, k.Public())
+}
+
+// otherAKPublicArea is a TPM public area of another P-256 key: the AK
+// template, which differs from the environment key's.
+func otherAKPublicArea(t testing.TB) []byte {
+	t.Helper()
+	b, err := client.AKTemplateECC().Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

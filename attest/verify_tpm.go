@@ -1,0 +1,378 @@
+package attest
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	"github.com/google/go-eventlog/extract"
+	"github.com/google/go-eventlog/register"
+	"github.com/google/go-eventlog/tcg"
+	pb "github.com/google/go-tpm-tools/proto/attest"
+	tpmpb "github.com/google/go-tpm-tools/proto/tpm"
+	tpmquote "github.com/google/go-tpm-tools/quote"
+	"github.com/google/go-tpm-tools/server"
+	"github.com/google/go-tpm/legacy/tpm2"
+	"google.golang.org/protobuf/proto"
+)
+
+// EnvKeyAttributes are the TPM object attributes an environment key must
+// have: a signing key generated inside the TPM that can never be duplicated.
+const EnvKeyAttributes = tpm2.FlagSign | tpm2.FlagFixedTPM | tpm2.FlagFixedParent | tpm2.FlagSensitiveDataOrigin | tpm2.FlagUserWithAuth
+
+// EnvKeyTemplate is the TPM template of the environment key: ECDSA P-256
+// with SHA-256, created as a primary key in the null hierarchy (see the
+// collector), so the TPM forgets it at the next reset.
+func EnvKeyTemplate() tpm2.Public {
+	return tpm2.Public{
+		Type:       tpm2.AlgECC,
+		NameAlg:    tpm2.AlgSHA256,
+		Attributes: EnvKeyAttributes,
+		ECCParameters: &tpm2.ECCParams{
+			Sign:    &tpm2.SigScheme{Alg: tpm2.AlgECDSA, Hash: tpm2.AlgSHA256},
+			CurveID: tpm2.CurveNISTP256,
+		},
+	}
+}
+
+func verifyTPM(ev *Evidence, ch Challenge, p *Policy, c *Claims) error {
+	nonce := ch.TPMNonce(ev.EnvKey, ev.HPKEPublicKey)
+	var att pb.Attestation
+	if err := proto.Unmarshal(ev.TPM.Attestation, &att); err != nil {
+		return fmt.Errorf("%w: TPM attestation: %v", ErrMalformedEvidence, err)
+	}
+	if len(att.GetEventLog()) > MaxEventLogSize {
+		return fmt.Errorf("%w: TCG event log is %d bytes", ErrTooLarge, len(att.GetEventLog()))
+	}
+
+	ak, akDigest, err := trustedAK(&att, p)
+	if err != nil {
+		return err
+	}
+	c.AKDigest = akDigest
+
+	quote, err := sha256Quote(&att)
+	if err != nil {
+		return err
+	}
+	ad, err := tpm2.DecodeAttestationData(quote.GetQuote())
+	if err != nil {
+		return fmt.Errorf("%w: quote attestation data: %v", ErrMalformedEvidence, err)
+	}
+	if subtle.ConstantTimeCompare(ad.ExtraData, nonce) != 1 {
+		return fmt.Errorf("%w: TPM quote", ErrNonceMismatch)
+	}
+	if err := tpmquote.Verify(quote, ak, nonce); err != nil {
+		return fmt.Errorf("%w: %v", ErrQuoteSignature, err)
+	}
+	pcrs := quote.GetPcrs().GetPcrs()
+	c.PCRs = pcrs
+
+	if err := verifyBootLog(att.GetEventLog(), pcrs, p, c); err != nil {
+		return err
+	}
+
+	events, err := replayCEL(ev.CEL, tpmLayout, pcrs[LifecyclePCR])
+	if err != nil {
+		return err
+	}
+	if c.Lifecycle, err = checkLifecycle(events, ev.EnvKey, ev.HPKEPublicKey); err != nil {
+		return err
+	}
+
+	if err := verifyCertify(ev, ak, nonce); err != nil {
+		return err
+	}
+
+	img, err := matchTPMImage(p.Reference, c)
+	if err != nil {
+		return err
+	}
+	c.ImageID = img.ID
+	c.Level = 2
+	if p.TPMLevel == 3 {
+		c.Level = 3
+	}
+	if ev.SoftwareTPMUnsafe {
+		c.Level = 0
+	}
+	return nil
+}
+
+// trustedAK returns the attestation key if the policy trusts it. The AK must
+// be a restricted signing key: only then does the TPM refuse to sign data
+// that imitates a quote, which is what makes a quote mean anything.
+func trustedAK(att *pb.Attestation, p *Policy) (crypto.PublicKey, string, error) {
+	pubArea, err := tpm2.DecodePublic(att.GetAkPub())
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: AK public area: %v", ErrMalformedEvidence, err)
+	}
+	want := tpm2.FlagRestricted | tpm2.FlagSign | tpm2.FlagFixedTPM | tpm2.FlagFixedParent | tpm2.FlagSensitiveDataOrigin
+	if pubArea.Attributes&want != want || pubArea.Attributes&tpm2.FlagDecrypt != 0 {
+		return nil, "", fmt.Errorf("%w: AK attributes %#x are not those of a restricted signing key", ErrUntrustedAK, uint32(pubArea.Attributes))
+	}
+	pub, err := pubArea.Key()
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: AK public key: %v", ErrMalformedEvidence, err)
+	}
+	spki, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: AK public key: %v", ErrMalformedEvidence, err)
+	}
+	for _, t := range p.TrustedAKs {
+		tb, err := x509.MarshalPKIXPublicKey(t)
+		if err == nil && bytes.Equal(tb, spki) {
+			return pub, KeyDigest(spki), nil
+		}
+	}
+	if len(att.GetAkCert()) == 0 || len(p.TrustedAKRoots) == 0 {
+		return nil, "", fmt.Errorf("%w: AK %s is not a trusted key and has no certificate under a trusted root", ErrUntrustedAK, KeyDigest(spki)[:16])
+	}
+	cert, err := x509.ParseCertificate(att.GetAkCert())
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: AK certificate: %v", ErrMalformedEvidence, err)
+	}
+	certSPKI, err := x509.MarshalPKIXPublicKey(cert.PublicKey)
+	if err != nil || !bytes.Equal(certSPKI, spki) {
+		return nil, "", fmt.Errorf("%w: AK certificate is for another key than the AK public area", ErrUntrustedAK)
+	}
+	inter := x509.NewCertPool()
+	for _, ic := range p.TrustedAKIntermediates {
+		inter.AddCert(ic)
+	}
+	for _, raw := range att.GetIntermediateCerts() {
+		ic, err := x509.ParseCertificate(raw)
+		if err != nil {
+			return nil, "", fmt.Errorf("%w: AK intermediate certificate: %v", ErrMalformedEvidence, err)
+		}
+		inter.AddCert(ic)
+	}
+	roots := x509.NewCertPool()
+	for _, r := range p.TrustedAKRoots {
+		roots.AddCert(r)
+	}
+	// TPM AK certificates mark the SAN extension critical with a form Go
+	// does not parse (see go-tpm-tools server.VerifyAKCert); accept only that.
+	cert.UnhandledCriticalExtensions = slices.DeleteFunc(slices.Clone(cert.UnhandledCriticalExtensions), func(oid asn1.ObjectIdentifier) bool {
+		return oid.Equal(asn1.ObjectIdentifier{2, 5, 29, 17})
+	})
+	if _, err := cert.Verify(x509.VerifyOptions{
+		Roots:         roots,
+		Intermediates: inter,
+		CurrentTime:   p.now(),
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	}); err != nil {
+		return nil, "", fmt.Errorf("%w: AK certificate: %v", ErrUntrustedAK, err)
+	}
+	return pub, KeyDigest(spki), nil
+}
+
+func sha256Quote(att *pb.Attestation) (*tpmpb.Quote, error) {
+	for _, q := range att.GetQuotes() {
+		if q.GetPcrs().GetHash() == tpmpb.HashAlgo_SHA256 {
+			return q, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: no SHA-256 quote", ErrMalformedEvidence)
+}
+
+// verifyBootLog replays the TCG event log against the quoted SHA-256 PCRs and
+// extracts the boot state, with go-eventlog (the same code go-tpm-tools'
+// server.VerifyAttestation runs), minus its acceptance of an empty log.
+func verifyBootLog(raw []byte, pcrs map[uint32][]byte, p *Policy, c *Claims) error {
+	if len(raw) == 0 {
+		return ErrEventLogEmpty
+	}
+	key := bootCacheKey(raw, pcrs, p.DirectKernelBoot)
+	r, ok := bootLogCache.get(key)
+	if !ok {
+		var err error
+		if r, err = replayBootLog(raw, pcrs, p.DirectKernelBoot); err != nil {
+			return err
+		}
+		bootLogCache.put(key, r)
+	}
+	c.BootEvents, c.SecureBoot, c.EFIApps = r.events, r.secureBoot, r.efiApps
+	return nil
+}
+
+func replayBootLog(raw []byte, pcrs map[uint32][]byte, directKernelBoot bool) (bootResult, error) {
+	var r bootResult
+	if err := checkEventLogFraming(raw); err != nil {
+		return r, err
+	}
+	mrs := make([]register.MR, 0, len(pcrs))
+	for i, d := range pcrs {
+		mrs = append(mrs, register.PCR{Index: int(i), Digest: d, DigestAlg: crypto.SHA256})
+	}
+	events, err := tcg.ParseAndReplay(raw, mrs, tcg.ParseOpts{})
+	if err != nil {
+		return r, fmt.Errorf("%w: %v", ErrEventLogReplay, err)
+	}
+	if len(events) == 0 {
+		return r, ErrEventLogEmpty
+	}
+	r.events = make([]BootEvent, 0, len(events))
+	for i, e := range events {
+		// go-eventlog panics on event types it does not know, and the type
+		// field is not measured: refuse them here.
+		name, known := e.Type.KnownName()
+		if !known {
+			return r, fmt.Errorf("%w: event %d has unknown type %#x", ErrEventLogReplay, i, uint32(e.Type))
+		}
+		if e.Index == LifecyclePCR {
+			return r, fmt.Errorf("%w: firmware event %d extends the lifecycle PCR %d", ErrEventLogReplay, i, LifecyclePCR)
+		}
+		r.events = append(r.events, BootEvent{PCR: uint32(e.Index), Type: name, Digest: e.Digest})
+	}
+	fs, err := extract.FirmwareLogState(events, crypto.SHA256, extract.TPMRegisterConfig, extract.Opts{
+		Loader:                        extract.UnsupportedLoader,
+		AllowEFIAppBeforeCallingEvent: directKernelBoot,
+	})
+	if err != nil {
+		return r, fmt.Errorf("%w: %v", ErrEventLogReplay, err)
+	}
+	ms, err := server.ConvertToMachineState(fs)
+	if err != nil {
+		return r, fmt.Errorf("%w: %v", ErrEventLogReplay, err)
+	}
+	r.secureBoot = ms.GetSecureBoot().GetEnabled()
+	for _, app := range ms.GetEfi().GetApps() {
+		r.efiApps = append(r.efiApps, app.GetDigest())
+	}
+	return r, nil
+}
+
+// nullHierarchyQualifiedName is the qualified-name digest of a primary
+// object in the null hierarchy: H(TPM_RH_NULL || name), name being
+// nameAlg || H(public area) (TPM 2.0 Part 1, 16.6).
+func nullHierarchyQualifiedName(name []byte) []byte {
+	var h [4]byte
+	binary.BigEndian.PutUint32(h[:], uint32(tpm2.HandleNull))
+	d := sha256.Sum256(append(h[:], name...))
+	return d[:]
+}
+
+// verifyCertify checks TPM2_Certify: the AK vouches that the environment key
+// lives in this TPM with the required attributes, for this challenge.
+func verifyCertify(ev *Evidence, ak crypto.PublicKey, nonce []byte) error {
+	t := ev.TPM
+	sig, err := tpm2.DecodeSignature(bytes.NewBuffer(t.CertifySignature))
+	if err != nil {
+		return fmt.Errorf("%w: certify signature: %v", ErrKeyNotCertified, err)
+	}
+	akEC, ok := ak.(*ecdsa.PublicKey)
+	if !ok || sig.Alg != tpm2.AlgECDSA || sig.ECC == nil || sig.ECC.HashAlg != tpm2.AlgSHA256 {
+		return fmt.Errorf("%w: certify signature must be ECDSA-SHA256 by an ECC AK", ErrKeyNotCertified)
+	}
+	digest := sha256.Sum256(t.CertifyInfo)
+	if !ecdsa.Verify(akEC, digest[:], sig.ECC.R, sig.ECC.S) {
+		return fmt.Errorf("%w: certify signature does not verify with the AK", ErrKeyNotCertified)
+	}
+	ad, err := tpm2.DecodeAttestationData(t.CertifyInfo)
+	if err != nil {
+		return fmt.Errorf("%w: certify info: %v", ErrKeyNotCertified, err)
+	}
+	if ad.Type != tpm2.TagAttestCertify || ad.AttestedCertifyInfo == nil {
+		return fmt.Errorf("%w: attestation is not a certification", ErrKeyNotCertified)
+	}
+	if subtle.ConstantTimeCompare(ad.ExtraData, nonce) != 1 {
+		return fmt.Errorf("%w: certification", ErrNonceMismatch)
+	}
+	pub, err := tpm2.DecodePublic(t.EnvKeyPublic)
+	if err != nil {
+		return fmt.Errorf("%w: environment key public area: %v", ErrKeyNotCertified, err)
+	}
+	if match, err := ad.AttestedCertifyInfo.Name.MatchesPublic(pub); err != nil || !match {
+		return fmt.Errorf("%w: certified name is another key", ErrKeyNotCertified)
+	}
+	if pub.Attributes != EnvKeyAttributes {
+		return fmt.Errorf("%w: attributes %#x, want %#x (sign, fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth)",
+			ErrKeyNotCertified, uint32(pub.Attributes), uint32(EnvKeyAttributes))
+	}
+	if pub.NameAlg != tpm2.AlgSHA256 || len(pub.AuthPolicy) != 0 {
+		return fmt.Errorf("%w: key must use SHA-256 names and no auth policy", ErrKeyNotCertified)
+	}
+	name, err := pub.Name()
+	if err != nil || name.Digest == nil {
+		return fmt.Errorf("%w: environment key name", ErrKeyNotCertified)
+	}
+	nameBytes, err := name.Digest.Encode()
+	if err != nil {
+		return fmt.Errorf("%w: environment key name: %v", ErrKeyNotCertified, err)
+	}
+	qn := ad.AttestedCertifyInfo.QualifiedName.Digest
+	if qn == nil || qn.Alg != tpm2.AlgSHA256 || !bytes.Equal(qn.Value, nullHierarchyQualifiedName(nameBytes)) {
+		return fmt.Errorf("%w: key is not a primary key of the null hierarchy (it would survive reboot)", ErrKeyNotCertified)
+	}
+	key, err := pub.Key()
+	if err != nil {
+		return fmt.Errorf("%w: environment key: %v", ErrKeyNotCertified, err)
+	}
+	ec, ok := key.(*ecdsa.PublicKey)
+	if !ok || ec.Curve != elliptic.P256() {
+		return fmt.Errorf("%w: environment key is not P-256", ErrKeyNotCertified)
+	}
+	spki, err := x509.MarshalPKIXPublicKey(ec)
+	if err != nil || !bytes.Equal(spki, ev.EnvKey) {
+		return fmt.Errorf("%w: the certified key is not the evidence's environment key", ErrKeyNotCertified)
+	}
+	return nil
+}
+
+// matchTPMImage finds the reference image the quoted PCRs and replayed boot
+// events satisfy.
+func matchTPMImage(rv *ReferenceValues, c *Claims) (*Image, error) {
+	var reasons []string
+	for i := range rv.Images {
+		im := &rv.Images[i]
+		if im.isTDX() {
+			continue
+		}
+		reason := tpmImageMismatch(im, c)
+		if reason == "" {
+			return im, nil
+		}
+		reasons = append(reasons, im.ID+": "+reason)
+	}
+	if len(reasons) == 0 {
+		return nil, fmt.Errorf("%w: policy has no TPM image", ErrReferenceMismatch)
+	}
+	return nil, fmt.Errorf("%w: %s", ErrReferenceMismatch, joinReasons(reasons))
+}
+
+func tpmImageMismatch(im *Image, c *Claims) string {
+	for _, i := range sortedPCRs(im.PCRs) {
+		got, ok := c.PCRs[i]
+		if !ok {
+			return fmt.Sprintf("PCR %d not quoted", i)
+		}
+		if !bytes.Equal(got, im.PCRs[i]) {
+			return fmt.Sprintf("PCR %d is %x, want %x", i, got, []byte(im.PCRs[i]))
+		}
+	}
+	for _, want := range im.Events {
+		found := false
+		for _, e := range c.BootEvents {
+			if e.PCR == want.PCR && bytes.Equal(e.Digest, want.Digest) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return fmt.Sprintf("no event %x on PCR %d (%s)", []byte(want.Digest), want.PCR, want.Description)
+		}
+	}
+	if im.SecureBoot && !c.SecureBoot {
+		return "Secure Boot is not enabled"
+	}
+	return ""
+}
