@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -218,6 +219,10 @@ func (p *Policy) now() time.Time {
 	return p.Time
 }
 
+func (p *Policy) hasAKRoots() bool {
+	return len(p.TrustedAKs) > 0 || len(p.TrustedAKRoots) > 0
+}
+
 func (p *Policy) check(kind Kind) error {
 	if p == nil {
 		return fmt.Errorf("%w: no policy", ErrPolicyEmpty)
@@ -258,3 +263,31 @@ func sortedPCRs(m map[uint32]Hex) []uint32 {
 }
 
 func joinReasons(rs []string) string { return strings.Join(rs, "; ") }
+
+// LoadCertificates reads PEM certificates (AK roots or intermediates).
+func LoadCertificates(path string) ([]*x509.Certificate, error) {
+	b, err := readLimited(path, MaxReferenceValuesSize)
+	if err != nil {
+		return nil, err
+	}
+	var out []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no PEM certificate", path)
+	}
+	return out, nil
+}

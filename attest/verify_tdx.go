@@ -39,44 +39,99 @@ var defaultTDXRoots = sync.OnceValue(func() *x509.CertPool {
 	return pool
 })
 
-func verifyTDX(ev *Evidence, ch Challenge, p *Policy, c *Claims) error {
-	quote, err := ParseTDXQuote(ev.TDX.Quote)
-	if err != nil {
+func verifyTDX(ev *Evidence, ch *Challenge, p *Policy, c *Claims, s *steps) error {
+	var quote *tdxpb.QuoteV4
+	if err := s.run("decode", func() (string, error) {
+		var err error
+		quote, err = ParseTDXQuote(ev.TDX.Quote)
+		return "attested-runner TDX evidence", err
+	}); err != nil {
 		return err
 	}
-	if err := VerifyTDXQuote(quote, p.TrustedTDXRoots, p.now()); err != nil {
+	var rd []byte
+	if ch != nil {
+		b := ch.TDXReportData(ev.EnvKey, ev.HPKEPublicKey)
+		rd = b[:]
+	}
+	if err := verifyTDXQuoteInput(tdxInput{quote: quote, table: ev.TDX.CCELTable, ccel: ev.TDX.CCEL, reportData: rd, ev: ev}, p, c, s); err != nil {
 		return err
 	}
-	body := quote.GetTdQuoteBody()
-	rd := ch.TDXReportData(ev.EnvKey, ev.HPKEPublicKey)
-	if subtle.ConstantTimeCompare(body.GetReportData(), rd[:]) != 1 {
-		return fmt.Errorf("%w: TDX REPORTDATA", ErrNonceMismatch)
-	}
-	if attrs := body.GetTdAttributes(); len(attrs) == 0 || attrs[0]&tdAttributesDebug != 0 {
-		return ErrTDXDebug
-	}
-	if err := ReplayCCEL(ev.TDX.CCELTable, ev.TDX.CCEL, quote); err != nil {
-		return err
-	}
-	c.MRTD = body.GetMrTd()
-	c.RTMRs = body.GetRtmrs()
-	if chain, err := verify.ExtractChainFromQuote(quote); err == nil && chain.PCKCertificate != nil {
-		d := sha256.Sum256(chain.PCKCertificate.Raw)
-		c.AKDigest = hex.EncodeToString(d[:])
-	}
+	return nil
+}
 
-	events, err := replayCEL(ev.CEL, tdxLayout, body.GetRtmrs()[LifecycleRTMR])
-	if err != nil {
+// tdxInput is a TDX quote to check: ours (ev set) or a bare quote.
+type tdxInput struct {
+	quote       *tdxpb.QuoteV4
+	table, ccel []byte
+	// reportData expected; nil: not checked (inspection only).
+	reportData []byte
+	ev         *Evidence
+}
+
+func verifyTDXQuoteInput(in tdxInput, p *Policy, c *Claims, s *steps) error {
+	quote := in.quote
+	body := quote.GetTdQuoteBody()
+	if err := s.run("quote", func() (string, error) {
+		if err := VerifyTDXQuote(quote, p.TrustedTDXRoots, p.now()); err != nil {
+			return "", err
+		}
+		if chain, err := verify.ExtractChainFromQuote(quote); err == nil && chain.PCKCertificate != nil {
+			d := sha256.Sum256(chain.PCKCertificate.Raw)
+			c.AKDigest = hex.EncodeToString(d[:])
+		}
+		if attrs := body.GetTdAttributes(); len(attrs) == 0 || attrs[0]&tdAttributesDebug != 0 {
+			return "", ErrTDXDebug
+		}
+		c.MRTD, c.RTMRs = body.GetMrTd(), body.GetRtmrs()
+		if in.reportData == nil {
+			return "signature and PCK chain valid offline, not debuggable; REPORTDATA NOT CHECKED (no nonce given)", nil
+		}
+		if subtle.ConstantTimeCompare(body.GetReportData(), in.reportData) != 1 {
+			return "", fmt.Errorf("%w: TDX REPORTDATA", ErrNonceMismatch)
+		}
+		if in.ev == nil {
+			return "signature and PCK chain valid offline, not debuggable, REPORTDATA is the given nonce", nil
+		}
+		return "signature and PCK chain valid offline, not debuggable, REPORTDATA binds the challenge and keys", nil
+	}); err != nil {
 		return err
 	}
-	if c.Lifecycle, err = checkLifecycle(events, ev.EnvKey, ev.HPKEPublicKey); err != nil {
+	if err := s.run("event log", func() (string, error) {
+		if err := ReplayCCEL(in.table, in.ccel, quote); err != nil {
+			return "", err
+		}
+		return "CCEL replays to RTMR 0-2", nil
+	}); err != nil {
 		return err
 	}
-	img, err := matchTDXImage(p.Reference, c)
-	if err != nil {
+	if in.ev == nil {
+		s.skip("lifecycle log", "a bare TDX quote carries no lifecycle log")
+	} else if err := s.run("lifecycle log", func() (string, error) {
+		events, err := replayCEL(in.ev.CEL, tdxLayout, body.GetRtmrs()[LifecycleRTMR])
+		if err != nil {
+			return "", err
+		}
+		if c.Lifecycle, err = checkLifecycle(events, in.ev.EnvKey, in.ev.HPKEPublicKey); err != nil {
+			return "", err
+		}
+		return lifecycleString(c.Lifecycle), nil
+	}); err != nil {
 		return err
 	}
-	c.ImageID = img.ID
+	if p.Reference == nil {
+		s.skip("reference values", "no reference values given")
+		return nil
+	}
+	if err := s.run("reference values", func() (string, error) {
+		img, err := matchTDXImage(p.Reference, c)
+		if err != nil {
+			return "", err
+		}
+		c.ImageID, c.Image = img.ID, img
+		return "matches image " + img.ID, nil
+	}); err != nil {
+		return err
+	}
 	c.Level = 3 // L3.hw-quote: the quote comes from the CPU, covering the TD's boot.
 	return nil
 }

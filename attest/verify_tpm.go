@@ -43,66 +43,191 @@ func EnvKeyTemplate() tpm2.Public {
 	}
 }
 
-func verifyTPM(ev *Evidence, ch Challenge, p *Policy, c *Claims) error {
-	nonce := ch.TPMNonce(ev.EnvKey, ev.HPKEPublicKey)
+// tpmInput is a TPM attestation to check: ours (ev set) or a bare
+// go-tpm-tools attestation (inspection only).
+type tpmInput struct {
+	att *pb.Attestation
+	cel []byte
+	ev  *Evidence // nil for a bare attestation
+	// nonce is the quote's expected qualifying data; nil: not checked
+	// (inspection only).
+	nonce []byte
+}
+
+func verifyTPM(ev *Evidence, ch *Challenge, p *Policy, c *Claims, s *steps) error {
 	var att pb.Attestation
-	if err := proto.Unmarshal(ev.TPM.Attestation, &att); err != nil {
-		return fmt.Errorf("%w: TPM attestation: %v", ErrMalformedEvidence, err)
+	if err := s.run("decode", func() (string, error) {
+		if err := proto.Unmarshal(ev.TPM.Attestation, &att); err != nil {
+			return "", fmt.Errorf("%w: TPM attestation: %v", ErrMalformedEvidence, err)
+		}
+		return "attested-runner TPM evidence", nil
+	}); err != nil {
+		return err
 	}
+	in := tpmInput{att: &att, cel: ev.CEL, ev: ev}
+	if ch != nil {
+		in.nonce = ch.TPMNonce(ev.EnvKey, ev.HPKEPublicKey)
+	}
+	return verifyTPMInput(in, p, c, s)
+}
+
+func verifyTPMInput(in tpmInput, p *Policy, c *Claims, s *steps) error {
+	att := in.att
 	if len(att.GetEventLog()) > MaxEventLogSize {
-		return fmt.Errorf("%w: TCG event log is %d bytes", ErrTooLarge, len(att.GetEventLog()))
+		return s.fail("decode", fmt.Errorf("%w: TCG event log is %d bytes", ErrTooLarge, len(att.GetEventLog())))
 	}
-
-	ak, akDigest, err := trustedAK(&att, p)
-	if err != nil {
-		return err
-	}
-	c.AKDigest = akDigest
-
-	quote, err := sha256Quote(&att)
-	if err != nil {
-		return err
-	}
-	ad, err := tpm2.DecodeAttestationData(quote.GetQuote())
-	if err != nil {
-		return fmt.Errorf("%w: quote attestation data: %v", ErrMalformedEvidence, err)
-	}
-	if subtle.ConstantTimeCompare(ad.ExtraData, nonce) != 1 {
-		return fmt.Errorf("%w: TPM quote", ErrNonceMismatch)
-	}
-	if err := tpmquote.Verify(quote, ak, nonce); err != nil {
-		return fmt.Errorf("%w: %v", ErrQuoteSignature, err)
-	}
-	pcrs := quote.GetPcrs().GetPcrs()
-	c.PCRs = pcrs
-
-	if err := verifyBootLog(att.GetEventLog(), pcrs, p, c); err != nil {
+	var ak crypto.PublicKey
+	if err := s.run("attestation key", func() (string, error) {
+		var spki []byte
+		var err error
+		if p.hasAKRoots() {
+			ak, spki, err = trustedAK(att, p)
+		} else {
+			ak, spki, err = restrictedAK(att)
+		}
+		if err != nil {
+			return "", err
+		}
+		c.AK, c.AKDigest = spki, KeyDigest(spki)
+		if !p.hasAKRoots() {
+			return "NOT CHECKED: no trusted AK or AK root given; restricted AK sha256:" + c.AKDigest[:16] + " used as is", nil
+		}
+		return "trusted AK sha256:" + c.AKDigest[:16], nil
+	}); err != nil {
 		return err
 	}
 
-	events, err := replayCEL(ev.CEL, tpmLayout, pcrs[LifecyclePCR])
-	if err != nil {
-		return err
-	}
-	if c.Lifecycle, err = checkLifecycle(events, ev.EnvKey, ev.HPKEPublicKey); err != nil {
+	var quote *tpmpb.Quote
+	if err := s.run("quote", func() (string, error) {
+		var err error
+		if quote, err = sha256Quote(att); err != nil {
+			return "", err
+		}
+		ad, err := tpm2.DecodeAttestationData(quote.GetQuote())
+		if err != nil {
+			return "", fmt.Errorf("%w: quote attestation data: %v", ErrMalformedEvidence, err)
+		}
+		nonce := in.nonce
+		if nonce != nil && subtle.ConstantTimeCompare(ad.ExtraData, nonce) != 1 {
+			return "", fmt.Errorf("%w: TPM quote", ErrNonceMismatch)
+		}
+		if nonce == nil {
+			nonce = ad.ExtraData // inspection without a nonce: self-consistency only
+		}
+		if err := tpmquote.Verify(quote, ak, nonce); err != nil {
+			return "", fmt.Errorf("%w: %v", ErrQuoteSignature, err)
+		}
+		c.PCRs = quote.GetPcrs().GetPcrs()
+		if in.nonce == nil {
+			return fmt.Sprintf("signature and PCR digest valid, %d SHA-256 PCRs; nonce NOT CHECKED (none given)", len(c.PCRs)), nil
+		}
+		return fmt.Sprintf("signature, PCR digest and nonce valid, %d SHA-256 PCRs", len(c.PCRs)), nil
+	}); err != nil {
 		return err
 	}
 
-	if err := verifyCertify(ev, ak, nonce); err != nil {
+	if err := s.run("event log", func() (string, error) {
+		if err := verifyBootLog(att.GetEventLog(), c.PCRs, p, c); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%d events replay to the quoted PCRs; Secure Boot %s", len(c.BootEvents), onOff(c.SecureBoot)), nil
+	}); err != nil {
 		return err
 	}
 
-	img, err := matchTPMImage(p.Reference, c)
-	if err != nil {
+	if in.ev == nil && len(in.cel) == 0 {
+		s.skip("lifecycle log", "the attestation has no canonical event log")
+	} else if err := s.run("lifecycle log", func() (string, error) {
+		events, err := replayCEL(in.cel, tpmLayout, c.PCRs[LifecyclePCR])
+		if err != nil {
+			return "", err
+		}
+		if in.ev == nil {
+			c.Lifecycle = &Lifecycle{Events: events}
+			return fmt.Sprintf("%d events replay to PCR %d", len(events), LifecyclePCR), nil
+		}
+		if c.Lifecycle, err = checkLifecycle(events, in.ev.EnvKey, in.ev.HPKEPublicKey); err != nil {
+			return "", err
+		}
+		return lifecycleString(c.Lifecycle), nil
+	}); err != nil {
 		return err
 	}
-	c.ImageID = img.ID
+
+	if in.ev != nil {
+		if err := s.run("environment key", func() (string, error) {
+			nonce := in.nonce
+			if nonce == nil {
+				// Inspection without a challenge: check the certification is
+				// for the same (unknown) nonce as the quote.
+				ad, _ := tpm2.DecodeAttestationData(quote.GetQuote())
+				nonce = ad.ExtraData
+			}
+			if err := verifyCertify(in.ev, ak, nonce); err != nil {
+				return "", err
+			}
+			return "sha256:" + c.EnvKeyDigest[:16] + " certified: non-exportable, null hierarchy", nil
+		}); err != nil {
+			return err
+		}
+	}
+
+	if p.Reference == nil {
+		s.skip("reference values", "no reference values given")
+		return nil
+	}
+	if err := s.run("reference values", func() (string, error) {
+		img, err := matchTPMImage(p.Reference, c)
+		if err != nil {
+			return "", err
+		}
+		c.ImageID, c.Image = img.ID, img
+		return "matches image " + img.ID, nil
+	}); err != nil {
+		return err
+	}
 	c.Level = 2
 	if p.TPMLevel == 3 {
 		c.Level = 3
 	}
-	if ev.SoftwareTPMUnsafe {
+	if c.SoftwareTPM {
 		c.Level = 0
+	}
+	return nil
+}
+
+func onOff(b bool) string {
+	if b {
+		return "enabled"
+	}
+	return "disabled"
+}
+
+// restrictedAK reads the AK from the attestation without trusting it, for
+// inspection: the attributes are still checked.
+func restrictedAK(att *pb.Attestation) (crypto.PublicKey, []byte, error) {
+	pubArea, err := tpm2.DecodePublic(att.GetAkPub())
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: AK public area: %v", ErrMalformedEvidence, err)
+	}
+	if err := checkAKAttributes(pubArea); err != nil {
+		return nil, nil, err
+	}
+	pub, err := pubArea.Key()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: AK public key: %v", ErrMalformedEvidence, err)
+	}
+	spki, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: AK public key: %v", ErrMalformedEvidence, err)
+	}
+	return pub, spki, nil
+}
+
+func checkAKAttributes(pubArea tpm2.Public) error {
+	want := tpm2.FlagRestricted | tpm2.FlagSign | tpm2.FlagFixedTPM | tpm2.FlagFixedParent | tpm2.FlagSensitiveDataOrigin
+	if pubArea.Attributes&want != want || pubArea.Attributes&tpm2.FlagDecrypt != 0 {
+		return fmt.Errorf("%w: AK attributes %#x are not those of a restricted signing key", ErrUntrustedAK, uint32(pubArea.Attributes))
 	}
 	return nil
 }
@@ -110,39 +235,27 @@ func verifyTPM(ev *Evidence, ch Challenge, p *Policy, c *Claims) error {
 // trustedAK returns the attestation key if the policy trusts it. The AK must
 // be a restricted signing key: only then does the TPM refuse to sign data
 // that imitates a quote, which is what makes a quote mean anything.
-func trustedAK(att *pb.Attestation, p *Policy) (crypto.PublicKey, string, error) {
-	pubArea, err := tpm2.DecodePublic(att.GetAkPub())
+func trustedAK(att *pb.Attestation, p *Policy) (crypto.PublicKey, []byte, error) {
+	pub, spki, err := restrictedAK(att)
 	if err != nil {
-		return nil, "", fmt.Errorf("%w: AK public area: %v", ErrMalformedEvidence, err)
-	}
-	want := tpm2.FlagRestricted | tpm2.FlagSign | tpm2.FlagFixedTPM | tpm2.FlagFixedParent | tpm2.FlagSensitiveDataOrigin
-	if pubArea.Attributes&want != want || pubArea.Attributes&tpm2.FlagDecrypt != 0 {
-		return nil, "", fmt.Errorf("%w: AK attributes %#x are not those of a restricted signing key", ErrUntrustedAK, uint32(pubArea.Attributes))
-	}
-	pub, err := pubArea.Key()
-	if err != nil {
-		return nil, "", fmt.Errorf("%w: AK public key: %v", ErrMalformedEvidence, err)
-	}
-	spki, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, "", fmt.Errorf("%w: AK public key: %v", ErrMalformedEvidence, err)
+		return nil, nil, err
 	}
 	for _, t := range p.TrustedAKs {
 		tb, err := x509.MarshalPKIXPublicKey(t)
 		if err == nil && bytes.Equal(tb, spki) {
-			return pub, KeyDigest(spki), nil
+			return pub, spki, nil
 		}
 	}
 	if len(att.GetAkCert()) == 0 || len(p.TrustedAKRoots) == 0 {
-		return nil, "", fmt.Errorf("%w: AK %s is not a trusted key and has no certificate under a trusted root", ErrUntrustedAK, KeyDigest(spki)[:16])
+		return nil, nil, fmt.Errorf("%w: AK %s is not a trusted key and has no certificate under a trusted root", ErrUntrustedAK, KeyDigest(spki)[:16])
 	}
 	cert, err := x509.ParseCertificate(att.GetAkCert())
 	if err != nil {
-		return nil, "", fmt.Errorf("%w: AK certificate: %v", ErrMalformedEvidence, err)
+		return nil, nil, fmt.Errorf("%w: AK certificate: %v", ErrMalformedEvidence, err)
 	}
 	certSPKI, err := x509.MarshalPKIXPublicKey(cert.PublicKey)
 	if err != nil || !bytes.Equal(certSPKI, spki) {
-		return nil, "", fmt.Errorf("%w: AK certificate is for another key than the AK public area", ErrUntrustedAK)
+		return nil, nil, fmt.Errorf("%w: AK certificate is for another key than the AK public area", ErrUntrustedAK)
 	}
 	inter := x509.NewCertPool()
 	for _, ic := range p.TrustedAKIntermediates {
@@ -151,7 +264,7 @@ func trustedAK(att *pb.Attestation, p *Policy) (crypto.PublicKey, string, error)
 	for _, raw := range att.GetIntermediateCerts() {
 		ic, err := x509.ParseCertificate(raw)
 		if err != nil {
-			return nil, "", fmt.Errorf("%w: AK intermediate certificate: %v", ErrMalformedEvidence, err)
+			return nil, nil, fmt.Errorf("%w: AK intermediate certificate: %v", ErrMalformedEvidence, err)
 		}
 		inter.AddCert(ic)
 	}
@@ -170,9 +283,9 @@ func trustedAK(att *pb.Attestation, p *Policy) (crypto.PublicKey, string, error)
 		CurrentTime:   p.now(),
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	}); err != nil {
-		return nil, "", fmt.Errorf("%w: AK certificate: %v", ErrUntrustedAK, err)
+		return nil, nil, fmt.Errorf("%w: AK certificate: %v", ErrUntrustedAK, err)
 	}
-	return pub, KeyDigest(spki), nil
+	return pub, spki, nil
 }
 
 func sha256Quote(att *pb.Attestation) (*tpmpb.Quote, error) {

@@ -1,3 +1,35 @@
-// Package provenance builds, signs and verifies SLSA v1 provenance carrying
-// hardware evidence from an attested environment.
+// Package provenance builds, signs and verifies the SLSA v1 provenance an
+// attested-runner environment produces, and the certificates and
+// attestations around it.
+//
+// Three signed documents, all in-toto statements in DSSE sigstore bundles
+// (media type v0.3, no Fulcio or Rekor needed):
+//
+//   - The environment certificate (envcert.go): a SLSA VSA the gate signs at
+//     admission, whose subject is the environment key. It records the
+//     evidence digest, the reference image and agent matched, the AK, the
+//     runner, labels, validity and the BuildEnv level verified (BuildEnv
+//     L2.verify-before-dispatch, L3.verify-hw-before-dispatch).
+//   - The dispatch attestation (dispatch.go): a SCAI attribute report the
+//     agent signs with the environment key when a job is dispatched, after
+//     the job-start event, with a hardware quote over it (L2.agent-dispatch,
+//     L3.dispatch-includes-hw).
+//   - The provenance (statement.go, sign.go): SLSA provenance v1 of build
+//     type BuildType (docs/build-type.md), signed with the environment key.
+//
+// Design choice: the hardware evidence rides in runDetails.byproducts, not
+// in a separate SCAI statement, so one bundle per artifact is self-contained
+// for offline verification: the environment certificate (the gate's
+// verdict) and a response-time quote. The quote's challenge is the SHA-256
+// of the statement without that byproduct, canonicalized (canonical.go); it
+// binds inputs and outputs to the hardware state at signing time and
+// cannot be replayed onto another statement (seed: response-time
+// attestation).
+//
+// What Verify trusts: the gate keys given as TrustedGateRoots (or, in
+// evidence mode, the reference values and AK roots given instead). What it
+// guarantees: every check in Verify's doc comment, failing closed with a
+// sentinel error from errors.go, within MaxBundleSize. It does not trust
+// anything in a bundle before the signature over it verified with a key one
+// of those roots certified.
 package provenance

@@ -1,0 +1,90 @@
+package attest_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/attested-runner/attested-runner/attest"
+	"github.com/attested-runner/attested-runner/attest/attesttest"
+	"github.com/google/go-tpm-tools/client"
+	pb "github.com/google/go-tpm-tools/proto/attest"
+	"google.golang.org/protobuf/proto"
+)
+
+func TestInspectEvidence(t *testing.T) {
+	m := attesttest.SimulatedMachine(t)
+	ch := attest.AdmissionChallenge(nonce(t))
+	ev, err := m.Collector.Collect(ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing but the evidence: everything that can be checked passes, the
+	// rest is reported as skipped.
+	in := attest.InspectEvidence(ev, attest.InspectOptions{Policy: &attest.Policy{AllowSoftwareTPMUnsafe: true}})
+	if !in.Verified() {
+		t.Fatalf("%v %+v", in.Err, in.Checks)
+	}
+	skipped := map[string]bool{}
+	for _, c := range in.Checks {
+		if c.Status == attest.StatusSkipped {
+			skipped[c.Name] = true
+		}
+	}
+	if !skipped["reference values"] || !skipped["agent"] {
+		t.Errorf("checks %+v", in.Checks)
+	}
+	// Full inputs: same as Verify.
+	in = attest.InspectEvidence(ev, attest.InspectOptions{Challenge: &ch, Policy: m.Policy})
+	if !in.Verified() || in.Claims.ImageID != "test-image" {
+		t.Fatalf("%v %+v", in.Err, in.Checks)
+	}
+	// A candidate derived from the evidence admits it.
+	rv := in.CandidateReferenceValues("candidate")
+	p := *m.Policy
+	p.Reference = rv
+	if _, err := attest.Verify(ev, ch, &p); err != nil {
+		t.Fatalf("candidate reference values do not admit their own evidence: %v", err)
+	}
+	// The software-TPM label fails an inspection that does not allow it.
+	if in := attest.InspectEvidence(ev, attest.InspectOptions{}); !errors.Is(in.Err, attest.ErrSoftwareTPM) {
+		t.Fatalf("software TPM label: %v", in.Err)
+	}
+	other := attest.AdmissionChallenge(nonce(t))
+	in = attest.InspectEvidence(ev, attest.InspectOptions{Challenge: &other})
+	if !errors.Is(in.Err, attest.ErrNonceMismatch) {
+		t.Fatalf("wrong challenge: %v", in.Err)
+	}
+}
+
+// TestInspectBareAttestation inspects what `gotpm attest` produces: a
+// go-tpm-tools Attestation with a raw nonce and no lifecycle log.
+func TestInspectBareAttestation(t *testing.T) {
+	sim := attesttest.Simulator(t)
+	ak, err := attest.OpenAK(sim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ak.Close()
+	n := nonce(t)
+	att, err := ak.Attest(client.AttestOpts{Nonce: n, TCGEventLog: attesttest.BootLog(), SkipTeeAttestation: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := proto.Marshal(att)
+	var back pb.Attestation
+	if err := proto.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	p, err := attesttest.Policy(sim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := attest.InspectTPMAttestation(&back, attest.InspectOptions{RawNonce: n, Policy: p})
+	if !in.Verified() || in.Claims.ImageID != "test-image" || !in.Claims.SecureBoot {
+		t.Fatalf("%v %+v", in.Err, in.Checks)
+	}
+	in = attest.InspectTPMAttestation(&back, attest.InspectOptions{RawNonce: nonce(t), Policy: p})
+	if !errors.Is(in.Err, attest.ErrNonceMismatch) {
+		t.Fatalf("wrong nonce: %v", in.Err)
+	}
+}

@@ -1,0 +1,344 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/attested-runner/attested-runner/attest"
+	"github.com/attested-runner/attested-runner/internal/cli"
+	pb "github.com/google/go-tpm-tools/proto/attest"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+const evidenceUsage = `Usage: attested-verify evidence FILE [flags]
+
+Inspect hardware evidence: verify what can be verified with the inputs
+given, print what was measured, and derive candidate reference values.
+
+FILE is one of (detected, or forced with --kind):
+  - attested-runner evidence (JSON, as sent to the gate or embedded in
+    provenance);
+  - a go-tpm-tools Attestation protobuf, binary or JSON (gotpm attest);
+  - a raw TDX quote (v4), with --ccel and --ccel-table for its event log.
+
+Checks whose inputs are missing are reported as skipped, not passed:
+  --nonce             the challenge (attested-runner evidence, with --purpose)
+                      or the raw nonce (go-tpm-tools attestation, TDX quote)
+  --trusted-ak / --trusted-ak-root   who may have made a TPM quote
+  --reference-values  what the boot must have measured
+
+With --format json the report includes "referenceValues": a candidate
+reference-values document built from the verified measurements. Review it,
+then load it into the gate (--reference-values-out writes it alone).
+
+Examples:
+  attested-verify evidence boot.json --trusted-ak ak.pem --reference-values rv.json
+  attested-verify evidence quote.dat --kind tdx --ccel ccel.bin --ccel-table ccel-table.bin \
+      --nonce $(xxd -p -c 64 nonce.bin) --time 2024-06-01T00:00:00Z --format json
+`
+
+type evidenceConfig struct {
+	file              string
+	kind              string
+	eventLog          string
+	ccel, ccelTable   string
+	nonceHex, purpose string
+	trustedAKs        cli.StringList
+	trustedAKRoots    cli.StringList
+	referenceVals     string
+	at                string
+	directKernelBoot  bool
+	allowSoftwareTPM  bool
+	format            string
+	refOut            string
+}
+
+func parseEvidence(args []string, stderr io.Writer) (*evidenceConfig, error) {
+	var c evidenceConfig
+	fs := cli.NewFlagSet("evidence", evidenceUsage, stderr)
+	fs.StringVar(&c.kind, "kind", "auto", "input kind: auto, evidence, tpm (go-tpm-tools attestation) or tdx (raw quote)")
+	fs.StringVar(&c.eventLog, "event-log", "", "TCG event log to use for a go-tpm-tools attestation (replaces the one inside)")
+	fs.StringVar(&c.ccel, "ccel", "", "CCEL event log for a TDX quote (/sys/firmware/acpi/tables/data/CCEL)")
+	fs.StringVar(&c.ccelTable, "ccel-table", "", "CCEL ACPI table for a TDX quote (/sys/firmware/acpi/tables/CCEL)")
+	fs.StringVar(&c.nonceHex, "nonce", "", "hex nonce the evidence must answer")
+	fs.StringVar(&c.purpose, "purpose", "admission", "for attested-runner evidence with --nonce: admission, dispatch or statement")
+	fs.Var(&c.trustedAKs, "trusted-ak", "PEM file of trusted TPM attestation keys (repeatable)")
+	fs.Var(&c.trustedAKRoots, "trusted-ak-root", "PEM file of trusted AK certificate roots (repeatable)")
+	fs.StringVar(&c.referenceVals, "reference-values", "", "reference-values file to check the measurements against")
+	fs.StringVar(&c.at, "time", "", "verify certificates and collateral as of this RFC 3339 time (historical evidence)")
+	fs.BoolVar(&c.directKernelBoot, "direct-kernel-boot", false, "the firmware loaded the kernel itself (QEMU -kernel): allow the kernel's EFI app event before 'Calling EFI Application'")
+	fs.BoolVar(&c.allowSoftwareTPM, "insecure-allow-software-tpm", false, "do not fail evidence labelled as from a software TPM")
+	fs.StringVar(&c.format, "format", "text", "output format: text or json")
+	fs.StringVar(&c.refOut, "reference-values-out", "", "write the candidate reference values to this file")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		if err == flag.ErrHelp {
+			return nil, err
+		}
+		return nil, cli.Usagef("%v", err)
+	}
+	switch {
+	case len(pos) != 1:
+		return nil, cli.Usagef("evidence: exactly one FILE, got %d", len(pos))
+	case c.format != "text" && c.format != "json":
+		return nil, cli.Usagef("evidence: --format must be text or json")
+	}
+	switch c.kind {
+	case "auto", "evidence", "tpm", "tdx":
+	default:
+		return nil, cli.Usagef("evidence: --kind must be auto, evidence, tpm or tdx")
+	}
+	c.file = pos[0]
+	return &c, nil
+}
+
+type evidenceReport struct {
+	Source          string                  `json:"source"`
+	Kind            attest.Kind             `json:"kind"`
+	Verified        bool                    `json:"verified"`
+	Error           string                  `json:"error,omitempty"`
+	Checks          []attest.Check          `json:"checks"`
+	Measured        *measured               `json:"measured,omitempty"`
+	ReferenceValues *attest.ReferenceValues `json:"referenceValues,omitempty"`
+}
+
+type measured struct {
+	ImageID    string            `json:"imageId,omitempty"`
+	AKDigest   string            `json:"akDigest,omitempty"`
+	EnvKey     string            `json:"envKeyDigest,omitempty"`
+	SecureBoot *bool             `json:"secureBoot,omitempty"`
+	PCRs       map[string]string `json:"pcrs,omitempty"`
+	EFIApps    []string          `json:"efiApps,omitempty"`
+	MRTD       string            `json:"mrtd,omitempty"`
+	RTMRs      []string          `json:"rtmrs,omitempty"`
+	Lifecycle  []string          `json:"lifecycle,omitempty"`
+	BootEvents int               `json:"bootEvents,omitempty"`
+}
+
+func runEvidence(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	c, err := parseEvidence(args, stderr)
+	if err != nil {
+		return err
+	}
+	raw, err := cli.ReadFile(c.file, attest.MaxEvidenceSize)
+	if err != nil {
+		return err
+	}
+	p, err := loadPolicy(c.referenceVals, c.trustedAKs, c.trustedAKRoots)
+	if err != nil {
+		return err
+	}
+	p.DirectKernelBoot = c.directKernelBoot
+	p.AllowSoftwareTPMUnsafe = c.allowSoftwareTPM
+	if c.at != "" {
+		if p.Time, err = time.Parse(time.RFC3339, c.at); err != nil {
+			return cli.Usagef("--time: %v", err)
+		}
+	}
+	var nonce []byte
+	if c.nonceHex != "" {
+		if nonce, err = hex.DecodeString(strings.TrimSpace(c.nonceHex)); err != nil {
+			return cli.Usagef("--nonce is not hex: %v", err)
+		}
+	}
+
+	in, err := inspect(c, raw, nonce, p)
+	if err != nil {
+		return err
+	}
+	rep := evidenceReport{Source: in.Source, Kind: in.Kind, Verified: in.Verified(), Checks: in.Checks}
+	if in.Err != nil {
+		rep.Error = in.Err.Error()
+	}
+	rep.Measured = measurements(in.Claims)
+	if in.Verified() {
+		rep.ReferenceValues = in.CandidateReferenceValues(candidateID(in))
+	}
+	if c.refOut != "" {
+		if rep.ReferenceValues == nil {
+			return fmt.Errorf("--reference-values-out: no verified measurements to derive reference values from")
+		}
+		b, err := json.MarshalIndent(rep.ReferenceValues, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := writeFileAtomic(c.refOut, append(b, '\n')); err != nil {
+			return err
+		}
+	}
+	if c.format == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		printEvidenceText(stdout, rep, c.refOut)
+	}
+	if !rep.Verified {
+		return errNotVerified
+	}
+	return nil
+}
+
+func candidateID(in *attest.Inspection) string {
+	if in.Claims != nil && in.Claims.ImageID != "" {
+		return in.Claims.ImageID
+	}
+	return "candidate-" + time.Now().UTC().Format("20060102")
+}
+
+// inspect detects the input kind and runs the matching inspection.
+func inspect(c *evidenceConfig, raw, nonce []byte, p *attest.Policy) (*attest.Inspection, error) {
+	kind := c.kind
+	trimmed := bytes.TrimSpace(raw)
+	if kind == "auto" {
+		kind = detectKind(trimmed)
+	}
+	switch kind {
+	case "evidence":
+		ev, err := attest.DecodeEvidence(trimmed)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", c.file, err)
+		}
+		o := attest.InspectOptions{Policy: p}
+		if nonce != nil {
+			ch := attest.Challenge{Purpose: attest.Purpose(c.purpose), Nonce: nonce}
+			o.Challenge = &ch
+		}
+		return attest.InspectEvidence(ev, o), nil
+	case "tpm":
+		var att pb.Attestation
+		if len(trimmed) > 0 && trimmed[0] == '{' {
+			if err := protojson.Unmarshal(trimmed, &att); err != nil {
+				return nil, fmt.Errorf("%s: not a go-tpm-tools attestation (JSON): %w", c.file, err)
+			}
+		} else if err := proto.Unmarshal(raw, &att); err != nil {
+			return nil, fmt.Errorf("%s: not a go-tpm-tools attestation: %w", c.file, err)
+		}
+		if c.eventLog != "" {
+			log, err := cli.ReadFile(c.eventLog, attest.MaxEventLogSize)
+			if err != nil {
+				return nil, err
+			}
+			att.EventLog = log
+		}
+		return attest.InspectTPMAttestation(&att, attest.InspectOptions{RawNonce: nonce, Policy: p}), nil
+	case "tdx":
+		var table, log []byte
+		var err error
+		if c.ccelTable != "" {
+			if table, err = cli.ReadFile(c.ccelTable, 4096); err != nil {
+				return nil, err
+			}
+		}
+		if c.ccel != "" {
+			if log, err = cli.ReadFile(c.ccel, attest.MaxEventLogSize); err != nil {
+				return nil, err
+			}
+		}
+		return attest.InspectTDXQuote(raw, table, log, attest.InspectOptions{RawNonce: nonce, Policy: p}), nil
+	}
+	return nil, cli.Usagef("evidence: %s: cannot tell what this is; use --kind", c.file)
+}
+
+func detectKind(b []byte) string {
+	if len(b) > 0 && b[0] == '{' {
+		var probe struct {
+			Format string `json:"format"`
+		}
+		if json.Unmarshal(b, &probe) == nil && probe.Format == attest.EvidenceFormat {
+			return "evidence"
+		}
+		return "tpm"
+	}
+	// TDX quotes start with version 4, attestation key type 2 (ECDSA-256)
+	// and TEE type 0x81 (little endian).
+	if len(b) > 8 && b[0] == 4 && b[1] == 0 && b[4] == 0x81 {
+		return "tdx"
+	}
+	return "tpm"
+}
+
+func measurements(c *attest.Claims) *measured {
+	if c == nil {
+		return nil
+	}
+	m := &measured{ImageID: c.ImageID, AKDigest: c.AKDigest, EnvKey: c.EnvKeyDigest, BootEvents: len(c.BootEvents)}
+	if len(c.PCRs) > 0 {
+		m.PCRs = map[string]string{}
+		for i, v := range c.PCRs {
+			m.PCRs[fmt.Sprint(i)] = hex.EncodeToString(v)
+		}
+		sb := c.SecureBoot
+		m.SecureBoot = &sb
+	}
+	for _, a := range c.EFIApps {
+		m.EFIApps = append(m.EFIApps, hex.EncodeToString(a))
+	}
+	if len(c.MRTD) > 0 {
+		m.MRTD = hex.EncodeToString(c.MRTD)
+		for _, r := range c.RTMRs {
+			m.RTMRs = append(m.RTMRs, hex.EncodeToString(r))
+		}
+	}
+	if c.Lifecycle != nil {
+		for _, e := range c.Lifecycle.Events {
+			m.Lifecycle = append(m.Lifecycle, e.String())
+		}
+	}
+	return m
+}
+
+func printEvidenceText(w io.Writer, r evidenceReport, refOut string) {
+	fmt.Fprintf(w, "%s (%s)\n", r.Source, r.Kind)
+	for _, ch := range r.Checks {
+		mark := map[attest.Status]string{attest.StatusPass: "✓", attest.StatusFail: "✗", attest.StatusSkipped: "-"}[ch.Status]
+		fmt.Fprintf(w, "  %s %-17s %s\n", mark, ch.Name, ch.Detail)
+	}
+	if m := r.Measured; m != nil {
+		fmt.Fprintln(w, "Measured:")
+		if m.SecureBoot != nil {
+			fmt.Fprintf(w, "  Secure Boot  %v\n", *m.SecureBoot)
+		}
+		for _, a := range m.EFIApps {
+			fmt.Fprintf(w, "  EFI app      %s\n", a)
+		}
+		idx := make([]string, 0, len(m.PCRs))
+		for i := range m.PCRs {
+			idx = append(idx, i)
+		}
+		sort.Slice(idx, func(a, b int) bool { return len(idx[a]) < len(idx[b]) || len(idx[a]) == len(idx[b]) && idx[a] < idx[b] })
+		for _, i := range idx {
+			if m.PCRs[i] != strings.Repeat("0", 64) && m.PCRs[i] != strings.Repeat("f", 64) {
+				fmt.Fprintf(w, "  PCR %-8s %s\n", i, m.PCRs[i])
+			}
+		}
+		if m.MRTD != "" {
+			fmt.Fprintf(w, "  MRTD         %s\n", m.MRTD)
+			for i, r := range m.RTMRs {
+				fmt.Fprintf(w, "  RTMR %d       %s\n", i, r)
+			}
+		}
+		for _, e := range m.Lifecycle {
+			fmt.Fprintf(w, "  lifecycle    %s\n", e)
+		}
+	}
+	if refOut != "" {
+		fmt.Fprintf(w, "Candidate reference values written to %s: review before loading into the gate.\n", refOut)
+	}
+	if r.Verified {
+		fmt.Fprintln(w, "Result: VERIFIED (checks marked - were not requested)")
+	} else {
+		fmt.Fprintf(w, "Result: NOT VERIFIED: %s\n", r.Error)
+	}
+}

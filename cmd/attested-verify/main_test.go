@@ -1,0 +1,241 @@
+package main
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/attested-runner/attested-runner/attest"
+	"github.com/attested-runner/attested-runner/attest/attesttest"
+	"github.com/attested-runner/attested-runner/provenance/provenancetest"
+)
+
+var binary string
+
+// TestMain builds the real binary once; the tests run it as a user would.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "attested-verify-test")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "attested-verify")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		panic(string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func runCLI(t testing.TB, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), code
+}
+
+// fixture writes an artifact, its bundle and the gate's public key.
+type fixture struct {
+	dir, artifact, bundle, root string
+	env                         *provenancetest.Env
+}
+
+func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	e := provenancetest.NewEnv(t)
+	dir := t.TempDir()
+	content := []byte("release tarball\n")
+	f := &fixture{dir: dir, artifact: filepath.Join(dir, "app.tar.gz"), env: e}
+	f.bundle = f.artifact + ".sigstore.json"
+	f.root = filepath.Join(dir, "gate.pem")
+	must(t, os.WriteFile(f.artifact, content, 0o644))
+	must(t, os.WriteFile(f.bundle, e.Sign(t, e.Build(map[string][]byte{"app.tar.gz": content})), 0o644))
+	spki, err := x509.MarshalPKIXPublicKey(e.GateKey.Public())
+	must(t, err)
+	must(t, os.WriteFile(f.root, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}), 0o644))
+	return f
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestArtifact(t *testing.T) {
+	f := newFixture(t)
+	base := []string{"artifact", f.artifact, "--trusted-root", f.root, "--repo", "octo-org/app", "--insecure-allow-software-tpm"}
+
+	out, code := runCLI(t, append(base, "--ref", "refs/heads/main", "--workflow", ".github/workflows/release.yml")...)
+	if code != 0 || !strings.Contains(out, "VERIFIED sha256:") || strings.Contains(out, "✗") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	for _, want := range []string{"✓ signature", "✓ evidence", "https://github.com/octo-org/app/actions/runs/9001/attempts/1", "actions/checkout@v4"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+
+	// VSA and JSON output.
+	vsa := filepath.Join(f.dir, "vsa.json")
+	out, code = runCLI(t, append(base, "--format", "json", "--vsa-out", vsa)...)
+	if code != 0 {
+		t.Fatalf("json: exit %d: %s", code, out)
+	}
+	var rep struct {
+		Verified  bool
+		Artifacts []struct{ Verified bool }
+	}
+	must(t, json.Unmarshal([]byte(out), &rep))
+	if !rep.Verified || len(rep.Artifacts) != 1 {
+		t.Errorf("json report %+v", rep)
+	}
+	var st struct {
+		PredicateType string `json:"predicateType"`
+		Predicate     struct {
+			VerificationResult string   `json:"verificationResult"`
+			VerifiedLevels     []string `json:"verifiedLevels"`
+		} `json:"predicate"`
+	}
+	b, err := os.ReadFile(vsa)
+	must(t, err)
+	must(t, json.Unmarshal(b, &st))
+	if st.PredicateType != "https://slsa.dev/verification_summary/v1" || st.Predicate.VerificationResult != "PASSED" {
+		t.Errorf("VSA %s", b)
+	}
+
+	// Tampered artifact: not verified, exit 1, and says why.
+	must(t, os.WriteFile(f.artifact, []byte("tampered\n"), 0o644))
+	out, code = runCLI(t, base...)
+	if code != 1 || !strings.Contains(out, "NOT VERIFIED") || !strings.Contains(out, "not a subject") {
+		t.Fatalf("tampered: exit %d:\n%s", code, out)
+	}
+}
+
+func TestArtifactRejectsWithoutInsecureFlag(t *testing.T) {
+	f := newFixture(t)
+	out, code := runCLI(t, "artifact", f.artifact, "--trusted-root", f.root, "--repo", "octo-org/app")
+	if code != 1 || !strings.Contains(out, "level below the required minimum") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{},
+		{"artifact"},
+		{"artifact", "x", "--trusted-root", "r.pem"},
+		{"artifact", "x", "--repo", "o/r"},
+		{"artifact", "x", "--repo", "o/r", "--evidence"},
+		{"artifact", "x", "--repo", "o/r", "--trusted-root", "r", "--format", "xml"},
+		{"evidence"},
+		{"evidence", "a", "b"},
+		{"evidence", "a", "--kind", "sev"},
+		{"frobnicate"},
+	} {
+		out, code := runCLI(t, args...)
+		if code != 2 {
+			t.Errorf("%q: exit %d, want 2:\n%s", args, code, out)
+		}
+	}
+	for _, args := range [][]string{{"--help"}, {"artifact", "--help"}, {"evidence", "--help"}, {"--version"}} {
+		out, code := runCLI(t, args...)
+		if code != 0 || len(out) < 20 {
+			t.Errorf("%q: exit %d:\n%s", args, code, out)
+		}
+	}
+}
+
+func TestEvidenceRealTDXQuote(t *testing.T) {
+	td := "../../attest/testdata/tdx/"
+	nonce, err := os.ReadFile(td + "nonce.dat")
+	must(t, err)
+	args := []string{"evidence", td + "cos-113-tdx-quote.dat", "--ccel", td + "ccel_data.dat", "--ccel-table", td + "ccel_table.dat", "--time", "2024-09-01T00:00:00Z"}
+	rv := filepath.Join(t.TempDir(), "rv.json")
+	out, code := runCLI(t, append(args, "--nonce", hexOf(nonce), "--reference-values-out", rv)...)
+	if code != 0 || !strings.Contains(out, "MRTD") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	// The candidate lacks an agent digest (a bare quote has no lifecycle
+	// log), so it is not loadable until an admin adds one.
+	b, err := os.ReadFile(rv)
+	must(t, err)
+	var doc map[string]any
+	must(t, json.Unmarshal(b, &doc))
+	doc["agentDigests"] = []string{strings.Repeat("ab", 32)}
+	b, _ = json.Marshal(doc)
+	must(t, os.WriteFile(rv, b, 0o644))
+	out, code = runCLI(t, append(args, "--nonce", hexOf(nonce), "--reference-values", rv, "--format", "json")...)
+	if code != 0 || !strings.Contains(out, `"matches image`) {
+		t.Fatalf("with its reference values: exit %d:\n%s", code, out)
+	}
+	nonce[0] ^= 1
+	out, code = runCLI(t, append(args, "--nonce", hexOf(nonce))...)
+	if code != 1 || !strings.Contains(out, "NOT VERIFIED") {
+		t.Fatalf("wrong nonce: exit %d:\n%s", code, out)
+	}
+	out, code = runCLI(t, "evidence", td+"ccel_table.dat")
+	if code != 1 {
+		t.Fatalf("garbage: exit %d:\n%s", code, out)
+	}
+}
+
+func hexOf(b []byte) string { return hex.EncodeToString(b) }
+
+func TestEvidenceOwnFormat(t *testing.T) {
+	m := attesttest.SimulatedMachine(t)
+	nonce := bytes.Repeat([]byte{9}, 32)
+	ev, err := m.Collector.Collect(attest.AdmissionChallenge(nonce))
+	must(t, err)
+	dir := t.TempDir()
+	evFile, akFile, rvFile := filepath.Join(dir, "ev.json"), filepath.Join(dir, "ak.pem"), filepath.Join(dir, "rv.json")
+	b, err := ev.Encode()
+	must(t, err)
+	must(t, os.WriteFile(evFile, b, 0o644))
+	spki, err := x509.MarshalPKIXPublicKey(m.Policy.TrustedAKs[0])
+	must(t, err)
+	must(t, os.WriteFile(akFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}), 0o644))
+	rv, err := json.Marshal(m.Policy.Reference)
+	must(t, err)
+	must(t, os.WriteFile(rvFile, rv, 0o644))
+
+	args := []string{"evidence", evFile, "--trusted-ak", akFile, "--reference-values", rvFile, "--nonce", hexOf(nonce)}
+	out, code := runCLI(t, append(args, "--insecure-allow-software-tpm")...)
+	if code != 0 || !strings.Contains(out, "matches image test-image") || !strings.Contains(out, "agent-start") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	out, code = runCLI(t, args...)
+	if code != 1 || !strings.Contains(out, "software TPM") {
+		t.Fatalf("without the insecure flag: exit %d:\n%s", code, out)
+	}
+	out, code = runCLI(t, append(args, "--insecure-allow-software-tpm", "--purpose", "statement")...)
+	if code != 1 || !strings.Contains(out, "does not bind") {
+		t.Fatalf("wrong purpose: exit %d:\n%s", code, out)
+	}
+}
+
+// BenchmarkCLIVerify is the whole attested-verify process on one artifact.
+func BenchmarkCLIVerify(b *testing.B) {
+	f := newFixture(b)
+	for b.Loop() {
+		if out, code := runCLI(b, "artifact", f.artifact, "--trusted-root", f.root, "--repo", "octo-org/app", "--insecure-allow-software-tpm"); code != 0 {
+			b.Fatal(out)
+		}
+	}
+}

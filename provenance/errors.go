@@ -1,0 +1,45 @@
+package provenance
+
+import "errors"
+
+// Sentinel errors; every rejection wraps exactly one.
+var (
+	// ErrTooLarge: a bundle or embedded document over its size limit.
+	ErrTooLarge = errors.New("input exceeds size limit")
+	// ErrMalformed: not a parseable sigstore bundle / in-toto statement.
+	ErrMalformed = errors.New("malformed bundle")
+	// ErrNotAttestedRunner: a valid bundle, but not attested-runner
+	// provenance (another predicate type or build type).
+	ErrNotAttestedRunner = errors.New("not an attested-runner provenance")
+	// ErrSubjectMismatch: the artifact's digest is not a subject.
+	ErrSubjectMismatch = errors.New("artifact digest is not a subject of the provenance")
+	// ErrSignature: the signature does not verify with the environment key
+	// (statement edited after signing, or signed by another key).
+	ErrSignature = errors.New("signature does not verify with the certified environment key")
+	// ErrUntrustedEnvironment: the environment certificate is missing, not
+	// signed by a trusted gate, or certifies another key.
+	ErrUntrustedEnvironment = errors.New("environment not certified by a trusted gate")
+	// ErrEnvCertValidity: the build ran outside the certificate's validity.
+	ErrEnvCertValidity = errors.New("build outside the environment certificate's validity")
+	// ErrMissingEvidence: the response-time quote is absent.
+	ErrMissingEvidence = errors.New("provenance carries no response-time hardware evidence")
+	// ErrEvidence: the response-time evidence does not verify (wraps the
+	// attest error: quote over another statement, other boot, ...).
+	ErrEvidence = errors.New("response-time evidence rejected")
+	// ErrBuildMismatch: the lifecycle log's build id is not this build's.
+	ErrBuildMismatch = errors.New("hardware evidence is for another build")
+	// ErrLevelTooLow: the environment's BuildEnv level is below the minimum.
+	ErrLevelTooLow = errors.New("build environment level below the required minimum")
+	// ErrRepositoryMismatch, ErrRefMismatch, ErrWorkflowMismatch,
+	// ErrCommitMismatch, ErrRunMismatch, ErrBuilderMismatch: the build is
+	// not the one the caller expects.
+	ErrRepositoryMismatch = errors.New("built from another repository")
+	ErrRefMismatch        = errors.New("built from another ref")
+	ErrWorkflowMismatch   = errors.New("built by another workflow")
+	ErrCommitMismatch     = errors.New("built from another commit")
+	ErrRunMismatch        = errors.New("built by another workflow run")
+	ErrBuilderMismatch    = errors.New("built by another builder")
+	// ErrNoExpectation: a required expectation (repository, trust root) is
+	// empty. Verifying against nothing is not verifying.
+	ErrNoExpectation = errors.New("missing required expectation")
+)

@@ -1,0 +1,4 @@
+package provenance
+
+// SignPayloadForTest exposes signPayload to the tests.
+var SignPayloadForTest = signPayload

@@ -1,0 +1,81 @@
+package provenance
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Job is the job a runner actually received, as reported by the runner's
+// job-started hook (GITHUB_* variables and the event payload). A JIT runner
+// takes whatever queued job matches its labels, so this is recorded, never
+// assumed. Empty fields are unknown, never guessed.
+type Job struct {
+	ServerURL    string `json:"serverUrl"`    // GITHUB_SERVER_URL, e.g. https://github.com
+	Repository   string `json:"repository"`   // GITHUB_REPOSITORY, owner/name
+	RepositoryID string `json:"repositoryId"` // GITHUB_REPOSITORY_ID
+	Ref          string `json:"ref"`          // GITHUB_REF, refs/heads/main
+	SHA          string `json:"sha"`          // GITHUB_SHA, the commit built
+	WorkflowRef  string `json:"workflowRef"`  // GITHUB_WORKFLOW_REF, owner/name/.github/workflows/x.yml@ref
+	WorkflowSHA  string `json:"workflowSha"`  // GITHUB_WORKFLOW_SHA
+	EventName    string `json:"eventName"`    // GITHUB_EVENT_NAME
+	Actor        string `json:"actor"`        // GITHUB_ACTOR
+	RunID        string `json:"runId"`        // GITHUB_RUN_ID
+	RunAttempt   string `json:"runAttempt"`   // GITHUB_RUN_ATTEMPT
+	Job          string `json:"job"`          // GITHUB_JOB, the job's key in the workflow
+	RunnerName   string `json:"runnerName"`   // RUNNER_NAME
+}
+
+// Validate checks the fields a build id and provenance depend on.
+func (j Job) Validate() error {
+	var missing []string
+	for name, v := range map[string]string{
+		"serverUrl": j.ServerURL, "repository": j.Repository, "ref": j.Ref, "sha": j.SHA,
+		"workflowRef": j.WorkflowRef, "runId": j.RunID, "runAttempt": j.RunAttempt,
+		"job": j.Job, "runnerName": j.RunnerName,
+	} {
+		if v == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return fmt.Errorf("job record lacks %s", strings.Join(missing, ", "))
+	}
+	if strings.Count(j.Repository, "/") != 1 {
+		return fmt.Errorf("repository %q is not owner/name", j.Repository)
+	}
+	if !strings.HasPrefix(j.ServerURL, "https://") && !strings.HasPrefix(j.ServerURL, "http://") {
+		return fmt.Errorf("server URL %q is not http(s)", j.ServerURL)
+	}
+	return nil
+}
+
+// InvocationURL is the run attempt's page: the provenance invocation id.
+func (j Job) InvocationURL() string {
+	return fmt.Sprintf("%s/%s/actions/runs/%s/attempts/%s", strings.TrimSuffix(j.ServerURL, "/"), j.Repository, j.RunID, j.RunAttempt)
+}
+
+// BuildID names this job uniquely: the run attempt, the job key and the
+// single-use runner that ran it (matrix jobs share a key, never a runner).
+// It is what the lifecycle log's job-start event records.
+func (j Job) BuildID() string {
+	return j.InvocationURL() + "#" + j.Job + "@" + j.RunnerName
+}
+
+// WorkflowPath is the workflow file's path in its repository.
+func (j Job) WorkflowPath() string {
+	p := strings.TrimPrefix(j.WorkflowRef, j.Repository+"/")
+	if i := strings.LastIndex(p, "@"); i >= 0 {
+		p = p[:i]
+	}
+	return p
+}
+
+// ActionRef is an action a job used, with the commit its ref resolved to,
+// read from the runner's _diag/Worker_*.log.
+type ActionRef struct {
+	Repository string `json:"repository"` // owner/name (or owner/name/path)
+	Ref        string `json:"ref"`        // what the workflow asked for: v4, main, a SHA
+	SHA        string `json:"sha"`        // what it resolved to
+}

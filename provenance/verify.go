@@ -1,0 +1,385 @@
+package provenance
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/attested-runner/attested-runner/attest"
+)
+
+// VerifyOptions say what the caller demands (Expected*) and trusts
+// (Trusted*), following slsa-verifier's naming.
+type VerifyOptions struct {
+	// ExpectedRepository (owner/name) is required.
+	ExpectedRepository string
+	// ExpectedRef (refs/heads/main, refs/tags/v1.2.3), optional.
+	ExpectedRef string
+	// ExpectedWorkflow, optional: a path (.github/workflows/release.yml) or
+	// a full workflow ref (owner/name/.github/workflows/release.yml@ref).
+	ExpectedWorkflow string
+	// ExpectedCommit, optional: the full commit SHA.
+	ExpectedCommit string
+	// ExpectedRunID, optional: the workflow run id.
+	ExpectedRunID string
+	// ExpectedBuilderID, optional: the builder id the gate certifies.
+	ExpectedBuilderID string
+	// TrustedGateRoots are the gate keys whose environment certificates are
+	// trusted. Required unless ReferenceValues is set.
+	TrustedGateRoots []crypto.PublicKey
+	// ReferenceValues switches to evidence mode: the response-time hardware
+	// evidence is verified against this policy (reference values and AK
+	// roots) and the gate is not trusted at all.
+	ReferenceValues *attest.Policy
+	// MinLevel is the lowest BuildEnv level accepted (default 2).
+	MinLevel int
+	// AllowSoftwareTPMInsecure accepts level-0 environments (simulator or
+	// swtpm), for demos and tests. Never in production.
+	AllowSoftwareTPMInsecure bool
+}
+
+// Check is one verification step, for human and JSON reports.
+type Check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+}
+
+// Result is what a verified provenance establishes.
+type Result struct {
+	Checks     []Check         `json:"checks"`
+	Job        Job             `json:"job"`
+	BuilderID  string          `json:"builderId"`
+	BuildID    string          `json:"buildId"`
+	Subjects   []Subject       `json:"-"`
+	EnvCert    *EnvCertificate `json:"environment,omitempty"`
+	Level      int             `json:"buildEnvLevel"`
+	ImageID    string          `json:"imageId"`
+	StartedOn  time.Time       `json:"startedOn"`
+	FinishedOn time.Time       `json:"finishedOn"`
+	Actions    []string        `json:"actions"`
+	Claims     *attest.Claims  `json:"-"`
+}
+
+func (r *Result) pass(name, detail string) { r.Checks = append(r.Checks, Check{name, true, detail}) }
+
+func (r *Result) fail(name string, err error) error {
+	r.Checks = append(r.Checks, Check{name, false, err.Error()})
+	return err
+}
+
+// clockSkew is how far the agent's clock may be from the gate's when
+// comparing build times with the certificate's validity.
+const clockSkew = 2 * time.Minute
+
+// Verify checks, offline, that bundle is attested-runner provenance for an
+// artifact with the given SHA-256, produced by an environment the caller
+// trusts, for the build the caller expects. It returns the Result with every
+// check made (also on failure: the last check is the one that failed).
+//
+// Checks, in order: the bundle parses within MaxBundleSize; it is SLSA v1
+// provenance of attested-runner's build type (ErrNotAttestedRunner); the
+// artifact digest is a subject (ErrSubjectMismatch); the environment key is
+// certified, by a trusted gate's certificate (ErrUntrustedEnvironment) or,
+// in evidence mode, by hardware evidence verified against reference values;
+// the DSSE signature verifies with that key (ErrSignature); the response-time
+// evidence verifies with the statement's digest as challenge, from the same
+// AK, boot and environment key, and its lifecycle log names this build
+// (ErrEvidence, ErrBuildMismatch); the build's times lie within the
+// certificate (ErrEnvCertValidity); the level is high enough
+// (ErrLevelTooLow); repository, ref, workflow, commit, run and builder are
+// the expected ones.
+//
+// Not checked: anything online (revocation, Rekor), and the truth of what the
+// attested agent recorded: the hardware evidence shows which agent binary,
+// in which boot, signed it; that agent is trusted to record honestly.
+func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, error) {
+	r := &Result{}
+	if opts.ExpectedRepository == "" {
+		return r, r.fail("expectations", fmt.Errorf("%w: expected repository", ErrNoExpectation))
+	}
+	if len(opts.TrustedGateRoots) == 0 && opts.ReferenceValues == nil {
+		return r, r.fail("expectations", fmt.Errorf("%w: no trusted gate key and no reference values", ErrNoExpectation))
+	}
+	if len(artifactSHA256) != 32 {
+		return r, r.fail("expectations", fmt.Errorf("%w: artifact SHA-256 digest", ErrNoExpectation))
+	}
+	p, err := parseBundle(raw)
+	if err != nil {
+		return r, r.fail("bundle", err)
+	}
+	r.pass("bundle", "sigstore bundle v0.3 with a DSSE in-toto statement")
+
+	prov, err := readProvenance(p)
+	if err != nil {
+		return r, r.fail("provenance", err)
+	}
+	r.pass("provenance", "SLSA v1 provenance, build type "+BuildType)
+
+	if !p.hasSubject(artifactSHA256) {
+		return r, r.fail("subject", fmt.Errorf("%w: sha256:%x", ErrSubjectMismatch, artifactSHA256))
+	}
+	r.pass("subject", "sha256:"+hex.EncodeToString(artifactSHA256))
+
+	// The environment key: certified by the gate, or by hardware evidence.
+	var envKey crypto.PublicKey
+	var policy *attest.Policy
+	evidence, err := prov.byproduct(ResponseQuoteProduct)
+	if err != nil {
+		return r, r.fail("evidence", err)
+	}
+	ev, err := attest.DecodeEvidence(evidence)
+	if err != nil {
+		return r, r.fail("evidence", fmt.Errorf("%w: %w", ErrEvidence, err))
+	}
+	if opts.ReferenceValues != nil {
+		policy = opts.ReferenceValues
+		pk, err := attest.ParseEnvKey(ev.EnvKey)
+		if err != nil {
+			return r, r.fail("environment", fmt.Errorf("%w: %w", ErrEvidence, err))
+		}
+		envKey = pk
+		r.pass("environment", "evidence mode: key certified by the hardware evidence below, gate not trusted")
+	} else {
+		certRaw, err := prov.byproduct(EnvCertByproduct)
+		if err != nil {
+			return r, r.fail("environment", fmt.Errorf("%w: %w", ErrUntrustedEnvironment, err))
+		}
+		cert, err := VerifyEnvCert(certRaw, opts.TrustedGateRoots)
+		if err != nil {
+			return r, r.fail("environment", err)
+		}
+		r.EnvCert = cert
+		if envKey, err = attest.ParseEnvKey(cert.EnvKey); err != nil {
+			return r, r.fail("environment", fmt.Errorf("%w: %w", ErrUntrustedEnvironment, err))
+		}
+		policy = certPolicy(cert, prov.finishedOn)
+		r.pass("environment", fmt.Sprintf("certified by gate %s: runner %s, image %s, %s", cert.GateID, cert.RunnerName, cert.Image.ID, LevelName(cert.Level)))
+	}
+
+	if err := p.verifySignature(envKey, artifactSHA256); err != nil {
+		return r, r.fail("signature", err)
+	}
+	r.pass("signature", "DSSE signature by environment key "+keyName(envKey))
+
+	// Everything in the statement is now authentic. Check the hardware's
+	// response-time evidence over it.
+	digest, err := statementDigest(p.doc, provenanceQuote.remove)
+	if err != nil {
+		return r, r.fail("evidence", err)
+	}
+	claims, err := attest.Verify(ev, attest.StatementChallenge(digest), policy)
+	if err != nil {
+		return r, r.fail("evidence", fmt.Errorf("%w: %w", ErrEvidence, err))
+	}
+	if !claims.EnvKey.Equal(envKey) {
+		return r, r.fail("evidence", fmt.Errorf("%w: the quote certifies another environment key", ErrEvidence))
+	}
+	if claims.Lifecycle.BuildID != prov.buildID || claims.Lifecycle.BuildID == "" {
+		return r, r.fail("evidence", fmt.Errorf("%w: lifecycle log says %q, provenance says %q", ErrBuildMismatch, claims.Lifecycle.BuildID, prov.buildID))
+	}
+	r.Claims = claims
+	r.Level = claims.Level
+	r.ImageID = claims.ImageID
+	r.pass("evidence", fmt.Sprintf("%s quote over this statement; lifecycle: %s", claims.Kind, lifecycleSummary(claims.Lifecycle)))
+
+	if r.EnvCert != nil {
+		c := r.EnvCert
+		if prov.startedOn.Before(c.IssuedAt.Add(-clockSkew)) || prov.finishedOn.After(c.NotAfter.Add(clockSkew)) {
+			return r, r.fail("validity", fmt.Errorf("%w: build %s..%s, certificate %s..%s", ErrEnvCertValidity,
+				prov.startedOn.Format(time.RFC3339), prov.finishedOn.Format(time.RFC3339), c.IssuedAt.Format(time.RFC3339), c.NotAfter.Format(time.RFC3339)))
+		}
+		if c.RunnerName != prov.job.RunnerName || c.BuilderID != prov.builderID {
+			return r, r.fail("validity", fmt.Errorf("%w: certificate is for runner %s / builder %s", ErrUntrustedEnvironment, c.RunnerName, c.BuilderID))
+		}
+		r.pass("validity", "built within the certificate's validity, on the certified runner")
+	}
+
+	minLevel := opts.MinLevel
+	if minLevel == 0 {
+		minLevel = 2
+	}
+	if opts.AllowSoftwareTPMInsecure && claims.SoftwareTPM {
+		minLevel = 0
+	}
+	if r.Level < minLevel {
+		return r, r.fail("level", fmt.Errorf("%w: %s < %s", ErrLevelTooLow, LevelName(r.Level), LevelName(minLevel)))
+	}
+	detail := LevelName(r.Level)
+	if claims.SoftwareTPM {
+		detail += " (SOFTWARE TPM: accepted because insecure mode was asked for)"
+	}
+	r.pass("level", detail)
+
+	r.Job, r.BuilderID, r.BuildID = prov.job, prov.builderID, prov.buildID
+	r.StartedOn, r.FinishedOn, r.Actions = prov.startedOn, prov.finishedOn, prov.actions
+	for _, e := range []struct {
+		name, got, want string
+		err             error
+		match           func(got, want string) bool
+	}{
+		{"repository", prov.job.Repository, opts.ExpectedRepository, ErrRepositoryMismatch, strings.EqualFold},
+		{"ref", prov.job.Ref, opts.ExpectedRef, ErrRefMismatch, eq},
+		{"workflow", prov.job.WorkflowRef, opts.ExpectedWorkflow, ErrWorkflowMismatch, func(got, want string) bool {
+			if strings.Contains(want, "@") {
+				return got == want
+			}
+			return prov.job.WorkflowPath() == strings.TrimPrefix(want, "./")
+		}},
+		{"commit", prov.job.SHA, opts.ExpectedCommit, ErrCommitMismatch, strings.EqualFold},
+		{"run", prov.job.RunID, opts.ExpectedRunID, ErrRunMismatch, eq},
+		{"builder", prov.builderID, opts.ExpectedBuilderID, ErrBuilderMismatch, eq},
+	} {
+		if e.want == "" {
+			continue
+		}
+		if !e.match(e.got, e.want) {
+			return r, r.fail(e.name, fmt.Errorf("%w: %q, expected %q", e.err, e.got, e.want))
+		}
+		r.pass(e.name, e.got)
+	}
+	return r, nil
+}
+
+func eq(a, b string) bool { return a == b }
+
+func keyName(pub crypto.PublicKey) string {
+	spki, err := KeySPKI(pub)
+	if err != nil {
+		return "?"
+	}
+	return "sha256:" + attest.KeyDigest(spki)[:16]
+}
+
+func lifecycleSummary(lc *attest.Lifecycle) string {
+	names := make([]string, len(lc.Events))
+	for i, e := range lc.Events {
+		names[i] = e.Type.String()
+	}
+	return strings.Join(names, " < ")
+}
+
+// certPolicy is the policy a response-time quote must satisfy in gate mode:
+// the AK, image and agent the gate admitted, for the same boot.
+func certPolicy(c *EnvCertificate, at time.Time) *attest.Policy {
+	p := &attest.Policy{
+		Reference: &attest.ReferenceValues{
+			Format:       attest.ReferenceValuesFormat,
+			Images:       []attest.Image{c.Image},
+			AgentDigests: []attest.Hex{c.AgentDigest},
+		},
+		AllowSoftwareTPMUnsafe: c.SoftwareTPM,
+		TPMLevel:               c.Level,
+		Time:                   at,
+	}
+	if ak, err := KeyFromSPKI(c.AK); err == nil {
+		p.TrustedAKs = []crypto.PublicKey{ak}
+	}
+	return p
+}
+
+// KeyFromSPKI parses an ECDSA public key.
+func KeyFromSPKI(spki []byte) (*ecdsa.PublicKey, error) {
+	if len(spki) == 0 {
+		return nil, errors.New("no key")
+	}
+	pub, err := parsePKIX(spki)
+	if err != nil {
+		return nil, err
+	}
+	k, ok := pub.(*ecdsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("key is %T, want ECDSA", pub)
+	}
+	return k, nil
+}
+
+// provenanceView is the part of a (not yet verified) statement Verify reads.
+type provenanceView struct {
+	p          *parsedBundle
+	byproducts []any
+	job        Job
+	builderID  string
+	buildID    string
+	startedOn  time.Time
+	finishedOn time.Time
+	actions    []string
+}
+
+func readProvenance(p *parsedBundle) (*provenanceView, error) {
+	if p.predicateType() != ProvenancePredicate {
+		return nil, fmt.Errorf("%w: predicate type %q", ErrNotAttestedRunner, p.predicateType())
+	}
+	pred := p.predicate()
+	bd, rd := obj(pred["buildDefinition"]), obj(pred["runDetails"])
+	if str(bd["buildType"]) != BuildType {
+		return nil, fmt.Errorf("%w: build type %q", ErrNotAttestedRunner, str(bd["buildType"]))
+	}
+	ext, in := obj(bd["externalParameters"]), obj(bd["internalParameters"])
+	gh, ar, wf := obj(in["github"]), obj(in["attestedRunner"]), obj(ext["workflow"])
+	meta := obj(rd["metadata"])
+	v := &provenanceView{p: p, byproducts: list(rd["byproducts"])}
+	v.job = Job{
+		Repository:   str(ext["repository"]),
+		Ref:          str(ext["ref"]),
+		SHA:          str(ext["sha"]),
+		WorkflowRef:  str(wf["ref"]),
+		EventName:    str(ext["eventName"]),
+		Job:          str(ext["job"]),
+		RepositoryID: str(gh["repositoryId"]),
+		Actor:        str(gh["actor"]),
+		RunID:        str(gh["runId"]),
+		RunAttempt:   str(gh["runAttempt"]),
+		WorkflowSHA:  str(gh["workflowSha"]),
+		RunnerName:   str(gh["runnerName"]),
+	}
+	if repo := str(wf["repository"]); strings.HasSuffix(repo, "/"+v.job.Repository) {
+		v.job.ServerURL = strings.TrimSuffix(repo, "/"+v.job.Repository)
+	}
+	v.buildID = str(ar["buildId"])
+	if v.buildID == "" || v.buildID != v.job.BuildID() || str(meta["invocationId"]) != v.buildID {
+		return nil, fmt.Errorf("%w: build id %q does not match the recorded job", ErrMalformed, v.buildID)
+	}
+	v.builderID = str(obj(rd["builder"])["id"])
+	var err error
+	if v.startedOn, err = time.Parse(time.RFC3339Nano, str(meta["startedOn"])); err != nil {
+		return nil, fmt.Errorf("%w: startedOn: %v", ErrMalformed, err)
+	}
+	if v.finishedOn, err = time.Parse(time.RFC3339Nano, str(meta["finishedOn"])); err != nil {
+		return nil, fmt.Errorf("%w: finishedOn: %v", ErrMalformed, err)
+	}
+	for _, d := range list(bd["resolvedDependencies"]) {
+		d := obj(d)
+		uri, commit := str(d["uri"]), str(obj(d["digest"])["gitCommit"])
+		if strings.HasPrefix(uri, "git+") && commit != "" {
+			v.actions = append(v.actions, strings.TrimPrefix(uri, "git+")+" ("+commit+")")
+		}
+	}
+	return v, nil
+}
+
+// byproduct returns the content of the one byproduct with this name.
+func (v *provenanceView) byproduct(name string) ([]byte, error) {
+	var found []byte
+	n := 0
+	for _, b := range v.byproducts {
+		if b := obj(b); str(b["name"]) == name {
+			found = bytesField(b["content"])
+			n++
+		}
+	}
+	switch {
+	case n == 0 || len(found) == 0:
+		if name == ResponseQuoteProduct {
+			return nil, ErrMissingEvidence
+		}
+		return nil, fmt.Errorf("no %s", name)
+	case n > 1:
+		return nil, fmt.Errorf("%w: %d byproducts named %s", ErrMalformed, n, name)
+	}
+	return found, nil
+}
