@@ -1,45 +1,324 @@
-// Command jobgate is the attested-runner control plane.
+// Command jobgate is the attested-runner control plane: it verifies
+// environment evidence, and only then mints single-use GitHub runners whose
+// configuration it seals to the attested environment.
 package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
+	"time"
 
+	"github.com/attested-runner/attested-runner/internal/cli"
 	"github.com/attested-runner/attested-runner/internal/version"
+	"github.com/attested-runner/attested-runner/jobgate"
 )
 
-const usage = `jobgate: the attested-runner control plane: verifies evidence, mints single-use runners.
+const usage = `jobgate: the attested-runner gate. It is the only holder of GitHub credentials:
+a runner VM gets a single-use runner configuration only after its hardware
+evidence verifies against the gate's reference values.
 
 Usage:
-  jobgate --version
-  jobgate help
+  jobgate serve --config FILE         serve the gate API and reconcile runners
+  jobgate check-github --config FILE  check the GitHub App credentials, installation
+                                      and permissions without minting anything
+  jobgate audit verify --config FILE  check the audit log's hash chain
+  jobgate audit show --config FILE    print the audit log (JSON lines)
+  jobgate keygen --out FILE           create the gate's signing key (mode 0600)
+                                      and print its public key
+  jobgate version
 
-Exit status: 0 verified, 1 not verified, 2 usage error.
+The configuration file is documented in the README ("Gate configuration").
+API: POST /v1/challenge, POST /v1/admit, POST /v1/deregister, GET /v1/roots,
+GET /healthz, /readyz, /metrics.
 `
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(cli(ctx, os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func cli(_ context.Context, args []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return 2
+		return cli.ExitUsage
 	}
+	var err error
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
-		return 0
+		return cli.ExitOK
 	case "-version", "--version", "version":
 		fmt.Fprintln(stdout, version.String("jobgate"))
-		return 0
+		return cli.ExitOK
+	case "serve":
+		err = runServe(ctx, args[1:], stderr)
+	case "check-github":
+		err = runCheckGitHub(ctx, args[1:], stdout, stderr)
+	case "audit":
+		err = runAudit(ctx, args[1:], stdout, stderr)
+	case "keygen":
+		err = runKeygen(args[1:], stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "jobgate: unknown command %q\n\n%s", args[0], usage)
+		return cli.ExitUsage
 	}
-	fmt.Fprintf(stderr, "jobgate: unknown command %q\n\n%s", args[0], usage)
-	return 2
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return cli.ExitOK
+	case errors.Is(err, cli.ErrUsage):
+		fmt.Fprintf(stderr, "jobgate: %v\n", err)
+		return cli.ExitUsage
+	default:
+		fmt.Fprintf(stderr, "jobgate: %v\n", err)
+		return cli.ExitFailed
+	}
+}
+
+func configFlag(name, help string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (string, error) {
+	fs := cli.NewFlagSet(name, help, stderr)
+	path := fs.String("config", "", "gate configuration file (JSON)")
+	if extra != nil {
+		extra(fs)
+	}
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", err
+		}
+		return "", cli.Usagef("%v", err)
+	}
+	if len(pos) > 0 {
+		return "", cli.Usagef("%s: unexpected argument %q", name, pos[0])
+	}
+	if *path == "" {
+		return "", cli.Usagef("%s: --config is required", name)
+	}
+	return *path, nil
+}
+
+const serveUsage = `Usage: jobgate serve --config FILE [--log-format text|json]
+
+Serve the gate API and run the reconcile loop until SIGINT/SIGTERM. Refuses to
+start without reference values, without an AK trust root, or with a signing
+key or App key readable by others.
+`
+
+// gateDeps is everything serve and the other commands build from a config.
+type gateDeps struct {
+	cfg      *jobgate.Config
+	store    *jobgate.BoltStore
+	registry *jobgate.GitHubRegistry
+}
+
+func openDeps(path string, observe func(int)) (*gateDeps, error) {
+	cfg, err := jobgate.LoadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	d := &gateDeps{cfg: cfg}
+	d.registry, err = jobgate.NewGitHubRegistryFromConfig(cfg, observe)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *gateDeps) openStore() error {
+	if err := os.MkdirAll(d.cfg.DataDir, 0o700); err != nil {
+		return err
+	}
+	var err error
+	d.store, err = jobgate.OpenBoltStore(filepath.Join(d.cfg.DataDir, "gate.db"))
+	return err
+}
+
+func runServe(ctx context.Context, args []string, stderr io.Writer) error {
+	var logFormat string
+	path, err := configFlag("serve", serveUsage, args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	})
+	if err != nil {
+		return err
+	}
+	var h slog.Handler = slog.NewTextHandler(stderr, nil)
+	if logFormat == "json" {
+		h = slog.NewJSONHandler(stderr, nil)
+	}
+	log := slog.New(h)
+
+	var gate *jobgate.Gate
+	d, err := openDeps(path, func(s int) {
+		if gate != nil {
+			gate.ObserveGitHub(s)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	policy, digest, err := d.cfg.LoadPolicy()
+	if err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	signer, err := jobgate.LoadSigningKey(d.cfg.SigningKey)
+	if err != nil {
+		return err
+	}
+	if err := d.openStore(); err != nil {
+		return err
+	}
+	defer d.store.Close()
+	gate, err = jobgate.New(jobgate.Options{
+		Config: d.cfg, Store: d.store, Registry: d.registry, Policy: policy, PolicyDigest: digest,
+		Signer: signer, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           gate.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      90 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    32 << 10,
+	}
+	ln, err := net.Listen("tcp", d.cfg.Listen)
+	if err != nil {
+		return err
+	}
+	log.Info("jobgate serving", "addr", ln.Addr().String(), "gate", d.cfg.GateID, "images", len(policy.Reference.Images),
+		"policy", digest[:16], "tls", d.cfg.TLS != nil, "version", version.String("jobgate"))
+	errc := make(chan error, 2)
+	go func() {
+		if d.cfg.TLS != nil {
+			errc <- srv.ServeTLS(ln, d.cfg.TLS.Cert, d.cfg.TLS.Key)
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	go func() { errc <- gate.Run(ctx) }()
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
+	log.Info("jobgate shutting down")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
+
+const checkUsage = `Usage: jobgate check-github --config FILE
+
+Check, without minting anything, that the GitHub App in the configuration
+can do what the gate needs: App credentials (JWT), the installation on the
+configured org or repository, the permission ("Self-hosted runners: write"
+for an org, "Administration: write" for a repository), and listing runners.
+Exit 0 only if every check passes.
+`
+
+func runCheckGitHub(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	path, err := configFlag("check-github", checkUsage, args, stderr, nil)
+	if err != nil {
+		return err
+	}
+	d, err := openDeps(path, nil)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	failed := false
+	for _, r := range d.registry.Check(cctx) {
+		mark := "✓"
+		if !r.OK {
+			mark, failed = "✗", true
+		}
+		fmt.Fprintf(stdout, "%s %-16s %s\n", mark, r.Name, r.Detail)
+	}
+	if failed {
+		return errors.New("GitHub App check failed")
+	}
+	return nil
+}
+
+const auditUsage = `Usage: jobgate audit verify|show --config FILE
+
+verify: walk the audit log and check its hash chain (every record names the
+hash of the one before; an edited, removed or reordered record breaks it),
+then print the record count and head hash. Compare the head with one you
+exported earlier to detect truncation.
+show: print every record as a JSON line.
+`
+
+func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "verify" && args[0] != "show") {
+		if len(args) > 0 && (args[0] == "--help" || args[0] == "-h") {
+			fmt.Fprint(stdout, auditUsage)
+			return nil
+		}
+		return cli.Usagef("audit: want 'verify' or 'show'\n%s", auditUsage)
+	}
+	path, err := configFlag("audit "+args[0], auditUsage, args[1:], stderr, nil)
+	if err != nil {
+		return err
+	}
+	cfg, err := jobgate.LoadConfig(path)
+	if err != nil {
+		return err
+	}
+	store, err := jobgate.OpenBoltStore(filepath.Join(cfg.DataDir, "gate.db"))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if args[0] == "show" {
+		return jobgate.WriteAuditJSONL(ctx, store, stdout)
+	}
+	n, head, err := jobgate.VerifyAudit(ctx, store)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "audit log OK: %d records, head %s\n", n, head)
+	return nil
+}
+
+const keygenUsage = `Usage: jobgate keygen --out FILE
+
+Create the gate's environment-certificate signing key: ECDSA P-256, PKCS#8
+PEM, mode 0600. Refuses to overwrite. Prints the public key: give it to
+consumers as their --trusted-root (the gate also serves it at GET /v1/roots).
+`
+
+func runKeygen(args []string, stdout, stderr io.Writer) error {
+	fs := cli.NewFlagSet("keygen", keygenUsage, stderr)
+	out := fs.String("out", "", "where to write the private key")
+	if _, err := cli.Parse(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return cli.Usagef("%v", err)
+	}
+	if *out == "" {
+		return cli.Usagef("keygen: --out is required")
+	}
+	pub, err := jobgate.GenerateSigningKey(*out)
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(pub)
+	return err
 }

@@ -1,0 +1,334 @@
+package jobgate
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/attested-runner/attested-runner/attest"
+	"github.com/attested-runner/attested-runner/provenance"
+)
+
+// Config is the gate's configuration file (JSON; unknown fields are errors).
+// Every field is documented in the README ("Gate configuration").
+type Config struct {
+	// Listen is the address to serve on, e.g. ":8443" or "127.0.0.1:8080".
+	Listen string `json:"listen"`
+	// TLS serves HTTPS; without it the gate refuses non-loopback addresses.
+	TLS *TLSConfig `json:"tls,omitempty"`
+	// GateID names this gate in environment certificates (a URL).
+	GateID string `json:"gateId"`
+	// BuilderID is the builder id certified to consumers.
+	BuilderID string `json:"builderId"`
+	// DataDir holds the store (gate.db), readable by the gate only.
+	DataDir string `json:"dataDir"`
+	// SigningKey is the PEM EC P-256 private key environment certificates
+	// are signed with; the file must be mode 0600 or stricter.
+	SigningKey string        `json:"signingKey"`
+	GitHub     GitHubConfig  `json:"github"`
+	Policy     PolicyConfig  `json:"policy"`
+	TTL        TTLConfig     `json:"ttl"`
+	Limits     *LimitsConfig `json:"limits,omitempty"`
+}
+
+// TLSConfig names the server certificate and key.
+type TLSConfig struct {
+	Cert string `json:"cert"`
+	Key  string `json:"key"`
+}
+
+// GitHubConfig is the GitHub App the gate acts as and where runners go.
+type GitHubConfig struct {
+	// APIURL: https://api.github.com/ (default) or a GHES /api/v3/ URL.
+	APIURL         string `json:"apiUrl,omitempty"`
+	AppID          int64  `json:"appId"`
+	InstallationID int64  `json:"installationId"`
+	// PrivateKey is the App's private key file (mode 0600 or stricter).
+	PrivateKey string `json:"privateKey"`
+	// Exactly one scope: an organization, or a repository (owner/name).
+	Org        string `json:"org,omitempty"`
+	Repository string `json:"repository,omitempty"`
+	// RunnerGroupID (org scope); default 1, the Default group.
+	RunnerGroupID int64 `json:"runnerGroupId,omitempty"`
+	// Labels every runner gets (e.g. ["self-hosted", "attested", "linux"]).
+	Labels []string `json:"labels"`
+	// RunnerNamePrefix starts every runner name; the reconcile loop only
+	// touches runners with this prefix. Default "attested-".
+	RunnerNamePrefix string `json:"runnerNamePrefix,omitempty"`
+}
+
+// PolicyConfig is what environments must prove.
+type PolicyConfig struct {
+	// ReferenceValues files (from scripts/image or attested-verify
+	// evidence); at least one. Missing reference values stop the gate.
+	ReferenceValues []string `json:"referenceValues"`
+	// TrustedAKs: PEM files of enrolled attestation keys.
+	TrustedAKs []string `json:"trustedAKs,omitempty"`
+	// TrustedAKRoots: PEM files of AK certificate CAs (cloud vTPMs).
+	TrustedAKRoots []string `json:"trustedAKRoots,omitempty"`
+	// AllowedLabels an agent may ask for on top of github.labels.
+	AllowedLabels []string `json:"allowedLabels,omitempty"`
+	// DirectKernelBoot: see attest.Policy.DirectKernelBoot.
+	DirectKernelBoot bool `json:"directKernelBoot,omitempty"`
+	// TPMLevel: 2 (vTPM, default) or 3 (hardware TPM measuring the host).
+	TPMLevel int `json:"tpmLevel,omitempty"`
+	// AllowSoftwareTPMUnsafe admits simulator/swtpm environments. Demos
+	// and tests only; certificates then say level 0.
+	AllowSoftwareTPMUnsafe bool `json:"allowSoftwareTPMUnsafe,omitempty"`
+}
+
+// TTLConfig bounds every lifetime. Zero values take the defaults.
+type TTLConfig struct {
+	Nonce             Duration `json:"nonce,omitempty"`             // default 60s
+	Certificate       Duration `json:"certificate,omitempty"`       // default 6h
+	UnclaimedRunner   Duration `json:"unclaimedRunner,omitempty"`   // default 15m
+	ReconcileInterval Duration `json:"reconcileInterval,omitempty"` // default 1m
+	DeregisterSkew    Duration `json:"deregisterSkew,omitempty"`    // default 15m
+}
+
+// LimitsConfig bounds request handling.
+type LimitsConfig struct {
+	// MaxConcurrentVerifications bounds evidence verifications in flight
+	// (CPU); default 2 x GOMAXPROCS.
+	MaxConcurrentVerifications int `json:"maxConcurrentVerifications,omitempty"`
+}
+
+// Duration is a time.Duration written as "90s" in JSON.
+type Duration time.Duration
+
+// UnmarshalJSON parses a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"60s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if v <= 0 {
+		return fmt.Errorf("duration %q must be positive", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON writes a Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+func (d Duration) or(def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return time.Duration(d)
+}
+
+// MaxConfigSize bounds the configuration file.
+const MaxConfigSize = 1 << 20
+
+// LoadConfig reads and validates a configuration file. Relative paths in it
+// are relative to the file's directory.
+func LoadConfig(path string) (*Config, error) {
+	b, err := readFileLimited(path, MaxConfigSize)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%s: trailing data", path)
+	}
+	c.resolve(filepath.Dir(path))
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &c, nil
+}
+
+func (c *Config) resolve(dir string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	abs(&c.DataDir)
+	abs(&c.SigningKey)
+	abs(&c.GitHub.PrivateKey)
+	if c.TLS != nil {
+		abs(&c.TLS.Cert)
+		abs(&c.TLS.Key)
+	}
+	for _, l := range [][]string{c.Policy.ReferenceValues, c.Policy.TrustedAKs, c.Policy.TrustedAKRoots} {
+		for i := range l {
+			abs(&l[i])
+		}
+	}
+}
+
+// Validate checks the configuration without touching files.
+func (c *Config) Validate() error {
+	var errs []error
+	need := func(ok bool, msg string) {
+		if !ok {
+			errs = append(errs, errors.New(msg))
+		}
+	}
+	need(c.Listen != "", "listen is required")
+	need(c.GateID != "", "gateId is required")
+	need(c.BuilderID != "", "builderId is required")
+	need(c.DataDir != "", "dataDir is required")
+	need(c.SigningKey != "", "signingKey is required")
+	g := c.GitHub
+	need(g.AppID > 0 && g.InstallationID > 0 && g.PrivateKey != "", "github.appId, github.installationId and github.privateKey are required")
+	need((g.Org == "") != (g.Repository == ""), "github: set exactly one of org and repository")
+	need(len(g.Labels) > 0, "github.labels: at least one label (runs-on matches labels)")
+	need(len(c.Policy.ReferenceValues) > 0, "policy.referenceValues: at least one file; a gate without reference values would admit anything")
+	need(len(c.Policy.TrustedAKs) > 0 || len(c.Policy.TrustedAKRoots) > 0, "policy: trustedAKs or trustedAKRoots required; a gate that trusts no attestation key would admit no TPM")
+	need(c.Policy.TPMLevel == 0 || c.Policy.TPMLevel == 2 || c.Policy.TPMLevel == 3, "policy.tpmLevel must be 2 or 3")
+	if c.TLS == nil && !loopback(c.Listen) {
+		errs = append(errs, fmt.Errorf("listen %q is not loopback: configure tls (evidence and sealed configs are confidential only in transit under TLS)", c.Listen))
+	}
+	for _, l := range append(append([]string(nil), g.Labels...), c.Policy.AllowedLabels...) {
+		need(l != "" && len(l) <= 100 && !strings.ContainsAny(l, ", \t\n"), fmt.Sprintf("label %q is not a valid runner label", l))
+	}
+	return errors.Join(errs...)
+}
+
+func loopback(addr string) bool {
+	host := addr
+	if i := strings.LastIndex(addr, ":"); i >= 0 {
+		host = addr[:i]
+	}
+	host = strings.Trim(host, "[]")
+	return host == "127.0.0.1" || host == "::1" || host == "localhost"
+}
+
+func (c *Config) namePrefix() string {
+	if c.GitHub.RunnerNamePrefix != "" {
+		return c.GitHub.RunnerNamePrefix
+	}
+	return "attested-"
+}
+
+// LoadPolicy builds the attestation policy the configuration names.
+func (c *Config) LoadPolicy() (*attest.Policy, string, error) {
+	rv := &attest.ReferenceValues{Format: attest.ReferenceValuesFormat}
+	for _, f := range c.Policy.ReferenceValues {
+		one, err := attest.LoadReferenceValues(f)
+		if err != nil {
+			return nil, "", err
+		}
+		rv.Images = append(rv.Images, one.Images...)
+		rv.AgentDigests = append(rv.AgentDigests, one.AgentDigests...)
+	}
+	if err := rv.Validate(); err != nil {
+		return nil, "", err
+	}
+	p := &attest.Policy{
+		Reference:              rv,
+		DirectKernelBoot:       c.Policy.DirectKernelBoot,
+		AllowSoftwareTPMUnsafe: c.Policy.AllowSoftwareTPMUnsafe,
+		TPMLevel:               c.Policy.TPMLevel,
+	}
+	for _, f := range c.Policy.TrustedAKs {
+		keys, err := provenance.LoadTrustedRoots(f)
+		if err != nil {
+			return nil, "", fmt.Errorf("policy.trustedAKs: %w", err)
+		}
+		p.TrustedAKs = append(p.TrustedAKs, keys...)
+	}
+	for _, f := range c.Policy.TrustedAKRoots {
+		certs, err := attest.LoadCertificates(f)
+		if err != nil {
+			return nil, "", fmt.Errorf("policy.trustedAKRoots: %w", err)
+		}
+		p.TrustedAKRoots = append(p.TrustedAKRoots, certs...)
+	}
+	digest, err := policyDigest(p)
+	if err != nil {
+		return nil, "", err
+	}
+	return p, digest, nil
+}
+
+// policyDigest names the exact reference values and trust roots applied,
+// for environment certificates.
+func policyDigest(p *attest.Policy) (string, error) {
+	var roots [][]byte
+	for _, k := range p.TrustedAKs {
+		b, err := x509.MarshalPKIXPublicKey(k)
+		if err != nil {
+			return "", err
+		}
+		roots = append(roots, b)
+	}
+	for _, c := range p.TrustedAKRoots {
+		roots = append(roots, c.Raw)
+	}
+	slices.SortFunc(roots, bytes.Compare)
+	b, err := json.Marshal(struct {
+		Reference *attest.ReferenceValues
+		Roots     [][]byte
+		Direct    bool
+		Software  bool
+		Level     int
+	}{p.Reference, roots, p.DirectKernelBoot, p.AllowSoftwareTPMUnsafe, p.TPMLevel})
+	if err != nil {
+		return "", err
+	}
+	return attest.Digest(b), nil
+}
+
+// readSecretFile reads a key file, refusing one readable by group or others.
+func readSecretFile(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s has mode %04o: a secret key file must not be readable by group or others (chmod 600)", path, fi.Mode().Perm())
+	}
+	return readFileLimited(path, 64<<10)
+}
+
+func readFileLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is over %d bytes", path, limit)
+	}
+	return b, nil
+}
+
+// NewGitHubRegistryFromConfig builds the GitHub client the configuration
+// describes, reading the App key (which must be mode 0600 or stricter).
+func NewGitHubRegistryFromConfig(c *Config, observe func(status int)) (*GitHubRegistry, error) {
+	key, err := readSecretFile(c.GitHub.PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("github.privateKey: %w", err)
+	}
+	return NewGitHubRegistry(GitHubOptions{
+		APIURL: c.GitHub.APIURL, AppID: c.GitHub.AppID, InstallationID: c.GitHub.InstallationID,
+		PrivateKey: key, Org: c.GitHub.Org, Repository: c.GitHub.Repository,
+		RunnerGroupID: c.GitHub.RunnerGroupID, Observe: observe,
+	})
+}

@@ -1,0 +1,142 @@
+package jobgate
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"time"
+
+	"github.com/attested-runner/attested-runner/attest"
+)
+
+// Gate is the verifier and registrar. Build it with New; serve Handler and
+// call Reconcile periodically (Run does both).
+type Gate struct {
+	store        Store
+	registry     Registry
+	policy       *attest.Policy
+	policyDigest string
+	signer       crypto.Signer
+	rootsPEM     []byte
+	log          *slog.Logger
+	now          func() time.Time
+	rand         io.Reader
+	metrics      *metrics
+	verifySem    chan struct{}
+
+	gateID, builderID string
+	labels            []string
+	allowedLabels     map[string]bool
+	namePrefix        string
+	nonceTTL          time.Duration
+	certTTL           time.Duration
+	unclaimedTTL      time.Duration
+	pendingTTL        time.Duration
+	deregisterSkew    time.Duration
+	reconcileEvery    time.Duration
+}
+
+// Options assemble a Gate. Config supplies identities, labels and TTLs;
+// the other fields are the gate's collaborators, injected so tests can use
+// a fake GitHub, a fixed clock and deterministic randomness.
+type Options struct {
+	Config       *Config
+	Store        Store
+	Registry     Registry
+	Policy       *attest.Policy
+	PolicyDigest string
+	Signer       crypto.Signer
+	Logger       *slog.Logger
+	Now          func() time.Time
+	Rand         io.Reader
+}
+
+// New checks the options and builds a Gate. A nil or empty policy is an
+// error: the gate never starts open.
+func New(o Options) (*Gate, error) {
+	c := o.Config
+	switch {
+	case c == nil:
+		return nil, errors.New("jobgate: no configuration")
+	case o.Store == nil || o.Registry == nil || o.Signer == nil:
+		return nil, errors.New("jobgate: store, registry and signer are required")
+	case o.Policy == nil:
+		return nil, fmt.Errorf("jobgate: %w", attest.ErrPolicyEmpty)
+	}
+	if err := o.Policy.Reference.Validate(); err != nil {
+		return nil, fmt.Errorf("jobgate: %w", err)
+	}
+	if len(o.Policy.TrustedAKs) == 0 && len(o.Policy.TrustedAKRoots) == 0 {
+		return nil, fmt.Errorf("jobgate: %w", attest.ErrNoTrustRoot)
+	}
+	roots, err := PublicKeyPEM(o.Signer.Public())
+	if err != nil {
+		return nil, err
+	}
+	g := &Gate{
+		store: o.Store, registry: o.Registry, policy: o.Policy, policyDigest: o.PolicyDigest,
+		signer: o.Signer, rootsPEM: roots, log: o.Logger, now: o.Now, rand: o.Rand,
+		metrics: newMetrics(), gateID: c.GateID, builderID: c.BuilderID,
+		labels: c.GitHub.Labels, allowedLabels: map[string]bool{}, namePrefix: c.namePrefix(),
+		nonceTTL:       c.TTL.Nonce.or(60 * time.Second),
+		certTTL:        c.TTL.Certificate.or(6 * time.Hour),
+		unclaimedTTL:   c.TTL.UnclaimedRunner.or(15 * time.Minute),
+		deregisterSkew: c.TTL.DeregisterSkew.or(15 * time.Minute),
+		reconcileEvery: c.TTL.ReconcileInterval.or(time.Minute),
+		pendingTTL:     5 * time.Minute,
+	}
+	for _, l := range c.Policy.AllowedLabels {
+		g.allowedLabels[l] = true
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	if g.rand == nil {
+		g.rand = rand.Reader
+	}
+	n := 2 * runtime.GOMAXPROCS(0)
+	if c.Limits != nil && c.Limits.MaxConcurrentVerifications > 0 {
+		n = c.Limits.MaxConcurrentVerifications
+	}
+	g.verifySem = make(chan struct{}, n)
+	return g, nil
+}
+
+// Metrics exposes the status observer for the GitHub client the gate's
+// registry uses (see GitHubOptions.Observe).
+func (g *Gate) ObserveGitHub(status int) { g.metrics.githubStatus(status) }
+
+// runnerName derives a runner's name from its environment key: unique per
+// key, so GitHub itself refuses a second runner for one admission.
+func (g *Gate) runnerName(keyDigest string) string { return g.namePrefix + keyDigest[:24] }
+
+// Run serves nothing itself; it runs the reconcile loop until ctx ends.
+// The command serves Handler alongside.
+func (g *Gate) Run(ctx context.Context) error {
+	t := time.NewTicker(g.reconcileEvery)
+	defer t.Stop()
+	for {
+		rep, err := g.Reconcile(ctx)
+		if err != nil {
+			g.log.Warn("reconcile failed", "err", err)
+		} else if rep.Removed > 0 || rep.Gone > 0 || rep.Released > 0 {
+			g.log.Info("reconciled", "removed", rep.Removed, "gone", rep.Gone, "released", rep.Released)
+		}
+		if n, err := g.store.PruneNonces(ctx, g.now()); err == nil && n > 0 {
+			g.log.Debug("pruned nonces", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}

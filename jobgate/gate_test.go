@@ -1,0 +1,569 @@
+package jobgate_test
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/attested-runner/attested-runner/attest"
+	"github.com/attested-runner/attested-runner/attest/attesttest"
+	"github.com/attested-runner/attested-runner/e2e/fakegithub"
+	"github.com/attested-runner/attested-runner/jobgate"
+	"github.com/attested-runner/attested-runner/jobgate/gateapi"
+	"github.com/attested-runner/attested-runner/provenance"
+)
+
+var (
+	appKeyOnce sync.Once
+	appKey     *rsa.PrivateKey
+	appKeyPEM  []byte
+)
+
+func testAppKey(t testing.TB) (*rsa.PrivateKey, []byte) {
+	appKeyOnce.Do(func() {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			panic(err)
+		}
+		appKey = k
+		appKeyPEM = pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
+	})
+	return appKey, appKeyPEM
+}
+
+// clock is a settable test clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// harness is a gate (in-process HTTP) in front of a fake GitHub, with a
+// simulated machine whose policy the gate applies.
+type harness struct {
+	t       *testing.T
+	gh      *fakegithub.Server
+	gate    *jobgate.Gate
+	srv     *httptest.Server
+	client  *gateapi.Client
+	store   *jobgate.BoltStore
+	dbPath  string
+	machine *attesttest.Machine
+	clock   *clock
+	signer  crypto.Signer
+	cfg     *jobgate.Config
+	reg     *jobgate.GitHubRegistry
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	k, pemKey := testAppKey(t)
+	gh, err := fakegithub.Start(fakegithub.Options{AppID: 1001, AppPublicKey: &k.PublicKey, InstallationID: 2002, Org: "octo-org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gh.Close() })
+	reg, err := jobgate.NewGitHubRegistry(jobgate.GitHubOptions{
+		APIURL: gh.URL() + "/", AppID: 1001, InstallationID: 2002, PrivateKey: pemKey, Org: "octo-org",
+		MaxRateLimit: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := attesttest.SimulatedMachine(t)
+	signer, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	h := &harness{t: t, gh: gh, machine: m, clock: &clock{t: time.Now()}, signer: signer, reg: reg,
+		dbPath: filepath.Join(t.TempDir(), "gate.db")}
+	h.cfg = &jobgate.Config{
+		Listen: "127.0.0.1:0", GateID: "https://gate.test", BuilderID: "https://gate.test/builder/v1",
+		GitHub: jobgate.GitHubConfig{Org: "octo-org", Labels: []string{"self-hosted", "attested"}},
+		Policy: jobgate.PolicyConfig{AllowedLabels: []string{"gpu"}},
+	}
+	h.start()
+	return h
+}
+
+// start (re)opens the store and serves a gate on it: calling it again is a
+// gate restart.
+func (h *harness) start() {
+	t := h.t
+	if h.srv != nil {
+		h.srv.Close()
+		h.store.Close()
+	}
+	store, err := jobgate.OpenBoltStore(h.dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := jobgate.New(jobgate.Options{Config: h.cfg, Store: store, Registry: h.reg, Policy: h.machine.Policy,
+		PolicyDigest: "test", Signer: h.signer, Now: h.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.store, h.gate = store, g
+	h.srv = httptest.NewServer(g.Handler())
+	t.Cleanup(func() { h.srv.Close(); store.Close() })
+	h.client = &gateapi.Client{BaseURL: h.srv.URL}
+}
+
+// evidence answers a fresh challenge with the machine's collector.
+func (h *harness) evidence(ctx context.Context) ([]byte, []byte) {
+	h.t.Helper()
+	ch, err := h.client.Challenge(ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ev, err := h.machine.Collector.Collect(attest.AdmissionChallenge(ch.Nonce))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	b, _ := ev.Encode()
+	return ch.Nonce, b
+}
+
+func (h *harness) admit(ctx context.Context, labels ...string) (*gateapi.AdmitResponse, error) {
+	nonce, ev := h.evidence(ctx)
+	return h.client.Admit(ctx, &gateapi.AdmitRequest{Nonce: nonce, Evidence: ev, Labels: labels})
+}
+
+func (h *harness) auditReasons() []string {
+	var out []string
+	h.store.AuditLog(context.Background(), func(r jobgate.AuditRecord) error {
+		out = append(out, r.Action+":"+r.Result+":"+r.Reason)
+		return nil
+	})
+	return out
+}
+
+func rejectedCode(err error) string {
+	var rej *gateapi.RejectedError
+	if errors.As(err, &rej) {
+		return rej.Err.Code
+	}
+	return ""
+}
+
+func TestAdmitHappyPath(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	resp, err := h.admit(ctx, "gpu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"self-hosted", "attested", "gpu"}
+	if strings.Join(resp.Labels, ",") != strings.Join(want, ",") {
+		t.Errorf("labels %v, want %v", resp.Labels, want)
+	}
+	gr, ok := h.gh.Runner(resp.RunnerName)
+	if !ok || gr.ID != resp.RunnerID || strings.Join(gr.Labels, ",") != strings.Join(want, ",") {
+		t.Fatalf("GitHub runner %+v (ok %v)", gr, ok)
+	}
+	if h.gh.JITMints() != 1 {
+		t.Errorf("%d JIT configs minted", h.gh.JITMints())
+	}
+	// Sealed to the attested HPKE key: it opens there, and only there.
+	jit, err := h.machine.Collector.HPKE().Open(gateapi.JITContext(resp.RunnerName), resp.SealedJITConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := fakegithub.DecodeJITConfig(string(jit))
+	if err != nil || cfg.Runner.AgentName != resp.RunnerName {
+		t.Fatalf("JIT config: %+v %v", cfg, err)
+	}
+	other, _ := attest.NewHPKEKey()
+	if _, err := other.Open(gateapi.JITContext(resp.RunnerName), resp.SealedJITConfig); !errors.Is(err, attest.ErrSealed) {
+		t.Fatalf("opened with another key: %v", err)
+	}
+	if _, err := h.machine.Collector.HPKE().Open(gateapi.JITContext("attested-other"), resp.SealedJITConfig); !errors.Is(err, attest.ErrSealed) {
+		t.Fatalf("opened for another runner name: %v", err)
+	}
+	// The environment certificate verifies with the gate's published root.
+	roots := getRoots(t, h.srv.URL)
+	cert, err := provenance.VerifyEnvCert(resp.EnvironmentCertificate, roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(cert.EnvKey, h.machine.Collector.EnvKey()) || cert.RunnerName != resp.RunnerName || cert.Image.ID != "test-image" {
+		t.Errorf("certificate %+v", cert)
+	}
+	if got := h.auditReasons(); len(got) != 1 || got[0] != "admit:accepted:" {
+		t.Errorf("audit %v", got)
+	}
+}
+
+func getRoots(t *testing.T, base string) []crypto.PublicKey {
+	t.Helper()
+	resp, err := http.Get(base + gateapi.PathRoots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	keys, err := provenance.ParseTrustedRoots(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+func TestAdmitRejections(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+
+	post := func(body []byte) (int, string) {
+		resp, err := http.Post(h.srv.URL+gateapi.PathAdmit, "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var e gateapi.Error
+		json.NewDecoder(resp.Body).Decode(&e)
+		return resp.StatusCode, e.Code
+	}
+	t.Run("malformed JSON", func(t *testing.T) {
+		if st, code := post([]byte(`{"nonce": `)); st != 400 || code != "malformed_request" {
+			t.Fatalf("%d %s", st, code)
+		}
+	})
+	t.Run("unknown field", func(t *testing.T) {
+		if st, code := post([]byte(`{"nonce":"","evidence":{},"admin":true}`)); st != 400 || code != "malformed_request" {
+			t.Fatalf("%d %s", st, code)
+		}
+	})
+	t.Run("oversized body", func(t *testing.T) {
+		big := append([]byte(`{"evidence":"`), bytes.Repeat([]byte("A"), attest.MaxEvidenceSize+128<<10)...)
+		if st, code := post(append(big, `"}`...)); st != 413 || code != "too_large" {
+			t.Fatalf("%d %s", st, code)
+		}
+	})
+	t.Run("unknown nonce", func(t *testing.T) {
+		_, ev := h.evidence(ctx)
+		_, err := h.client.Admit(ctx, &gateapi.AdmitRequest{Nonce: bytes.Repeat([]byte{1}, 32), Evidence: ev})
+		if rejectedCode(err) != "nonce_unknown" {
+			t.Fatalf("%v", err)
+		}
+	})
+	t.Run("expired nonce", func(t *testing.T) {
+		nonce, ev := h.evidence(ctx)
+		h.clock.Add(2 * time.Minute)
+		defer h.clock.Add(-2 * time.Minute)
+		_, err := h.client.Admit(ctx, &gateapi.AdmitRequest{Nonce: nonce, Evidence: ev})
+		if rejectedCode(err) != "nonce_expired" {
+			t.Fatalf("%v", err)
+		}
+	})
+	t.Run("label not allowed", func(t *testing.T) {
+		_, err := h.admit(ctx, "production-deploy")
+		if rejectedCode(err) != "label_not_allowed" {
+			t.Fatalf("%v", err)
+		}
+	})
+	t.Run("evidence failing verification", func(t *testing.T) {
+		nonce, _ := h.evidence(ctx)
+		// Evidence made for another nonce: a replay.
+		_, stale := h.evidence(ctx)
+		_, err := h.client.Admit(ctx, &gateapi.AdmitRequest{Nonce: nonce, Evidence: stale})
+		if rejectedCode(err) != "nonce_mismatch" {
+			t.Fatalf("%v", err)
+		}
+	})
+	t.Run("malformed evidence", func(t *testing.T) {
+		nonce, _ := h.evidence(ctx)
+		_, err := h.client.Admit(ctx, &gateapi.AdmitRequest{Nonce: nonce, Evidence: []byte(`{"format":"x"}`)})
+		if rejectedCode(err) != "evidence_malformed" {
+			t.Fatalf("%v", err)
+		}
+	})
+	if h.gh.JITMints() != 0 {
+		t.Fatalf("%d runners minted by rejected admissions", h.gh.JITMints())
+	}
+	t.Run("nonce reused", func(t *testing.T) {
+		nonce, ev := h.evidence(ctx)
+		if _, err := h.client.Admit(ctx, &gateapi.AdmitRequest{Nonce: nonce, Evidence: ev}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := h.client.Admit(ctx, &gateapi.AdmitRequest{Nonce: nonce, Evidence: ev})
+		if rejectedCode(err) != "nonce_used" {
+			t.Fatalf("%v", err)
+		}
+	})
+	t.Run("same environment key twice", func(t *testing.T) {
+		_, err := h.admit(ctx)
+		if rejectedCode(err) != "key_already_admitted" {
+			t.Fatalf("%v", err)
+		}
+	})
+	if h.gh.JITMints() != 1 {
+		t.Fatalf("%d runners minted, want 1", h.gh.JITMints())
+	}
+	// Every decision is in the audit log, with its reason.
+	got := strings.Join(h.auditReasons(), " ")
+	for _, want := range []string{"admit:rejected:malformed_request", "admit:rejected:too_large", "admit:rejected:nonce_unknown",
+		"admit:rejected:nonce_expired", "admit:rejected:label_not_allowed", "admit:rejected:nonce_mismatch",
+		"admit:rejected:evidence_malformed", "admit:accepted:", "admit:rejected:nonce_used", "admit:rejected:key_already_admitted"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("audit lacks %s: %s", want, got)
+		}
+	}
+	if n, _, err := jobgate.VerifyAudit(ctx, h.store); err != nil || n < 10 {
+		t.Errorf("audit chain: %d records, %v", n, err)
+	}
+}
+
+func TestSoftwareTPMRefusedByStrictGate(t *testing.T) {
+	h := newHarness(t)
+	strict := *h.machine.Policy
+	strict.AllowSoftwareTPMUnsafe = false
+	h.machine.Policy = &strict
+	h.start()
+	if _, err := h.admit(context.Background()); rejectedCode(err) != "software_tpm" {
+		t.Fatalf("%v", err)
+	}
+}
+
+func TestGitHubFaults(t *testing.T) {
+	ctx := context.Background()
+	t.Run("5xx then success: one runner", func(t *testing.T) {
+		h := newHarness(t)
+		h.gh.FailNext("POST", "/orgs/octo-org/actions/runners/generate-jitconfig", 2, 502, 0)
+		if _, err := h.admit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n := h.gh.JITMints(); n != 1 || len(h.gh.Runners()) != 1 {
+			t.Fatalf("%d mints, %d runners", n, len(h.gh.Runners()))
+		}
+	})
+	t.Run("response lost after GitHub minted: still one runner", func(t *testing.T) {
+		h := newHarness(t)
+		h.gh.FailNextAfterApply("POST", "/orgs/octo-org/actions/runners/generate-jitconfig", 1, 502)
+		resp, err := h.admit(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs := h.gh.Runners()
+		if len(rs) != 1 || rs[0].ID != resp.RunnerID {
+			t.Fatalf("runners after a lost response: %+v", rs)
+		}
+	})
+	t.Run("429 with Retry-After honoured", func(t *testing.T) {
+		h := newHarness(t)
+		h.gh.FailNext("POST", "/orgs/octo-org/actions/runners/generate-jitconfig", 1, 429, time.Second)
+		if _, err := h.admit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var times []time.Time
+		for _, c := range h.gh.Calls() {
+			if strings.HasSuffix(c.Path, "generate-jitconfig") {
+				times = append(times, c.Time)
+			}
+		}
+		if len(times) != 2 || times[1].Sub(times[0]) < time.Second {
+			t.Fatalf("mint attempts at %v: the retry did not wait for Retry-After", times)
+		}
+	})
+	t.Run("GitHub down: clean failure, then admitted with the same key", func(t *testing.T) {
+		h := newHarness(t)
+		h.gh.Down(true)
+		_, err := h.admit(ctx)
+		if err == nil || !strings.Contains(err.Error(), "github_unavailable") {
+			t.Fatalf("%v", err)
+		}
+		h.gh.Down(false)
+		if _, err := h.admit(ctx); err != nil {
+			t.Fatalf("after GitHub came back: %v", err)
+		}
+		if len(h.gh.Runners()) != 1 {
+			t.Fatalf("%d runners", len(h.gh.Runners()))
+		}
+		if got := strings.Join(h.auditReasons(), " "); !strings.Contains(got, "admit:failed:github_unavailable") {
+			t.Errorf("audit %s", got)
+		}
+	})
+}
+
+func TestRestartBetweenChallengeAndAdmit(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	nonce, ev := h.evidence(ctx)
+	h.start() // gate restart
+	if _, err := h.client.Admit(ctx, &gateapi.AdmitRequest{Nonce: nonce, Evidence: ev}); err != nil {
+		t.Fatalf("nonce forgotten across a restart: %v", err)
+	}
+	h.start()
+	if _, err := h.client.Admit(ctx, &gateapi.AdmitRequest{Nonce: nonce, Evidence: ev}); rejectedCode(err) != "nonce_used" {
+		t.Fatalf("used nonce accepted after a restart: %v", err)
+	}
+	if _, err := h.admit(ctx); rejectedCode(err) != "key_already_admitted" {
+		t.Fatalf("admitted key forgotten across a restart: %v", err)
+	}
+}
+
+func TestConcurrentAdmitsOfOneKey(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	const n = 8
+	reqs := make([]*gateapi.AdmitRequest, n)
+	for i := range reqs {
+		nonce, ev := h.evidence(ctx)
+		reqs[i] = &gateapi.AdmitRequest{Nonce: nonce, Evidence: ev}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() { defer wg.Done(); _, errs[i] = h.client.Admit(ctx, reqs[i]) }()
+	}
+	wg.Wait()
+	wins := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			wins++
+		case rejectedCode(err) != "key_already_admitted":
+			t.Errorf("unexpected: %v", err)
+		}
+	}
+	if wins != 1 || h.gh.JITMints() != 1 {
+		t.Fatalf("%d admissions won, %d runners minted; want exactly 1", wins, h.gh.JITMints())
+	}
+}
+
+func TestDeregister(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	resp, err := h.admit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sign := func(s crypto.Signer, at time.Time) *gateapi.DeregisterRequest {
+		d := sha256.Sum256(gateapi.DeregisterMessage(resp.RunnerName, "job completed", at))
+		sig, err := s.Sign(rand.Reader, d[:], crypto.SHA256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &gateapi.DeregisterRequest{RunnerName: resp.RunnerName, Reason: "job completed", SignedAt: at, Signature: sig}
+	}
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if _, err := h.client.Deregister(ctx, sign(other, h.clock.Now())); rejectedCode(err) != "bad_signature" {
+		t.Fatalf("signature by another key: %v", err)
+	}
+	if _, err := h.client.Deregister(ctx, sign(h.machine.Collector.Signer(), h.clock.Now().Add(-time.Hour))); rejectedCode(err) != "stale_request" {
+		t.Fatalf("stale: %v", err)
+	}
+	if _, ok := h.gh.Runner(resp.RunnerName); !ok {
+		t.Fatal("runner removed by a refused deregistration")
+	}
+	req := sign(h.machine.Collector.Signer(), h.clock.Now())
+	out, err := h.client.Deregister(ctx, req)
+	if err != nil || !out.Removed {
+		t.Fatalf("%+v %v", out, err)
+	}
+	if _, ok := h.gh.Runner(resp.RunnerName); ok {
+		t.Fatal("runner still on GitHub")
+	}
+	// Idempotent.
+	if out, err := h.client.Deregister(ctx, req); err != nil || out.Removed {
+		t.Fatalf("second deregistration: %+v %v", out, err)
+	}
+}
+
+func TestReconcileRemovesVanishedRunner(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	resp, err := h.admit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Its VM never connects (crashed after admission). Within the grace
+	// period, reconcile leaves it alone.
+	if rep, err := h.gate.Reconcile(ctx); err != nil || rep.Removed != 0 {
+		t.Fatalf("early reconcile: %+v %v", rep, err)
+	}
+	h.clock.Add(3 * time.Minute)
+	rep, err := h.gate.Reconcile(ctx)
+	if err != nil || rep.Removed != 1 {
+		t.Fatalf("reconcile: %+v %v", rep, err)
+	}
+	if _, ok := h.gh.Runner(resp.RunnerName); ok {
+		t.Fatal("zombie runner left on GitHub")
+	}
+	rec, err := h.store.Runner(ctx, resp.RunnerName)
+	if err != nil || rec.State != jobgate.StateRemoved {
+		t.Fatalf("record %+v %v", rec, err)
+	}
+	// A runner nobody admitted (e.g. minted before a gate crash) goes too.
+	if _, _, err := h.reg.Mint(ctx, "attested-orphan", []string{"self-hosted"}); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := h.gate.Reconcile(ctx); err != nil || rep.Removed != 1 {
+		t.Fatalf("orphan: %+v %v", rep, err)
+	}
+	if got := strings.Join(h.auditReasons(), " "); !strings.Contains(got, "reconcile:removed:") {
+		t.Errorf("audit %s", got)
+	}
+}
+
+func TestMetricsAndHealth(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	h.admit(ctx)
+	h.admit(ctx) // key already admitted
+	for path, want := range map[string]string{
+		"/healthz": "ok",
+		"/readyz":  "ready",
+		"/metrics": `jobgate_admissions_total{result="rejected",reason="key_already_admitted"} 1`,
+	} {
+		resp, err := http.Get(h.srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(b), want) {
+			t.Errorf("%s: %d %s", path, resp.StatusCode, b)
+		}
+	}
+}
+
+func TestCheckGitHub(t *testing.T) {
+	h := newHarness(t)
+	for _, r := range h.reg.Check(context.Background()) {
+		if !r.OK {
+			t.Errorf("check %s failed: %s", r.Name, r.Detail)
+		}
+	}
+	none := "none"
+	h.gh.SetPermissions(githubPermissions(none))
+	failed := ""
+	for _, r := range h.reg.Check(context.Background()) {
+		if !r.OK {
+			failed += r.Name + ": " + r.Detail + "; "
+		}
+	}
+	if !strings.Contains(failed, "Self-hosted runners") {
+		t.Fatalf("missing permission not reported: %q", failed)
+	}
+}

@@ -1,0 +1,81 @@
+// Package gateapi is the wire protocol between an attested-runner agent and
+// the gate (jobgate): request and response types of the versioned HTTP API,
+// and a client with bounded retries. It is small on purpose: the agent
+// imports it without the gate's store or GitHub client.
+package gateapi
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Paths of the gate API.
+const (
+	PathChallenge  = "/v1/challenge"
+	PathAdmit      = "/v1/admit"
+	PathDeregister = "/v1/deregister"
+	PathRoots      = "/v1/roots"
+)
+
+// ChallengeResponse carries a single-use nonce.
+type ChallengeResponse struct {
+	Nonce     []byte    `json:"nonce"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+// AdmitRequest asks the gate to admit an environment.
+type AdmitRequest struct {
+	Nonce []byte `json:"nonce"`
+	// Evidence is an attest.Evidence document, embedded as JSON.
+	Evidence json.RawMessage `json:"evidence"`
+	// Labels the agent asks for, on top of the gate's base labels. The gate
+	// grants only labels its policy allows.
+	Labels []string `json:"labels,omitempty"`
+	// AgentVersion is informational (the agent digest in the evidence is
+	// what is checked).
+	AgentVersion string `json:"agentVersion,omitempty"`
+}
+
+// AdmitResponse is the gate's answer to an admitted environment.
+type AdmitResponse struct {
+	RunnerName string   `json:"runnerName"`
+	RunnerID   int64    `json:"runnerId"`
+	Labels     []string `json:"labels"`
+	// SealedJITConfig is the encoded JIT runner configuration, HPKE-sealed
+	// to the environment's attested HPKE key with context JITContext.
+	SealedJITConfig []byte `json:"sealedJitConfig"`
+	// EnvironmentCertificate is the gate-signed VSA (a sigstore bundle).
+	EnvironmentCertificate json.RawMessage `json:"environmentCertificate"`
+	ExpiresAt              time.Time       `json:"expiresAt"`
+}
+
+// JITContext is the HPKE context a JIT configuration is sealed under.
+func JITContext(runnerName string) string { return "jit-config/" + runnerName }
+
+// DeregisterRequest asks the gate to remove a runner. It is signed by the
+// environment key the runner was admitted with (ECDSA P-256, ASN.1, over
+// SHA-256 of DeregisterMessage).
+type DeregisterRequest struct {
+	RunnerName string    `json:"runnerName"`
+	Reason     string    `json:"reason"`
+	SignedAt   time.Time `json:"signedAt"`
+	Signature  []byte    `json:"signature"`
+}
+
+// DeregisterMessage is the exact byte string a deregistration signs.
+func DeregisterMessage(runnerName, reason string, signedAt time.Time) []byte {
+	return []byte("attested-runner/v1/deregister\n" + runnerName + "\n" + reason + "\n" + signedAt.UTC().Format(time.RFC3339Nano))
+}
+
+// DeregisterResponse reports what the gate did.
+type DeregisterResponse struct {
+	Removed bool   `json:"removed"`
+	Detail  string `json:"detail"`
+}
+
+// Error is the body of every non-2xx response.
+type Error struct {
+	// Code is a stable machine-readable reason (e.g. "nonce_used").
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}

@@ -1,0 +1,120 @@
+package jobgate
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// metrics is a minimal Prometheus text-format registry: the gate's few
+// counters, one histogram and one gauge, without a client library.
+type metrics struct {
+	mu         sync.Mutex
+	admissions map[[2]string]uint64 // (result, reason) -> count
+	github     map[string]uint64    // status -> count
+	verify     histogram
+	live       atomic.Int64
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		admissions: map[[2]string]uint64{},
+		github:     map[string]uint64{},
+		verify:     histogram{bounds: []float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1}},
+	}
+}
+
+func (m *metrics) admission(result, reason string) {
+	m.mu.Lock()
+	m.admissions[[2]string{result, reason}]++
+	m.mu.Unlock()
+}
+
+func (m *metrics) githubStatus(status int) {
+	s := fmt.Sprint(status)
+	if status == 0 {
+		s = "error"
+	}
+	m.mu.Lock()
+	m.github[s]++
+	m.mu.Unlock()
+}
+
+func (m *metrics) observeVerify(d time.Duration) {
+	m.mu.Lock()
+	m.verify.observe(d.Seconds())
+	m.mu.Unlock()
+}
+
+type histogram struct {
+	bounds []float64
+	counts []uint64
+	sum    float64
+	n      uint64
+}
+
+func (h *histogram) observe(v float64) {
+	if h.counts == nil {
+		h.counts = make([]uint64, len(h.bounds))
+	}
+	for i, b := range h.bounds {
+		if v <= b {
+			h.counts[i]++
+		}
+	}
+	h.sum += v
+	h.n++
+}
+
+// write renders the registry in the Prometheus text exposition format.
+func (m *metrics) write(w io.Writer) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	fmt.Fprintln(w, "# HELP jobgate_admissions_total Admission decisions by result and reason.")
+	fmt.Fprintln(w, "# TYPE jobgate_admissions_total counter")
+	keys := make([][2]string, 0, len(m.admissions))
+	for k := range m.admissions {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i][0]+keys[i][1] < keys[j][0]+keys[j][1] })
+	for _, k := range keys {
+		fmt.Fprintf(w, "jobgate_admissions_total{result=%q,reason=%q} %d\n", k[0], k[1], m.admissions[k])
+	}
+	fmt.Fprintln(w, "# HELP jobgate_github_requests_total GitHub API responses by status (error: no response).")
+	fmt.Fprintln(w, "# TYPE jobgate_github_requests_total counter")
+	st := make([]string, 0, len(m.github))
+	for s := range m.github {
+		st = append(st, s)
+	}
+	sort.Strings(st)
+	for _, s := range st {
+		fmt.Fprintf(w, "jobgate_github_requests_total{status=%q} %d\n", s, m.github[s])
+	}
+	fmt.Fprintln(w, "# HELP jobgate_verify_seconds Evidence verification latency.")
+	fmt.Fprintln(w, "# TYPE jobgate_verify_seconds histogram")
+	h := m.verify
+	for i, b := range h.bounds {
+		var c uint64
+		if h.counts != nil {
+			c = h.counts[i]
+		}
+		fmt.Fprintf(w, "jobgate_verify_seconds_bucket{le=%q} %d\n", formatFloat(b), c)
+	}
+	fmt.Fprintf(w, "jobgate_verify_seconds_bucket{le=\"+Inf\"} %d\n", h.n)
+	fmt.Fprintf(w, "jobgate_verify_seconds_sum %s\njobgate_verify_seconds_count %d\n", formatFloat(h.sum), h.n)
+	fmt.Fprintln(w, "# HELP jobgate_live_runners Runners admitted and not yet removed.")
+	fmt.Fprintln(w, "# TYPE jobgate_live_runners gauge")
+	fmt.Fprintf(w, "jobgate_live_runners %d\n", m.live.Load())
+}
+
+func formatFloat(f float64) string {
+	if f == math.Trunc(f) && math.Abs(f) < 1e15 {
+		return fmt.Sprintf("%d", int64(f))
+	}
+	return strings.TrimRight(strings.TrimRight(fmt.Sprintf("%f", f), "0"), ".")
+}

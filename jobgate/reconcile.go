@@ -1,0 +1,126 @@
+package jobgate
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// ReconcileReport says what one reconcile pass did.
+type ReconcileReport struct {
+	// Removed: runners deleted from GitHub (unknown, unclaimed past TTL,
+	// offline, or already deregistered).
+	Removed int
+	// Gone: live records whose runner GitHub no longer lists (an ephemeral
+	// runner is deleted by GitHub after its job).
+	Gone int
+	// Released: stale pending reservations dropped.
+	Released int
+}
+
+// offlineGrace is how long a JIT runner may stay offline after admission
+// before the gate assumes its VM is gone (the listener connects within
+// seconds of admission).
+const offlineGrace = 2 * time.Minute
+
+// Reconcile lists the scope's runners with the gate's prefix and removes
+// those no live environment stands behind: unknown to the gate (e.g. the
+// gate crashed after minting), deregistered but still listed, never claimed
+// a job within the TTL, or offline past a grace period (VM crashed or was
+// killed). No zombie runners. It also marks records whose runner GitHub no
+// longer lists, and releases stale pending reservations.
+func (g *Gate) Reconcile(ctx context.Context) (ReconcileReport, error) {
+	var rep ReconcileReport
+	start := g.now()
+	gh, err := g.registry.List(ctx)
+	if err != nil {
+		return rep, err
+	}
+	recs, err := g.store.Runners(ctx)
+	if err != nil {
+		return rep, err
+	}
+	byName := map[string]*Runner{}
+	for i := range recs {
+		byName[recs[i].Name] = &recs[i]
+	}
+	listed := map[string]bool{}
+	var errs []string
+	for _, r := range gh {
+		if !strings.HasPrefix(r.Name, g.namePrefix) {
+			continue
+		}
+		listed[r.Name] = true
+		rec := byName[r.Name]
+		age := time.Duration(0)
+		if rec != nil {
+			age = start.Sub(rec.AdmittedAt)
+		}
+		reason := ""
+		switch {
+		case rec == nil:
+			reason = "unknown to the gate"
+		case rec.State == StateDeregistered || rec.State == StateRemoved:
+			reason = "already " + string(rec.State)
+		case rec.State == StatePending:
+			if start.Sub(rec.UpdatedAt) > g.pendingTTL {
+				reason = "admission never completed"
+			}
+		case r.Busy:
+			// Running its job: leave it.
+		case r.Status == "offline" && age > offlineGrace:
+			reason = "offline: its VM is gone"
+		case age > g.unclaimedTTL:
+			reason = fmt.Sprintf("unclaimed for %s", age.Round(time.Second))
+		}
+		if reason == "" {
+			continue
+		}
+		if err := g.registry.Remove(ctx, r.ID); err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", r.Name, err))
+			continue
+		}
+		rep.Removed++
+		audit := &AuditRecord{Time: g.now().UTC(), Action: "reconcile", Result: "removed", RunnerName: r.Name, RunnerID: r.ID, Detail: reason}
+		switch {
+		case rec == nil:
+			g.auditRecord(ctx, audit)
+		case rec.State == StatePending:
+			audit.KeyDigest = rec.KeyDigest
+			if err := g.store.Release(ctx, rec.KeyDigest, audit); err == nil {
+				rep.Released++
+			}
+		case rec.State == StateLive:
+			audit.KeyDigest = rec.KeyDigest
+			g.store.SetState(ctx, rec.Name, StateRemoved, g.now(), audit)
+		default:
+			audit.KeyDigest = rec.KeyDigest
+			g.auditRecord(ctx, audit)
+		}
+		g.log.Info("reconcile removed runner", "runner", r.Name, "runner_id", r.ID, "reason", reason)
+	}
+	for _, rec := range recs {
+		if listed[rec.Name] || !rec.AdmittedAt.Before(start) {
+			continue
+		}
+		switch rec.State {
+		case StateLive:
+			// GitHub deletes an ephemeral runner after its job: done.
+			g.store.SetState(ctx, rec.Name, StateRemoved, g.now(), &AuditRecord{Time: g.now().UTC(), Action: "reconcile",
+				Result: "gone", RunnerName: rec.Name, RunnerID: rec.ID, KeyDigest: rec.KeyDigest, Detail: "no longer listed by GitHub"})
+			rep.Gone++
+		case StatePending:
+			if start.Sub(rec.UpdatedAt) > g.pendingTTL {
+				if err := g.store.Release(ctx, rec.KeyDigest, &AuditRecord{Time: g.now().UTC(), Action: "reconcile", Result: "released",
+					RunnerName: rec.Name, KeyDigest: rec.KeyDigest, Detail: "admission never completed"}); err == nil {
+					rep.Released++
+				}
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return rep, fmt.Errorf("removing runners: %s", strings.Join(errs, "; "))
+	}
+	return rep, nil
+}

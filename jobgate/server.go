@@ -1,0 +1,417 @@
+package jobgate
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/attested-runner/attested-runner/attest"
+	"github.com/attested-runner/attested-runner/jobgate/gateapi"
+	"github.com/attested-runner/attested-runner/provenance"
+)
+
+// Request size limits.
+const (
+	maxAdmitBody      = attest.MaxEvidenceSize + 64<<10
+	maxSmallBody      = 16 << 10
+	nonceSize         = 32
+	maxRequestedLabel = 16
+)
+
+// Handler is the gate's HTTP API.
+func (g *Gate) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+gateapi.PathChallenge, g.handleChallenge)
+	mux.HandleFunc("POST "+gateapi.PathAdmit, g.handleAdmit)
+	mux.HandleFunc("POST "+gateapi.PathDeregister, g.handleDeregister)
+	mux.HandleFunc("GET "+gateapi.PathRoots, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		w.Write(g.rootsPEM)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := g.store.Runners(r.Context()); err != nil {
+			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	mux.HandleFunc("GET /metrics", g.handleMetrics)
+	return mux
+}
+
+// apiError is a refusal with its HTTP status and stable reason code.
+type apiError struct {
+	status int
+	code   string
+	err    error
+}
+
+func (e *apiError) Error() string { return e.err.Error() }
+func (e *apiError) Unwrap() error { return e.err }
+
+func refuse(status int, code string, err error) *apiError { return &apiError{status, code, err} }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, e *apiError) {
+	writeJSON(w, e.status, gateapi.Error{Code: e.code, Message: e.err.Error()})
+}
+
+// decodeBody reads a JSON body of at most limit bytes, strictly.
+func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) *apiError {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return refuse(http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("request body over %d bytes", limit))
+		}
+		return refuse(http.StatusBadRequest, "malformed_request", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return refuse(http.StatusBadRequest, "malformed_request", fmt.Errorf("request JSON: %w", err))
+	}
+	if dec.More() {
+		return refuse(http.StatusBadRequest, "malformed_request", errors.New("trailing data after the request JSON"))
+	}
+	return nil
+}
+
+func remote(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func (g *Gate) handleChallenge(w http.ResponseWriter, r *http.Request) {
+	var req struct{}
+	if e := decodeBody(w, r, maxSmallBody, &req); e != nil {
+		writeError(w, e)
+		return
+	}
+	nonce := make([]byte, nonceSize)
+	if _, err := io.ReadFull(g.rand, nonce); err != nil {
+		writeError(w, refuse(http.StatusInternalServerError, "internal", err))
+		return
+	}
+	exp := g.now().Add(g.nonceTTL)
+	if err := g.store.PutNonce(r.Context(), nonce, exp); err != nil {
+		writeError(w, refuse(http.StatusServiceUnavailable, "store_unavailable", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, gateapi.ChallengeResponse{Nonce: nonce, ExpiresAt: exp})
+}
+
+func (g *Gate) handleAdmit(w http.ResponseWriter, r *http.Request) {
+	var req gateapi.AdmitRequest
+	if e := decodeBody(w, r, maxAdmitBody, &req); e != nil {
+		g.metrics.admission("rejected", e.code)
+		g.auditReject(r, "admit", e, "", "")
+		writeError(w, e)
+		return
+	}
+	resp, e := g.admit(r.Context(), &req, remote(r))
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// admit is one admission decision (BuildEnv L2.verify-before-dispatch,
+// L3.verify-hw-before-dispatch): fresh single-use nonce, evidence verified
+// against the policy, key never admitted before, labels allowed; only then a
+// JIT runner is minted, sealed to the attested HPKE key, and certified.
+// Every outcome is audited with its reason.
+func (g *Gate) admit(ctx context.Context, req *gateapi.AdmitRequest, from string) (*gateapi.AdmitResponse, *apiError) {
+	now := g.now()
+	evDigest := attest.Digest(req.Evidence)
+	reject := func(e *apiError, keyDigest string) *apiError {
+		g.metrics.admission("rejected", e.code)
+		g.auditRecord(ctx, &AuditRecord{Action: "admit", Result: "rejected", Reason: e.code, Remote: from,
+			KeyDigest: keyDigest, EvidenceDigest: evDigest, Detail: e.err.Error()})
+		g.log.Info("admission rejected", "reason", e.code, "key", short(keyDigest), "evidence", short(evDigest), "remote", from, "detail", e.err)
+		return e
+	}
+	// Cheap checks first: a replayed or forged nonce costs no verification.
+	if len(req.Nonce) != nonceSize {
+		return nil, reject(refuse(http.StatusForbidden, "nonce_unknown", ErrNonceUnknown), "")
+	}
+	if err := g.store.CheckNonce(ctx, req.Nonce, now); err != nil {
+		return nil, reject(nonceError(err), "")
+	}
+	labels, err := g.grantLabels(req.Labels)
+	if err != nil {
+		return nil, reject(refuse(http.StatusForbidden, "label_not_allowed", err), "")
+	}
+	ev, err := attest.DecodeEvidence(req.Evidence)
+	if err != nil {
+		return nil, reject(evidenceError(err), "")
+	}
+	keyDigest := attest.KeyDigest(ev.EnvKey)
+
+	select {
+	case g.verifySem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, reject(refuse(http.StatusServiceUnavailable, "overloaded", ctx.Err()), keyDigest)
+	}
+	start := time.Now()
+	claims, err := attest.Verify(ev, attest.AdmissionChallenge(req.Nonce), g.policy)
+	g.metrics.observeVerify(time.Since(start))
+	<-g.verifySem
+	if err != nil {
+		return nil, reject(evidenceError(err), keyDigest)
+	}
+
+	name := g.runnerName(keyDigest)
+	rec := &Runner{
+		Name: name, KeyDigest: keyDigest, EnvKey: ev.EnvKey, Labels: labels, EvidenceDigest: evDigest,
+		AdmittedAt: now, ExpiresAt: now.Add(g.certTTL),
+	}
+	// One transaction: the nonce is spent and the key is taken, or neither.
+	if err := g.store.Reserve(ctx, req.Nonce, now, rec, nil); err != nil {
+		switch {
+		case errors.Is(err, ErrKeyAdmitted):
+			return nil, reject(refuse(http.StatusConflict, "key_already_admitted", err), keyDigest)
+		case errors.Is(err, ErrNonceUnknown), errors.Is(err, ErrNonceUsed), errors.Is(err, ErrNonceExpired):
+			return nil, reject(nonceError(err), keyDigest)
+		}
+		return nil, reject(refuse(http.StatusServiceUnavailable, "store_unavailable", err), keyDigest)
+	}
+
+	// GitHub. On failure the reservation is released (the agent may retry
+	// with a new nonce and the same key); the nonce stays spent.
+	id, jit, err := g.registry.Mint(ctx, name, labels)
+	if err != nil {
+		e := refuse(http.StatusBadGateway, "github_unavailable", err)
+		g.metrics.admission("rejected", e.code)
+		rel := &AuditRecord{Time: now.UTC(), Action: "admit", Result: "failed", Reason: e.code, Remote: from, KeyDigest: keyDigest,
+			EvidenceDigest: evDigest, RunnerName: name, Detail: err.Error()}
+		if rerr := g.store.Release(context.WithoutCancel(ctx), keyDigest, rel); rerr != nil {
+			g.log.Error("releasing reservation after GitHub failure", "runner", name, "err", rerr)
+		}
+		g.log.Warn("admission failed at GitHub", "runner", name, "err", err)
+		return nil, e
+	}
+	rec.ID = id
+
+	cert := provenance.CertificateFor(claims)
+	cert.GateID, cert.BuilderID = g.gateID, g.builderID
+	cert.RunnerName, cert.Labels = name, labels
+	cert.EvidenceDigest, cert.PolicyDigest = evDigest, g.policyDigest
+	cert.IssuedAt, cert.NotAfter = now.UTC().Truncate(time.Second), now.Add(g.certTTL).UTC().Truncate(time.Second)
+	certBundle, err := provenance.IssueEnvCert(ctx, g.signer, cert)
+	var sealed []byte
+	if err == nil {
+		sealed, err = attest.Seal(ev.HPKEPublicKey, gateapi.JITContext(name), []byte(jit))
+	}
+	if err == nil {
+		err = g.store.Activate(context.WithoutCancel(ctx), rec, &AuditRecord{Time: now.UTC(), Action: "admit", Result: "accepted", Remote: from,
+			KeyDigest: keyDigest, EvidenceDigest: evDigest, RunnerName: name, RunnerID: id,
+			Detail: fmt.Sprintf("image %s, %s, labels %v", claims.ImageID, provenance.LevelName(claims.Level), labels)})
+	}
+	if err != nil {
+		// Never leave a minted runner behind without a record.
+		if rerr := g.registry.Remove(context.WithoutCancel(ctx), id); rerr != nil {
+			g.log.Error("removing runner after a failed admission", "runner", name, "err", rerr)
+		}
+		g.store.Release(context.WithoutCancel(ctx), keyDigest, &AuditRecord{Time: now.UTC(), Action: "admit", Result: "failed", Reason: "internal",
+			Remote: from, KeyDigest: keyDigest, RunnerName: name, Detail: err.Error()})
+		g.metrics.admission("rejected", "internal")
+		return nil, refuse(http.StatusInternalServerError, "internal", err)
+	}
+	g.metrics.admission("accepted", "")
+	g.log.Info("admitted", "runner", name, "runner_id", id, "key", short(keyDigest), "image", claims.ImageID,
+		"level", claims.Level, "labels", labels, "remote", from)
+	return &gateapi.AdmitResponse{
+		RunnerName: name, RunnerID: id, Labels: labels, SealedJITConfig: sealed,
+		EnvironmentCertificate: certBundle, ExpiresAt: cert.NotAfter,
+	}, nil
+}
+
+// grantLabels adds the requested labels to the base labels, if the policy
+// allows every one of them: labels come from policy, never from the request
+// alone.
+func (g *Gate) grantLabels(requested []string) ([]string, error) {
+	if len(requested) > maxRequestedLabel {
+		return nil, fmt.Errorf("%d labels requested, limit %d", len(requested), maxRequestedLabel)
+	}
+	out := slices.Clone(g.labels)
+	for _, l := range requested {
+		if slices.Contains(out, l) {
+			continue
+		}
+		if !g.allowedLabels[l] {
+			return nil, fmt.Errorf("label %q is not allowed by the gate's policy", l)
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+func nonceError(err error) *apiError {
+	switch {
+	case errors.Is(err, ErrNonceUsed):
+		return refuse(http.StatusForbidden, "nonce_used", err)
+	case errors.Is(err, ErrNonceExpired):
+		return refuse(http.StatusForbidden, "nonce_expired", err)
+	case errors.Is(err, ErrNonceUnknown):
+		return refuse(http.StatusForbidden, "nonce_unknown", err)
+	}
+	return refuse(http.StatusServiceUnavailable, "store_unavailable", err)
+}
+
+// evidenceReasons maps attest's sentinels to stable reason codes.
+var evidenceReasons = []struct {
+	err  error
+	code string
+}{
+	{attest.ErrTooLarge, "evidence_too_large"},
+	{attest.ErrMalformedEvidence, "evidence_malformed"},
+	{attest.ErrSoftwareTPM, "software_tpm"},
+	{attest.ErrUntrustedAK, "untrusted_ak"},
+	{attest.ErrNonceMismatch, "nonce_mismatch"},
+	{attest.ErrQuoteSignature, "quote_signature"},
+	{attest.ErrEventLogEmpty, "event_log_empty"},
+	{attest.ErrEventLogReplay, "event_log_replay"},
+	{attest.ErrReferenceMismatch, "reference_mismatch"},
+	{attest.ErrCELReplay, "lifecycle_replay"},
+	{attest.ErrUnknownEvent, "lifecycle_unknown_event"},
+	{attest.ErrCELOrder, "lifecycle_order"},
+	{attest.ErrAgentNotAllowed, "agent_not_allowed"},
+	{attest.ErrKeyNotCertified, "key_not_certified"},
+	{attest.ErrTDXQuote, "tdx_quote"},
+	{attest.ErrTDXDebug, "tdx_debug"},
+	{attest.ErrBadChallenge, "bad_challenge"},
+}
+
+func evidenceError(err error) *apiError {
+	for _, r := range evidenceReasons {
+		if errors.Is(err, r.err) {
+			status := http.StatusForbidden
+			if r.code == "evidence_too_large" {
+				status = http.StatusRequestEntityTooLarge
+			}
+			if r.code == "evidence_malformed" {
+				status = http.StatusBadRequest
+			}
+			return refuse(status, r.code, err)
+		}
+	}
+	return refuse(http.StatusForbidden, "evidence_rejected", err)
+}
+
+func (g *Gate) auditReject(r *http.Request, action string, e *apiError, key, ev string) {
+	g.auditRecord(r.Context(), &AuditRecord{Action: action, Result: "rejected", Reason: e.code, Remote: remote(r),
+		KeyDigest: key, EvidenceDigest: ev, Detail: e.err.Error()})
+}
+
+func (g *Gate) auditRecord(ctx context.Context, rec *AuditRecord) {
+	rec.Time = g.now().UTC()
+	if err := g.store.Audit(context.WithoutCancel(ctx), rec); err != nil {
+		g.log.Error("audit append failed", "err", err, "action", rec.Action, "result", rec.Result)
+	}
+}
+
+func (g *Gate) handleDeregister(w http.ResponseWriter, r *http.Request) {
+	var req gateapi.DeregisterRequest
+	if e := decodeBody(w, r, maxSmallBody, &req); e != nil {
+		g.auditReject(r, "deregister", e, "", "")
+		writeError(w, e)
+		return
+	}
+	resp, e := g.deregister(r.Context(), &req, remote(r))
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// deregister removes a runner at its agent's request, authenticated by a
+// signature with the environment key it was admitted with. Idempotent.
+func (g *Gate) deregister(ctx context.Context, req *gateapi.DeregisterRequest, from string) (*gateapi.DeregisterResponse, *apiError) {
+	now := g.now()
+	reject := func(e *apiError, key string) *apiError {
+		g.auditRecord(ctx, &AuditRecord{Action: "deregister", Result: "rejected", Reason: e.code, Remote: from,
+			RunnerName: req.RunnerName, KeyDigest: key, Detail: e.err.Error()})
+		g.log.Info("deregistration rejected", "runner", req.RunnerName, "reason", e.code, "detail", e.err)
+		return e
+	}
+	rec, err := g.store.Runner(ctx, req.RunnerName)
+	if err != nil {
+		if errors.Is(err, ErrNoRunner) {
+			return nil, reject(refuse(http.StatusNotFound, "unknown_runner", err), "")
+		}
+		return nil, reject(refuse(http.StatusServiceUnavailable, "store_unavailable", err), "")
+	}
+	pub, err := attest.ParseEnvKey(rec.EnvKey)
+	if err != nil {
+		return nil, reject(refuse(http.StatusInternalServerError, "internal", err), rec.KeyDigest)
+	}
+	digest := sha256.Sum256(gateapi.DeregisterMessage(req.RunnerName, req.Reason, req.SignedAt))
+	if !ecdsa.VerifyASN1(pub, digest[:], req.Signature) {
+		return nil, reject(refuse(http.StatusForbidden, "bad_signature", errors.New("signature is not by the runner's environment key")), rec.KeyDigest)
+	}
+	if d := now.Sub(req.SignedAt); d > g.deregisterSkew || d < -g.deregisterSkew {
+		return nil, reject(refuse(http.StatusForbidden, "stale_request", fmt.Errorf("signed at %s, %s away from the gate's clock", req.SignedAt.Format(time.RFC3339), d.Round(time.Second))), rec.KeyDigest)
+	}
+	switch rec.State {
+	case StateDeregistered, StateRemoved:
+		return &gateapi.DeregisterResponse{Removed: false, Detail: "already " + string(rec.State)}, nil
+	case StatePending:
+		return nil, reject(refuse(http.StatusConflict, "admission_in_progress", errors.New("the runner's admission has not completed")), rec.KeyDigest)
+	}
+	if err := g.registry.Remove(ctx, rec.ID); err != nil {
+		e := refuse(http.StatusBadGateway, "github_unavailable", err)
+		g.auditRecord(ctx, &AuditRecord{Action: "deregister", Result: "failed", Reason: e.code, Remote: from,
+			RunnerName: rec.Name, RunnerID: rec.ID, KeyDigest: rec.KeyDigest, Detail: err.Error()})
+		return nil, e
+	}
+	if err := g.store.SetState(context.WithoutCancel(ctx), rec.Name, StateDeregistered, now, &AuditRecord{
+		Time: now.UTC(), Action: "deregister", Result: "removed", Remote: from, RunnerName: rec.Name, RunnerID: rec.ID,
+		KeyDigest: rec.KeyDigest, Detail: "agent teardown: " + req.Reason,
+	}); err != nil {
+		return nil, refuse(http.StatusServiceUnavailable, "store_unavailable", err)
+	}
+	g.log.Info("deregistered", "runner", rec.Name, "runner_id", rec.ID, "reason", req.Reason)
+	return &gateapi.DeregisterResponse{Removed: true, Detail: "runner removed from GitHub"}, nil
+}
+
+func (g *Gate) handleMetrics(w http.ResponseWriter, r *http.Request) {
+	if rs, err := g.store.Runners(r.Context()); err == nil {
+		var live int64
+		for _, x := range rs {
+			if x.State == StateLive {
+				live++
+			}
+		}
+		g.metrics.live.Store(live)
+	}
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	g.metrics.write(w)
+}
+
+func short(s string) string {
+	if len(s) > 16 {
+		return s[:16]
+	}
+	return s
+}

@@ -1,0 +1,81 @@
+package jobgate
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// RunnerState is where an admitted environment's runner is in its life.
+type RunnerState string
+
+// Runner states.
+const (
+	// StatePending: the key is reserved, the JIT runner is being minted.
+	StatePending RunnerState = "pending"
+	// StateLive: admitted; the runner exists on GitHub.
+	StateLive RunnerState = "live"
+	// StateDeregistered: the agent deregistered (teardown).
+	StateDeregistered RunnerState = "deregistered"
+	// StateRemoved: the gate removed the runner (reconcile: unclaimed past
+	// TTL, VM vanished).
+	StateRemoved RunnerState = "removed"
+)
+
+// Runner is what the gate remembers of an admitted environment. The key
+// digest is never forgotten: a key is admitted at most once, ever.
+type Runner struct {
+	Name           string      `json:"name"`
+	ID             int64       `json:"id,omitempty"`
+	KeyDigest      string      `json:"keyDigest"`
+	EnvKey         []byte      `json:"envKey"`
+	Labels         []string    `json:"labels"`
+	EvidenceDigest string      `json:"evidenceDigest"`
+	State          RunnerState `json:"state"`
+	AdmittedAt     time.Time   `json:"admittedAt"`
+	ExpiresAt      time.Time   `json:"expiresAt"`
+	UpdatedAt      time.Time   `json:"updatedAt"`
+}
+
+// Store errors.
+var (
+	ErrNonceUnknown = errors.New("nonce unknown")
+	ErrNonceExpired = errors.New("nonce expired")
+	ErrNonceUsed    = errors.New("nonce already used")
+	ErrKeyAdmitted  = errors.New("environment key already admitted")
+	ErrNoRunner     = errors.New("no such runner")
+)
+
+// Store is the gate's durable state: nonces, admitted keys and runners, and
+// the hash-chained audit log. Operations that must be atomic are single
+// methods. The embedded implementation is bbolt (OpenBoltStore); a
+// PostgreSQL implementation for a replicated gate would implement the same
+// interface with row locks and one transaction per method.
+type Store interface {
+	// PutNonce records a fresh nonce.
+	PutNonce(ctx context.Context, nonce []byte, expires time.Time) error
+	// CheckNonce reports whether nonce could be consumed now, without
+	// consuming it (to refuse replays before spending CPU on evidence).
+	CheckNonce(ctx context.Context, nonce []byte, now time.Time) error
+	// Reserve consumes nonce and reserves r.KeyDigest (state pending) in one
+	// transaction; ErrNonce* or ErrKeyAdmitted if either is not possible.
+	// The audit record, if any, is appended in the same transaction.
+	Reserve(ctx context.Context, nonce []byte, now time.Time, r *Runner, audit *AuditRecord) error
+	// Release drops a pending reservation (the mint failed).
+	Release(ctx context.Context, keyDigest string, audit *AuditRecord) error
+	// Activate turns a pending reservation into a live runner.
+	Activate(ctx context.Context, r *Runner, audit *AuditRecord) error
+	// SetState records a runner's new state.
+	SetState(ctx context.Context, name string, state RunnerState, now time.Time, audit *AuditRecord) error
+	// Runner returns a runner by name (ErrNoRunner).
+	Runner(ctx context.Context, name string) (*Runner, error)
+	// Runners lists every runner record, in name order.
+	Runners(ctx context.Context) ([]Runner, error)
+	// Audit appends a record on its own.
+	Audit(ctx context.Context, rec *AuditRecord) error
+	// AuditLog calls fn for each audit record, in order.
+	AuditLog(ctx context.Context, fn func(AuditRecord) error) error
+	// PruneNonces deletes nonces that expired before now.
+	PruneNonces(ctx context.Context, now time.Time) (int, error)
+	Close() error
+}

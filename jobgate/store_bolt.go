@@ -1,0 +1,317 @@
+package jobgate
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Buckets of the embedded store.
+var (
+	bucketNonces = []byte("nonces") // nonce -> nonceRecord
+	bucketKeys   = []byte("keys")   // key digest -> Runner
+	bucketNames  = []byte("names")  // runner name -> key digest
+	bucketAudit  = []byte("audit")  // seq (uint64 BE) -> AuditRecord
+	bucketMeta   = []byte("meta")   // "auditHead" -> hash, "auditSeq" -> uint64
+)
+
+type nonceRecord struct {
+	Expires time.Time `json:"expires"`
+	Used    bool      `json:"used"`
+}
+
+// BoltStore is the embedded Store: one bbolt file next to the gate.
+// Writes go through bbolt's Batch, which coalesces concurrent admissions
+// into one durable commit.
+type BoltStore struct {
+	db *bolt.DB
+}
+
+// OpenBoltStore opens (creating if needed) the store at path, readable only
+// by its owner.
+func OpenBoltStore(path string) (*BoltStore, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("opening store %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketNonces, bucketKeys, bucketNames, bucketAudit, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &BoltStore{db: db}, nil
+}
+
+// Close implements Store.
+func (s *BoltStore) Close() error { return s.db.Close() }
+
+// PutNonce implements Store.
+func (s *BoltStore) PutNonce(_ context.Context, nonce []byte, expires time.Time) error {
+	v, err := json.Marshal(nonceRecord{Expires: expires})
+	if err != nil {
+		return err
+	}
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketNonces)
+		if b.Get(nonce) != nil {
+			return fmt.Errorf("nonce collision")
+		}
+		return b.Put(nonce, v)
+	})
+}
+
+func checkNonce(tx *bolt.Tx, nonce []byte, now time.Time) (*nonceRecord, error) {
+	raw := tx.Bucket(bucketNonces).Get(nonce)
+	if raw == nil {
+		return nil, ErrNonceUnknown
+	}
+	var n nonceRecord
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return nil, err
+	}
+	if n.Used {
+		return nil, ErrNonceUsed
+	}
+	if !now.Before(n.Expires) {
+		return nil, ErrNonceExpired
+	}
+	return &n, nil
+}
+
+// CheckNonce implements Store.
+func (s *BoltStore) CheckNonce(_ context.Context, nonce []byte, now time.Time) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		_, err := checkNonce(tx, nonce, now)
+		return err
+	})
+}
+
+// Reserve implements Store.
+func (s *BoltStore) Reserve(_ context.Context, nonce []byte, now time.Time, r *Runner, audit *AuditRecord) error {
+	return s.batch(audit, func(tx *bolt.Tx) error {
+		n, err := checkNonce(tx, nonce, now)
+		if err != nil {
+			return err
+		}
+		n.Used = true
+		v, err := json.Marshal(n)
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketNonces).Put(nonce, v); err != nil {
+			return err
+		}
+		if tx.Bucket(bucketKeys).Get([]byte(r.KeyDigest)) != nil {
+			return ErrKeyAdmitted
+		}
+		rec := *r
+		rec.State, rec.UpdatedAt = StatePending, now
+		return putRunner(tx, &rec)
+	})
+}
+
+// Release implements Store.
+func (s *BoltStore) Release(_ context.Context, keyDigest string, audit *AuditRecord) error {
+	return s.batch(audit, func(tx *bolt.Tx) error {
+		r, err := getRunnerByKey(tx, keyDigest)
+		if err != nil {
+			return err
+		}
+		if r.State != StatePending {
+			return fmt.Errorf("runner %s is %s, not pending", r.Name, r.State)
+		}
+		if err := tx.Bucket(bucketNames).Delete([]byte(r.Name)); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketKeys).Delete([]byte(keyDigest))
+	})
+}
+
+// Activate implements Store.
+func (s *BoltStore) Activate(_ context.Context, r *Runner, audit *AuditRecord) error {
+	return s.batch(audit, func(tx *bolt.Tx) error {
+		cur, err := getRunnerByKey(tx, r.KeyDigest)
+		if err != nil {
+			return err
+		}
+		if cur.State != StatePending {
+			return fmt.Errorf("runner %s is %s, not pending", cur.Name, cur.State)
+		}
+		rec := *r
+		rec.State = StateLive
+		return putRunner(tx, &rec)
+	})
+}
+
+// SetState implements Store.
+func (s *BoltStore) SetState(_ context.Context, name string, state RunnerState, now time.Time, audit *AuditRecord) error {
+	return s.batch(audit, func(tx *bolt.Tx) error {
+		digest := tx.Bucket(bucketNames).Get([]byte(name))
+		if digest == nil {
+			return ErrNoRunner
+		}
+		r, err := getRunnerByKey(tx, string(digest))
+		if err != nil {
+			return err
+		}
+		r.State, r.UpdatedAt = state, now
+		return putRunner(tx, r)
+	})
+}
+
+// Runner implements Store.
+func (s *BoltStore) Runner(_ context.Context, name string) (*Runner, error) {
+	var r *Runner
+	err := s.db.View(func(tx *bolt.Tx) error {
+		digest := tx.Bucket(bucketNames).Get([]byte(name))
+		if digest == nil {
+			return ErrNoRunner
+		}
+		var err error
+		r, err = getRunnerByKey(tx, string(digest))
+		return err
+	})
+	return r, err
+}
+
+// Runners implements Store.
+func (s *BoltStore) Runners(_ context.Context) ([]Runner, error) {
+	var out []Runner
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketNames).ForEach(func(_, digest []byte) error {
+			r, err := getRunnerByKey(tx, string(digest))
+			if err != nil {
+				return err
+			}
+			out = append(out, *r)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Audit implements Store.
+func (s *BoltStore) Audit(_ context.Context, rec *AuditRecord) error {
+	return s.batch(rec, func(*bolt.Tx) error { return nil })
+}
+
+// AuditLog implements Store.
+func (s *BoltStore) AuditLog(_ context.Context, fn func(AuditRecord) error) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAudit).ForEach(func(_, v []byte) error {
+			var r AuditRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("%w: undecodable record: %v", ErrAuditChain, err)
+			}
+			return fn(r)
+		})
+	})
+}
+
+// PruneNonces implements Store.
+func (s *BoltStore) PruneNonces(_ context.Context, now time.Time) (int, error) {
+	n := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketNonces).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			var rec nonceRecord
+			if json.Unmarshal(v, &rec) == nil && now.After(rec.Expires) {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+				n++
+			}
+		}
+		return nil
+	})
+	return n, err
+}
+
+// batch runs fn and, when it succeeds, appends the audit record, in one
+// transaction coalesced with concurrent ones. bbolt may run fn more than
+// once; fn only touches the transaction.
+func (s *BoltStore) batch(audit *AuditRecord, fn func(*bolt.Tx) error) error {
+	var appended AuditRecord
+	err := s.db.Batch(func(tx *bolt.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		if audit == nil {
+			return nil
+		}
+		var err error
+		appended, err = appendAudit(tx, *audit)
+		return err
+	})
+	if err == nil && audit != nil {
+		*audit = appended
+	}
+	return err
+}
+
+func appendAudit(tx *bolt.Tx, r AuditRecord) (AuditRecord, error) {
+	meta := tx.Bucket(bucketMeta)
+	var seq uint64
+	if b := meta.Get([]byte("auditSeq")); len(b) == 8 {
+		seq = binary.BigEndian.Uint64(b)
+	}
+	seq++
+	r.Seq = seq
+	r.Prev = string(meta.Get([]byte("auditHead")))
+	h, err := r.chainHash()
+	if err != nil {
+		return r, err
+	}
+	r.Hash = h
+	v, err := json.Marshal(r)
+	if err != nil {
+		return r, err
+	}
+	var key [8]byte
+	binary.BigEndian.PutUint64(key[:], seq)
+	if err := tx.Bucket(bucketAudit).Put(key[:], v); err != nil {
+		return r, err
+	}
+	if err := meta.Put([]byte("auditSeq"), key[:]); err != nil {
+		return r, err
+	}
+	return r, meta.Put([]byte("auditHead"), []byte(h))
+}
+
+func getRunnerByKey(tx *bolt.Tx, digest string) (*Runner, error) {
+	raw := tx.Bucket(bucketKeys).Get([]byte(digest))
+	if raw == nil {
+		return nil, ErrNoRunner
+	}
+	var r Runner
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+func putRunner(tx *bolt.Tx, r *Runner) error {
+	v, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if existing := tx.Bucket(bucketNames).Get([]byte(r.Name)); existing != nil && !bytes.Equal(existing, []byte(r.KeyDigest)) {
+		return fmt.Errorf("runner name %s is taken by another key", r.Name)
+	}
+	if err := tx.Bucket(bucketKeys).Put([]byte(r.KeyDigest), v); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketNames).Put([]byte(r.Name), []byte(r.KeyDigest))
+}

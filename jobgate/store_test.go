@@ -1,0 +1,178 @@
+package jobgate
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+func openTestStore(t *testing.T) (*BoltStore, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "gate.db")
+	s, err := OpenBoltStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+var t0 = time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+
+func TestNonceLifecycle(t *testing.T) {
+	s, _ := openTestStore(t)
+	ctx := context.Background()
+	n := []byte("0123456789abcdef0123456789abcdef")
+	if err := s.CheckNonce(ctx, n, t0); !errors.Is(err, ErrNonceUnknown) {
+		t.Fatalf("unknown nonce: %v", err)
+	}
+	if err := s.PutNonce(ctx, n, t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CheckNonce(ctx, n, t0); err != nil {
+		t.Fatalf("fresh nonce: %v", err)
+	}
+	if err := s.CheckNonce(ctx, n, t0.Add(time.Minute)); !errors.Is(err, ErrNonceExpired) {
+		t.Fatalf("expired nonce: %v", err)
+	}
+	r := &Runner{Name: "attested-a", KeyDigest: "aa"}
+	if err := s.Reserve(ctx, n, t0, r, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reserve(ctx, n, t0, &Runner{Name: "attested-b", KeyDigest: "bb"}, nil); !errors.Is(err, ErrNonceUsed) {
+		t.Fatalf("reused nonce: %v", err)
+	}
+	if got, err := s.PruneNonces(ctx, t0.Add(2*time.Minute)); err != nil || got != 1 {
+		t.Fatalf("prune: %d %v", got, err)
+	}
+}
+
+// TestReserveIsAtomic: concurrent reservations of one key with distinct
+// nonces: exactly one wins; the losers' nonces are NOT spent.
+func TestReserveIsAtomic(t *testing.T) {
+	s, _ := openTestStore(t)
+	ctx := context.Background()
+	const n = 16
+	nonces := make([][]byte, n)
+	for i := range nonces {
+		nonces[i] = []byte{byte(i), 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
+		if err := s.PutNonce(ctx, nonces[i], t0.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.Reserve(ctx, nonces[i], t0, &Runner{Name: "attested-k", KeyDigest: "key"}, nil)
+		}()
+	}
+	wg.Wait()
+	wins := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			wins++
+		case errors.Is(err, ErrKeyAdmitted):
+			if cerr := s.CheckNonce(ctx, nonces[i], t0); cerr != nil {
+				t.Errorf("a losing reservation spent its nonce: %v", cerr)
+			}
+		default:
+			t.Errorf("reservation %d: %v", i, err)
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("%d reservations won, want exactly 1", wins)
+	}
+}
+
+func TestRunnerStatesAndRestart(t *testing.T) {
+	s, path := openTestStore(t)
+	ctx := context.Background()
+	n := []byte("nonce-nonce-nonce-nonce-nonce-32")
+	s.PutNonce(ctx, n, t0.Add(time.Minute))
+	r := &Runner{Name: "attested-x", KeyDigest: "kx", EnvKey: []byte{1}, AdmittedAt: t0}
+	if err := s.Reserve(ctx, n, t0, r, nil); err != nil {
+		t.Fatal(err)
+	}
+	r.ID = 42
+	if err := s.Activate(ctx, r, &AuditRecord{Time: t0, Action: "admit", Result: "accepted"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Runner(ctx, "attested-x")
+	if err != nil || got.State != StateLive || got.ID != 42 {
+		t.Fatalf("runner %+v %v", got, err)
+	}
+	// Restart: nothing forgotten.
+	s.Close()
+	s2, err := OpenBoltStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if err := s2.Reserve(ctx, n, t0, r, nil); !errors.Is(err, ErrNonceUsed) {
+		t.Fatalf("after restart, the used nonce: %v", err)
+	}
+	n2 := []byte("another-nonce-another-nonce-0032")
+	s2.PutNonce(ctx, n2, t0.Add(time.Minute))
+	if err := s2.Reserve(ctx, n2, t0, r, nil); !errors.Is(err, ErrKeyAdmitted) {
+		t.Fatalf("after restart, the admitted key: %v", err)
+	}
+	if err := s2.SetState(ctx, "attested-x", StateDeregistered, t0, &AuditRecord{Time: t0, Action: "deregister", Result: "removed"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.Reserve(ctx, n2, t0, r, nil); !errors.Is(err, ErrKeyAdmitted) {
+		t.Fatalf("a deregistered key is still never admitted again: %v", err)
+	}
+	if cnt, head, err := VerifyAudit(ctx, s2); err != nil || cnt != 2 || head == "" {
+		t.Fatalf("audit: %d %q %v", cnt, head, err)
+	}
+}
+
+func TestAuditChainDetectsTampering(t *testing.T) {
+	ctx := context.Background()
+	build := func(t *testing.T) (*BoltStore, string) {
+		s, path := openTestStore(t)
+		for i := range 5 {
+			if err := s.Audit(ctx, &AuditRecord{Time: t0.Add(time.Duration(i) * time.Second), Action: "admit", Result: "rejected", Reason: "nonce_used"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, _, err := VerifyAudit(ctx, s); err != nil || n != 5 {
+			t.Fatalf("intact chain: %d %v", n, err)
+		}
+		return s, path
+	}
+	tamper := map[string]func(b *bolt.Bucket){
+		"record edited": func(b *bolt.Bucket) {
+			k, v := seqKey(3), b.Get(seqKey(3))
+			b.Put(k, []byte(strings.Replace(string(v), `"rejected"`, `"accepted"`, 1)))
+		},
+		"record deleted": func(b *bolt.Bucket) { b.Delete(seqKey(2)) },
+		"records swapped": func(b *bolt.Bucket) {
+			v2, v4 := append([]byte(nil), b.Get(seqKey(2))...), append([]byte(nil), b.Get(seqKey(4))...)
+			b.Put(seqKey(2), v4)
+			b.Put(seqKey(4), v2)
+		},
+	}
+	for name, f := range tamper {
+		t.Run(name, func(t *testing.T) {
+			s, _ := build(t)
+			s.db.Update(func(tx *bolt.Tx) error { f(tx.Bucket(bucketAudit)); return nil })
+			if _, _, err := VerifyAudit(ctx, s); !errors.Is(err, ErrAuditChain) {
+				t.Fatalf("got %v, want ErrAuditChain", err)
+			}
+		})
+	}
+}
+
+func seqKey(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
