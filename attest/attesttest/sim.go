@@ -73,3 +73,24 @@ func SimulatedMachineWithLog(t testing.TB, log []byte) *Machine {
 	}
 	return &Machine{TPM: sim, Collector: c, Policy: p}
 }
+
+// SimulatedTPM returns a fresh simulator with the boot replayed and a
+// collector on it that has done nothing yet (the agent boots it), with the
+// policy that admits it once the agent records AgentDigest.
+func SimulatedTPM(t testing.TB) (*attest.TPMCollector, *attest.Policy) {
+	t.Helper()
+	sim := Simulator(t)
+	p, err := Policy(sim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := attest.NewTPMCollector(sim, attest.TPMOptions{
+		EventLog:    func() ([]byte, error) { return BootLog(), nil },
+		SoftwareTPM: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, p
+}

@@ -1,45 +1,81 @@
-// Command attested-runner is the in-VM agent.
+// Command attested-runner is the in-VM agent (run) and its job-side
+// clients (hook, attest).
 package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/attested-runner/attested-runner/internal/cli"
 	"github.com/attested-runner/attested-runner/internal/version"
 )
 
-const usage = `attested-runner: the in-VM agent: attests the VM, runs one GitHub Actions job, signs its provenance.
+const usage = `attested-runner: the attested, single-use GitHub Actions runner agent.
 
 Usage:
-  attested-runner --version
-  attested-runner help
+  attested-runner run --gate URL [flags]
+      The agent (as root, at boot, from the measured image): attest the VM,
+      get admitted by the gate, run the GitHub runner for exactly one job as
+      an unprivileged user, sign its provenance, tear down, power off.
+  attested-runner hook job-started|job-completed [--socket PATH]
+      Run by the GitHub runner's job hooks (as the runner user): report the
+      job to the agent. A refusal fails the job.
+  attested-runner attest --subject-path PATTERN... [--bundle-path PATH] [--socket PATH]
+      Run by the job-side action: ask the agent to hash the files and sign
+      their provenance; writes the bundle into the workspace.
+  attested-runner ak-public [--tpm DEV]
+      Print this TPM's attestation key (PEM), for enrolling the machine in
+      the gate's trusted AKs.
+  attested-runner version
 
-Exit status: 0 verified, 1 not verified, 2 usage error.
+Run 'attested-runner COMMAND --help' for a command's flags.
 `
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(cli(ctx, os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func cli(_ context.Context, args []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return 2
+		return cli.ExitUsage
 	}
+	var err error
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
-		return 0
+		return cli.ExitOK
 	case "-version", "--version", "version":
 		fmt.Fprintln(stdout, version.String("attested-runner"))
-		return 0
+		return cli.ExitOK
+	case "run":
+		err = runAgent(ctx, args[1:], stdout, stderr)
+	case "hook":
+		err = runHook(ctx, args[1:], stdout, stderr)
+	case "attest":
+		err = runAttest(ctx, args[1:], stdout, stderr)
+	case "ak-public":
+		err = runAKPublic(args[1:], stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "attested-runner: unknown command %q\n\n%s", args[0], usage)
+		return cli.ExitUsage
 	}
-	fmt.Fprintf(stderr, "attested-runner: unknown command %q\n\n%s", args[0], usage)
-	return 2
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return cli.ExitOK
+	case errors.Is(err, cli.ErrUsage):
+		fmt.Fprintf(stderr, "attested-runner: %v\n", err)
+		return cli.ExitUsage
+	default:
+		fmt.Fprintf(stderr, "attested-runner: %v\n", err)
+		return cli.ExitFailed
+	}
 }

@@ -1,0 +1,290 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/user"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/attested-runner/attested-runner/attest"
+	"github.com/attested-runner/attested-runner/internal/cli"
+	"github.com/attested-runner/attested-runner/internal/version"
+	"github.com/attested-runner/attested-runner/jobgate/gateapi"
+	"github.com/attested-runner/attested-runner/runner"
+	"github.com/google/go-tpm/legacy/tpm2"
+)
+
+const runUsage = `Usage: attested-runner run --gate URL [flags]
+
+The agent's whole life: attest -> admission -> one job -> teardown -> power off.
+It exits 0 after a completed job, 1 otherwise (after tearing down either way).
+
+TPM selection (--tpm):
+  /dev/tpmrm0        the platform's TPM resource manager (default)
+  unix:/path/sock    a swtpm socket: a SOFTWARE TPM, evidence is labelled so
+                     and only gates that allow software TPMs admit it
+  simulator          the in-process go-tpm-tools simulator (builds with cgo
+                     and the 'simulator' tag only; demos and tests)
+With --tdx the agent uses the TDX guest interface instead of a TPM.
+`
+
+type agentFlags struct {
+	gate, gateCA, runnerDir, runnerUser, labels, tpm, eventLog, socket, stateDir, poweroff, logFormat string
+	tdx, insecureDiskRunnerDir                                                                        bool
+	idleTTL, admissionDeadline, jobTimeout, teardownDeadline                                          time.Duration
+}
+
+func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var f agentFlags
+	fs := cli.NewFlagSet("run", runUsage, stderr)
+	fs.StringVar(&f.gate, "gate", "", "gate base URL, e.g. https://gate.example.com (required)")
+	fs.StringVar(&f.gateCA, "gate-ca", "", "PEM CA bundle for the gate's TLS certificate (default: system roots)")
+	fs.StringVar(&f.runnerDir, "runner-dir", "/opt/actions-runner", "GitHub runner directory (bin/Runner.Listener)")
+	fs.StringVar(&f.runnerUser, "runner-user", "runner", "unprivileged user the runner and the job run as: a name, or uid:gid")
+	fs.BoolVar(&f.insecureDiskRunnerDir, "insecure-allow-runner-dir-on-disk", false, "allow a runner directory on a persistent filesystem (the runner writes its JIT credentials there): local demos and tests only")
+	fs.StringVar(&f.labels, "labels", "", "extra runner labels to ask the gate for, comma-separated")
+	fs.StringVar(&f.tpm, "tpm", "/dev/tpmrm0", "TPM: a device path, unix:/path/to/swtpm.sock, or simulator")
+	fs.BoolVar(&f.tdx, "tdx", false, "use the Intel TDX guest interface instead of a TPM")
+	fs.StringVar(&f.eventLog, "event-log", "", "TCG event log file (default: /sys/kernel/security/tpm0/binary_bios_measurements)")
+	fs.StringVar(&f.socket, "socket", "/run/attested-runner/agent.sock", "agent socket for the job hooks and the job-side action")
+	fs.StringVar(&f.stateDir, "state-dir", "/run/attested-runner", "directory for hook scripts and the dispatch attestation")
+	fs.StringVar(&f.poweroff, "poweroff-command", "systemctl poweroff", "command that powers the VM off at teardown; 'reboot-syscall' calls reboot(2) (for an agent running as init)")
+	fs.DurationVar(&f.idleTTL, "idle-ttl", 15*time.Minute, "tear down if no job starts within this time")
+	fs.DurationVar(&f.admissionDeadline, "admission-deadline", 10*time.Minute, "give up and power off if not admitted within this time")
+	fs.DurationVar(&f.jobTimeout, "job-timeout", 6*time.Hour, "tear down a job running longer than this")
+	fs.DurationVar(&f.teardownDeadline, "teardown-deadline", 2*time.Minute, "how long teardown retries deregistration")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	if pos, err := cli.Parse(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return cli.Usagef("%v", err)
+	} else if len(pos) > 0 {
+		return cli.Usagef("run: unexpected argument %q", pos[0])
+	}
+	if f.gate == "" {
+		return cli.Usagef("run: --gate is required")
+	}
+	var h slog.Handler = slog.NewTextHandler(stderr, nil)
+	if f.logFormat == "json" {
+		h = slog.NewJSONHandler(stderr, nil)
+	}
+	log := slog.New(h)
+
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	digest, err := fileDigest(self)
+	if err != nil {
+		return fmt.Errorf("hashing the agent binary: %w", err)
+	}
+	uid, gid, err := lookupUser(f.runnerUser)
+	if err != nil {
+		return err
+	}
+	httpClient, err := gateHTTPClient(f.gateCA)
+	if err != nil {
+		return err
+	}
+	collector, closeDev, err := openCollector(f)
+	if err != nil {
+		return err
+	}
+	defer closeDev()
+	powerOff, err := powerOffFunc(f.poweroff, log)
+	if err != nil {
+		return err
+	}
+	var labels []string
+	for _, l := range strings.Split(f.labels, ",") {
+		if l = strings.TrimSpace(l); l != "" {
+			labels = append(labels, l)
+		}
+	}
+	a, err := runner.New(runner.Config{
+		Gate: &gateapi.Client{BaseURL: f.gate, HTTP: httpClient}, Collector: collector,
+		AgentDigest: digest, AgentVersion: version.String("attested-runner"), AgentPath: self,
+		RunnerDir: f.runnerDir, RunnerUID: uid, RunnerGID: gid, Labels: labels,
+		SocketPath: f.socket, StateDir: f.stateDir,
+		AdmissionDeadline: f.admissionDeadline, IdleTTL: f.idleTTL, JobTimeout: f.jobTimeout, TeardownDeadline: f.teardownDeadline,
+		PowerOff: powerOff, Log: log, AllowRunnerDirOnDiskInsecure: f.insecureDiskRunnerDir,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("attested-runner starting", "version", version.String("attested-runner"), "agent_sha256", fmt.Sprintf("%x", digest),
+		"gate", f.gate, "tpm", f.tpm, "tdx", f.tdx, "runner_user", f.runnerUser)
+	out := a.Run(ctx)
+	fmt.Fprintf(stdout, "attested-runner: %s (admitted %v, job %v, deregistered %v)\n", out.Reason, out.Admitted, out.JobStarted, out.Deregistered)
+	if out.Err != nil {
+		return out.Err
+	}
+	if out.Reason != "job completed" {
+		return errors.New(out.Reason)
+	}
+	return nil
+}
+
+func fileDigest(path string) ([sha256.Size]byte, error) {
+	var d [sha256.Size]byte
+	f, err := os.Open(path)
+	if err != nil {
+		return d, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return d, err
+	}
+	copy(d[:], h.Sum(nil))
+	return d, nil
+}
+
+func lookupUser(name string) (int, int, error) {
+	if u, g, ok := strings.Cut(name, ":"); ok {
+		uid, err1 := strconv.Atoi(u)
+		gid, err2 := strconv.Atoi(g)
+		if err1 != nil || err2 != nil || uid < 0 || gid < 0 {
+			return 0, 0, cli.Usagef("--runner-user %q: want a user name or numeric uid:gid", name)
+		}
+		return uid, gid, nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, 0, fmt.Errorf("runner user %q: %w", name, err)
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return 0, 0, err
+	}
+	gid, err := strconv.Atoi(u.Gid)
+	if err != nil {
+		return 0, 0, err
+	}
+	return uid, gid, nil
+}
+
+func gateHTTPClient(caFile string) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if caFile != "" {
+		b, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--gate-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("--gate-ca %s: no PEM certificate", caFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &http.Client{Transport: tr, Timeout: 60 * time.Second}, nil
+}
+
+// openCollector opens the attestation device the flags name.
+func openCollector(f agentFlags) (attest.Collector, func(), error) {
+	if f.tdx {
+		c, err := attest.NewTDXCollector(attest.TDXOptions{})
+		return c, func() {}, err
+	}
+	opts := attest.TPMOptions{}
+	if f.eventLog != "" {
+		path := f.eventLog
+		opts.EventLog = func() ([]byte, error) { return os.ReadFile(path) }
+	}
+	var rw io.ReadWriteCloser
+	var err error
+	switch {
+	case f.tpm == "simulator":
+		rw, err = openSimulator()
+		opts.SoftwareTPM = true
+	case strings.HasPrefix(f.tpm, "unix:"):
+		rw, err = net.Dial("unix", strings.TrimPrefix(f.tpm, "unix:"))
+		opts.SoftwareTPM = true
+	default:
+		rw, err = tpm2.OpenTPM(f.tpm)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening TPM %s: %w", f.tpm, err)
+	}
+	c, err := attest.NewTPMCollector(rw, opts)
+	if err != nil {
+		rw.Close()
+		return nil, nil, err
+	}
+	return c, func() { rw.Close() }, nil
+}
+
+// powerOffFunc builds the teardown's last step.
+func powerOffFunc(spec string, log *slog.Logger) (func(context.Context) error, error) {
+	if spec == "reboot-syscall" {
+		return func(context.Context) error {
+			syscall.Sync()
+			return syscall.Reboot(syscall.LINUX_REBOOT_CMD_POWER_OFF)
+		}, nil
+	}
+	argv := strings.Fields(spec)
+	if len(argv) == 0 {
+		return nil, cli.Usagef("--poweroff-command is empty: a VM that never powers off outlives its job")
+	}
+	return func(ctx context.Context) error {
+		log.Info("powering off", "command", spec)
+		out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%s: %w: %s", spec, err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}, nil
+}
+
+const akUsage = `Usage: attested-runner ak-public [--tpm DEV]
+
+Print the SubjectPublicKeyInfo (PEM) of this TPM's attestation key: the GCE
+AK if provisioned, otherwise the standard ECC AK derived from the TPM's
+endorsement seed (stable for the TPM, nothing is persisted). Add it to the
+gate's policy.trustedAKs to enroll the machine.
+`
+
+func runAKPublic(args []string, stdout, stderr io.Writer) error {
+	fs := cli.NewFlagSet("ak-public", akUsage, stderr)
+	tpm := fs.String("tpm", "/dev/tpmrm0", "TPM: a device path, unix:/path/to/swtpm.sock, or simulator")
+	if _, err := cli.Parse(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return cli.Usagef("%v", err)
+	}
+	var rw io.ReadWriteCloser
+	var err error
+	switch {
+	case *tpm == "simulator":
+		rw, err = openSimulator()
+	case strings.HasPrefix(*tpm, "unix:"):
+		rw, err = net.Dial("unix", strings.TrimPrefix(*tpm, "unix:"))
+	default:
+		rw, err = tpm2.OpenTPM(*tpm)
+	}
+	if err != nil {
+		return fmt.Errorf("opening TPM %s: %w", *tpm, err)
+	}
+	defer rw.Close()
+	spki, err := attest.AKPublic(rw)
+	if err != nil {
+		return err
+	}
+	return writePEM(stdout, "PUBLIC KEY", spki)
+}

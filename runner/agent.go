@@ -1,0 +1,404 @@
+package runner
+
+import (
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/attested-runner/attested-runner/attest"
+	"github.com/attested-runner/attested-runner/jobgate/gateapi"
+	"github.com/attested-runner/attested-runner/provenance"
+	"golang.org/x/sys/unix"
+)
+
+// Config configures the agent. Every duration has a default; the
+// collaborators (Gate, Collector, PowerOff) are injected.
+type Config struct {
+	// Gate is the gate client (its HTTP client carries the gate's CA).
+	Gate *gateapi.Client
+	// Collector owns the TPM or TDX device and the environment key.
+	Collector attest.Collector
+	// AgentDigest is the SHA-256 of this agent's binary (agent-start).
+	AgentDigest  [sha256.Size]byte
+	AgentVersion string
+	// AgentPath is this binary; the hook scripts run it as the runner user.
+	AgentPath string
+	// RunnerDir holds the GitHub runner (bin/Runner.Listener, _diag, _work).
+	RunnerDir string
+	// RunnerUID and RunnerGID: the unprivileged user the runner and the job
+	// run as. The agent's socket serves only this uid.
+	RunnerUID, RunnerGID int
+	// Labels the agent asks the gate for (the gate's policy decides).
+	Labels []string
+	// SocketPath is the agent's socket (default /run/attested-runner/agent.sock).
+	SocketPath string
+	// StateDir holds generated hook scripts and the dispatch attestation
+	// (default /run/attested-runner).
+	StateDir string
+	// AdmissionDeadline: give up (and power off) if not admitted by then.
+	AdmissionDeadline time.Duration
+	// IdleTTL: tear down if no job started this long after the runner
+	// started listening.
+	IdleTTL time.Duration
+	// JobTimeout: tear down a job running this long.
+	JobTimeout time.Duration
+	// TeardownDeadline bounds deregistration retries.
+	TeardownDeadline time.Duration
+	// AllowRunnerDirOnDiskInsecure lets RunnerDir be on a persistent
+	// filesystem. The GitHub runner writes the decoded JIT configuration
+	// (with the runner's private key) into its directory, so by default it
+	// must be RAM-backed (tmpfs, ramfs: the initramfs image), never disk.
+	// Tests and the local demo only.
+	AllowRunnerDirOnDiskInsecure bool
+	// PowerOff ends the VM (systemctl poweroff, reboot(2), a test recorder).
+	PowerOff func(ctx context.Context) error
+	Log      *slog.Logger
+	Now      func() time.Time
+}
+
+func (c *Config) defaults() error {
+	switch {
+	case c.Gate == nil || c.Collector == nil:
+		return errors.New("agent: gate client and collector are required")
+	case c.RunnerDir == "" || c.AgentPath == "":
+		return errors.New("agent: runner directory and agent path are required")
+	case c.PowerOff == nil:
+		return errors.New("agent: a power-off action is required")
+	}
+	if !c.AllowRunnerDirOnDiskInsecure {
+		if err := checkRAMBacked(c.RunnerDir); err != nil {
+			return err
+		}
+	}
+	if c.SocketPath == "" {
+		c.SocketPath = "/run/attested-runner/agent.sock"
+	}
+	if c.StateDir == "" {
+		c.StateDir = "/run/attested-runner"
+	}
+	if c.AdmissionDeadline == 0 {
+		c.AdmissionDeadline = 10 * time.Minute
+	}
+	if c.IdleTTL == 0 {
+		c.IdleTTL = 15 * time.Minute
+	}
+	if c.JobTimeout == 0 {
+		c.JobTimeout = 6 * time.Hour
+	}
+	if c.TeardownDeadline == 0 {
+		c.TeardownDeadline = 2 * time.Minute
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// Agent is one environment's life: boot evidence, admission, one job,
+// teardown. Run it once.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+
+	mu        sync.Mutex
+	admission *gateapi.AdmitResponse
+	cert      *provenance.EnvCertificate
+	evDigest  []byte // SHA-256 of the admission evidence
+	job       *jobState
+	jobEvents chan string // "started", "completed"
+
+	listener *listenerProc
+}
+
+type jobState struct {
+	report    *HookReport
+	job       provenance.Job
+	buildID   string
+	startedAt time.Time
+	workspace string
+	dispatch  []byte // digest of the dispatch attestation
+	diag      DiagSnapshot
+	ended     bool
+}
+
+// New checks the configuration.
+func New(cfg Config) (*Agent, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	return &Agent{cfg: cfg, log: cfg.Log, jobEvents: make(chan string, 4)}, nil
+}
+
+// Outcome is how an agent's life ended.
+type Outcome struct {
+	// Reason is why teardown happened.
+	Reason string
+	// Admitted reports whether the gate admitted the environment.
+	Admitted bool
+	// JobStarted reports whether a job was dispatched.
+	JobStarted bool
+	// Deregistered reports whether the gate confirmed removal.
+	Deregistered bool
+	// Err is the error that ended the life early, if any.
+	Err error
+}
+
+// Run is the agent's whole life. It always ends with teardown: lifecycle
+// event, key destruction, deregistration, power-off, whatever happened
+// before (fail closed: no admission means no runner, ever).
+func (a *Agent) Run(ctx context.Context) *Outcome {
+	out := &Outcome{}
+	out.Reason, out.Err = a.live(ctx, out)
+	a.teardown(ctx, out)
+	return out
+}
+
+func (a *Agent) live(ctx context.Context, out *Outcome) (string, error) {
+	c := a.cfg
+	if err := a.boot(); err != nil {
+		return "boot failed", err
+	}
+	jit, err := a.admit(ctx)
+	if err != nil {
+		return "not admitted", err
+	}
+	out.Admitted = true
+
+	ln, err := listenSocket(c.SocketPath)
+	if err != nil {
+		return "socket failed", err
+	}
+	sctx, stopSocket := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSocket()
+	srv := serveSocket(sctx, ln, c.RunnerUID, a.socketHandler(), func(msg string, args ...any) { a.log.Warn(msg, args...) })
+	defer srv.Close()
+
+	hooks, err := a.writeHooks()
+	if err != nil {
+		return "hooks failed", err
+	}
+	a.listener, err = startListener(c.RunnerDir, jit, hooks, c.RunnerUID, c.RunnerGID, a.log)
+	clear(jit) // the only copy now lives in the child's environment
+	if err != nil {
+		return "runner failed to start", err
+	}
+	a.log.Info("runner listening", "runner", a.admission.RunnerName, "labels", a.admission.Labels, "idle_ttl", c.IdleTTL)
+
+	idle := time.NewTimer(c.IdleTTL)
+	defer idle.Stop()
+	var jobTimer <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return "agent stopped by signal", nil
+		case exit := <-a.listener.exited:
+			a.mu.Lock()
+			started, ended := a.job != nil, a.job != nil && a.job.ended
+			a.mu.Unlock()
+			out.JobStarted = started
+			if exit.code == 0 && ended {
+				return "job completed", nil
+			}
+			return "runner exited: " + exit.String(), nil
+		case <-idle.C:
+			return fmt.Sprintf("idle: no job within %s", c.IdleTTL), nil
+		case <-jobTimer:
+			return fmt.Sprintf("job exceeded %s", c.JobTimeout), nil
+		case ev := <-a.jobEvents:
+			switch ev {
+			case "started":
+				out.JobStarted = true
+				idle.Stop()
+				jobTimer = time.After(c.JobTimeout)
+			case "completed":
+				// The listener reports and exits by itself; give it a moment.
+				select {
+				case exit := <-a.listener.exited:
+					if exit.code == 0 {
+						return "job completed", nil
+					}
+					return "runner exited after the job: " + exit.String(), nil
+				case <-time.After(30 * time.Second):
+					return "job completed (runner did not exit)", nil
+				case <-ctx.Done():
+					return "agent stopped by signal", nil
+				}
+			}
+		}
+	}
+}
+
+// boot records the agent and creates the environment keys:
+// agent-start < keys < env-key (BuildEnv L2.agent-quote prerequisites).
+func (a *Agent) boot() error {
+	c := a.cfg.Collector
+	if err := c.Extend(attest.AgentStartEvent(a.cfg.AgentDigest)); err != nil {
+		return err
+	}
+	if err := c.GenerateKeys(); err != nil {
+		return err
+	}
+	if err := c.Extend(attest.EnvKeyEvent(c.EnvKey(), c.HPKE().PublicKey())); err != nil {
+		return err
+	}
+	a.log.Info("environment key created", "key", attest.KeyDigest(c.EnvKey())[:16], "kind", c.Kind())
+	return nil
+}
+
+// admit runs challenge -> evidence -> admit until admitted, refused, or past
+// the admission deadline (bounded retries with backoff and jitter). It
+// returns the opened JIT configuration, in memory only.
+func (a *Agent) admit(ctx context.Context) ([]byte, error) {
+	c := a.cfg
+	actx, cancel := context.WithTimeout(ctx, c.AdmissionDeadline)
+	defer cancel()
+	var resp *gateapi.AdmitResponse
+	err := gateapi.Retry(actx, 1<<20, 500*time.Millisecond, 30*time.Second, func(attempt int) error {
+		ch, err := c.Gate.Challenge(actx)
+		if err != nil {
+			a.log.Warn("gate challenge failed; retrying", "attempt", attempt+1, "err", err)
+			return err
+		}
+		ev, err := c.Collector.Collect(attest.AdmissionChallenge(ch.Nonce))
+		if err != nil {
+			return fmt.Errorf("collecting evidence: %w", err)
+		}
+		evJSON, err := ev.Encode()
+		if err != nil {
+			return err
+		}
+		resp, err = c.Gate.Admit(actx, &gateapi.AdmitRequest{Nonce: ch.Nonce, Evidence: evJSON, Labels: c.Labels, AgentVersion: c.AgentVersion})
+		if err != nil {
+			a.log.Warn("admission failed", "attempt", attempt+1, "err", err)
+			return err
+		}
+		d := sha256.Sum256(evJSON)
+		a.evDigest = d[:]
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("admission: %w", err)
+	}
+	jit, err := c.Collector.HPKE().Open(gateapi.JITContext(resp.RunnerName), resp.SealedJITConfig)
+	if err != nil {
+		return nil, fmt.Errorf("opening the sealed runner configuration: %w", err)
+	}
+	roots, err := a.gateRoots(actx)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := provenance.VerifyEnvCert(resp.EnvironmentCertificate, roots)
+	if err != nil {
+		return nil, fmt.Errorf("the gate's environment certificate: %w", err)
+	}
+	if string(cert.EnvKey) != string(c.Collector.EnvKey()) || cert.RunnerName != resp.RunnerName {
+		return nil, errors.New("the gate's environment certificate is for another key or runner")
+	}
+	a.mu.Lock()
+	a.admission, a.cert = resp, cert
+	a.mu.Unlock()
+	a.log.Info("admitted", "runner", resp.RunnerName, "runner_id", resp.RunnerID, "image", cert.Image.ID,
+		"level", provenance.LevelName(cert.Level), "certificate_expires", resp.ExpiresAt)
+	return jit, nil
+}
+
+// gateRoots fetches the gate's certificate keys over the (TLS) channel the
+// agent trusts, to check the certificate it will embed in provenance.
+func (a *Agent) gateRoots(ctx context.Context) ([]crypto.PublicKey, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(a.cfg.Gate.BaseURL, "/")+gateapi.PathRoots, nil)
+	if err != nil {
+		return nil, err
+	}
+	hc := a.cfg.Gate.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetching gate roots: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return nil, err
+	}
+	keys, err := provenance.ParseTrustedRoots(b)
+	if err != nil {
+		return nil, fmt.Errorf("gate roots: %w", err)
+	}
+	return keys, nil
+}
+
+// writeHooks writes the job hook scripts the runner runs (bash -e, as the
+// runner user). They call this binary, which talks to the agent socket.
+func (a *Agent) writeHooks() (hookPaths, error) {
+	dir := filepath.Join(a.cfg.StateDir, "hooks")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return hookPaths{}, err
+	}
+	for _, p := range []string{a.cfg.AgentPath, a.cfg.SocketPath} {
+		if strings.ContainsAny(p, "'\n") {
+			return hookPaths{}, fmt.Errorf("path %q cannot be quoted in a hook script", p)
+		}
+	}
+	write := func(name, event string) (string, error) {
+		path := filepath.Join(dir, name)
+		script := fmt.Sprintf("#!/usr/bin/env bash\n# Generated by attested-runner: reports the job to the agent (runs as the runner user).\nexec '%s' hook %s --socket '%s'\n",
+			a.cfg.AgentPath, event, a.cfg.SocketPath)
+		return path, writeFileAtomic(path, []byte(script), 0o755)
+	}
+	h := hookPaths{socket: a.cfg.SocketPath, agent: a.cfg.AgentPath}
+	var err error
+	if h.started, err = write("job-started.sh", "job-started"); err != nil {
+		return h, err
+	}
+	h.completed, err = write("job-completed.sh", "job-completed")
+	return h, err
+}
+
+// writeFileAtomic writes via a temporary file and rename.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// checkRAMBacked refuses a directory whose filesystem can persist secrets.
+func checkRAMBacked(dir string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("runner directory: %w", err)
+	}
+	switch st.Type {
+	case unix.TMPFS_MAGIC, unix.RAMFS_MAGIC:
+		return nil
+	}
+	return fmt.Errorf("runner directory %s is on a persistent filesystem (type %#x): the runner writes its JIT configuration there, so it must be tmpfs or ramfs", dir, st.Type)
+}

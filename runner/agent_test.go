@@ -1,0 +1,343 @@
+package runner_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/attested-runner/attested-runner/attest/attesttest"
+	"github.com/attested-runner/attested-runner/e2e/fakegithub"
+	"github.com/attested-runner/attested-runner/jobgate"
+	"github.com/attested-runner/attested-runner/jobgate/gateapi"
+	"github.com/attested-runner/attested-runner/provenance"
+	"github.com/attested-runner/attested-runner/runner"
+)
+
+var (
+	binDir   string
+	repoRoot string
+)
+
+// TestMain builds the agent (for its hook and attest subcommands) and the
+// fake Runner.Listener once.
+func TestMain(m *testing.M) {
+	_, self, _, _ := runtime.Caller(0)
+	repoRoot = filepath.Join(filepath.Dir(self), "..")
+	dir, err := os.MkdirTemp("", "runner-test-bin")
+	if err != nil {
+		panic(err)
+	}
+	binDir = dir
+	for out, pkg := range map[string]string{"attested-runner": "./cmd/attested-runner", "Runner.Listener": "./e2e/cmd/fake-runner-listener"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, out), pkg)
+		cmd.Dir = repoRoot
+		if b, err := cmd.CombinedOutput(); err != nil {
+			panic(string(b))
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// world is a gate in front of a fake GitHub, and an agent's configuration
+// on a simulated TPM, with a runner directory holding the fake listener.
+type world struct {
+	gh        *fakegithub.Server
+	gate      *jobgate.Gate
+	gateURL   string
+	gateKey   crypto.Signer
+	cfg       runner.Config
+	runnerDir string
+	powerOffs *int
+	mu        sync.Mutex
+}
+
+var (
+	appOnce sync.Once
+	appKey  *rsa.PrivateKey
+)
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	appOnce.Do(func() { appKey, _ = rsa.GenerateKey(rand.Reader, 2048) })
+	gh, err := fakegithub.Start(fakegithub.Options{AppID: 7, AppPublicKey: &appKey.PublicKey, InstallationID: 8, Org: "octo-org",
+		Repos: []string{"octo-org/app"}, JobLease: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gh.Close() })
+	pemKey := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(appKey)})
+	reg, err := jobgate.NewGitHubRegistry(jobgate.GitHubOptions{APIURL: gh.URL() + "/", AppID: 7, InstallationID: 8, PrivateKey: pemKey, Org: "octo-org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	collector, policy := attesttest.SimulatedTPM(t)
+	store, err := jobgate.OpenBoltStore(filepath.Join(t.TempDir(), "gate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	gateKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	g, err := jobgate.New(jobgate.Options{
+		Config: &jobgate.Config{GateID: "https://gate.test", BuilderID: "https://gate.test/builder/v1",
+			GitHub: jobgate.GitHubConfig{Org: "octo-org", Labels: []string{"self-hosted", "attested"}}},
+		Store: store, Registry: reg, Policy: policy, PolicyDigest: "test", Signer: gateKey,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g.Handler())
+	t.Cleanup(srv.Close)
+
+	// The runner directory lives on tmpfs, like in the image.
+	runnerDir, err := os.MkdirTemp("/dev/shm", "runner-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(runnerDir) })
+	os.MkdirAll(filepath.Join(runnerDir, "bin"), 0o755)
+	copyFile(t, filepath.Join(binDir, "Runner.Listener"), filepath.Join(runnerDir, "bin", "Runner.Listener"))
+	state := t.TempDir()
+	w := &world{gh: gh, gate: g, gateURL: srv.URL, gateKey: gateKey, runnerDir: runnerDir, powerOffs: new(int)}
+	w.cfg = runner.Config{
+		Gate: &gateapi.Client{BaseURL: srv.URL}, Collector: collector, AgentDigest: attesttest.AgentDigest,
+		AgentVersion: "test", AgentPath: filepath.Join(binDir, "attested-runner"), RunnerDir: runnerDir,
+		RunnerUID: os.Getuid(), RunnerGID: os.Getgid(),
+		SocketPath: filepath.Join(state, "agent.sock"), StateDir: state,
+		AdmissionDeadline: 20 * time.Second, IdleTTL: 20 * time.Second, TeardownDeadline: 10 * time.Second,
+		PowerOff: func(context.Context) error { w.mu.Lock(); *w.powerOffs++; w.mu.Unlock(); return nil },
+	}
+	return w
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func releaseJob(runID int64, steps ...fakegithub.Step) fakegithub.Job {
+	return fakegithub.Job{
+		Repository: "octo-org/app", Ref: "refs/heads/main", SHA: strings.Repeat("ab", 20),
+		WorkflowRef: "octo-org/app/.github/workflows/release.yml@refs/heads/main", WorkflowSHA: strings.Repeat("ab", 20),
+		EventName: "push", Actor: "octocat", RunID: runID, RunAttempt: 1, RunNumber: 3, Job: "build",
+		Labels:  []string{"self-hosted", "attested"},
+		Actions: []fakegithub.ActionRef{{Repository: "actions/checkout", Ref: "v4", SHA: "11bd71901bbe5b1630ceea73d27597364c9af683"}},
+		Steps:   steps,
+	}
+}
+
+// buildAndAttest is a job that builds an artifact and attests it with the
+// job-side action of this repository.
+func buildAndAttest() []fakegithub.Step {
+	return []fakegithub.Step{
+		{Name: "build", Run: "mkdir -p dist && echo 'release 1.0' > dist/app.tar.gz"},
+		{Name: "attest", Uses: filepath.Join(repoRoot, "action", "attest"), With: map[string]string{"subject-path": "dist/*.tar.gz"}},
+		{Name: "check", Run: "test -s dist/app.tar.gz.sigstore.json"},
+	}
+}
+
+func TestFullLifecycle(t *testing.T) {
+	w := newWorld(t)
+	if _, err := w.gh.QueueJob(releaseJob(501, buildAndAttest()...)); err != nil {
+		t.Fatal(err)
+	}
+	a, err := runner.New(w.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := a.Run(context.Background())
+	if out.Err != nil || out.Reason != "job completed" || !out.Admitted || !out.JobStarted || !out.Deregistered {
+		t.Fatalf("outcome %+v", out)
+	}
+	if *w.powerOffs != 1 {
+		t.Errorf("powered off %d times", *w.powerOffs)
+	}
+	res, ok := w.gh.JobResult(501)
+	if !ok || res.Result != "succeeded" {
+		t.Fatalf("job result %+v", res)
+	}
+	if n := len(w.gh.Runners()); n != 0 {
+		t.Errorf("%d runners left on GitHub", n)
+	}
+	// The bundle the job got verifies for the expected repository.
+	ws := filepath.Join(w.runnerDir, "_work", "app", "app")
+	bundle, err := os.ReadFile(filepath.Join(ws, "dist", "app.tar.gz.sigstore.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	art, _ := os.ReadFile(filepath.Join(ws, "dist", "app.tar.gz"))
+	d := sha256.Sum256(art)
+	r, err := provenance.Verify(bundle, d[:], provenance.VerifyOptions{
+		ExpectedRepository: "octo-org/app", ExpectedRef: "refs/heads/main", ExpectedWorkflow: ".github/workflows/release.yml",
+		ExpectedRunID: "501", TrustedGateRoots: []crypto.PublicKey{w.gateKey.Public()}, AllowSoftwareTPMInsecure: true,
+	})
+	if err != nil {
+		t.Fatalf("verify: %v\n%+v", err, r.Checks)
+	}
+	// The lifecycle the response quote shows: agent-start < env-key < job-start.
+	var names []string
+	for _, e := range r.Claims.Lifecycle.Events {
+		names = append(names, e.Type.String())
+	}
+	if strings.Join(names, ",") != "agent-start,env-key,job-start" {
+		t.Errorf("lifecycle at signing: %v", names)
+	}
+	if len(r.Actions) != 2 || !strings.Contains(strings.Join(r.Actions, " "), "actions/checkout@v4 (11bd7190") {
+		t.Errorf("inputs %v", r.Actions)
+	}
+	// The dispatch attestation verifies and names this build.
+	disp, err := os.ReadFile(filepath.Join(w.cfg.StateDir, "public", "dispatch.sigstore.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, _, err := provenance.VerifyDispatch(disp, []crypto.PublicKey{w.gateKey.Public()}); err != nil || id != r.BuildID {
+		t.Fatalf("dispatch %q %v (build %q)", id, err, r.BuildID)
+	}
+}
+
+func TestGateDownNeverLaunches(t *testing.T) {
+	w := newWorld(t)
+	w.cfg.Gate = &gateapi.Client{BaseURL: "http://127.0.0.1:1"} // nothing listens
+	w.cfg.AdmissionDeadline = 2 * time.Second
+	a, err := runner.New(w.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := a.Run(context.Background())
+	if out.Admitted || out.Err == nil || *w.powerOffs != 1 {
+		t.Fatalf("outcome %+v, power-offs %d", out, *w.powerOffs)
+	}
+	if w.gh.JITMints() != 0 {
+		t.Fatal("a runner was minted")
+	}
+	if _, err := os.Stat(filepath.Join(w.runnerDir, "_diag")); err == nil {
+		t.Fatal("the runner was launched")
+	}
+}
+
+func TestIdleTTLAndSingleUse(t *testing.T) {
+	w := newWorld(t)
+	w.cfg.IdleTTL = 3 * time.Second
+	a, err := runner.New(w.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := a.Run(context.Background())
+	if !strings.HasPrefix(out.Reason, "idle") || out.JobStarted || !out.Deregistered || *w.powerOffs != 1 {
+		t.Fatalf("outcome %+v", out)
+	}
+	if n := len(w.gh.Runners()); n != 0 {
+		t.Fatalf("%d runners left", n)
+	}
+}
+
+func TestSecondJobRefused(t *testing.T) {
+	w := newWorld(t)
+	// The job itself tries to start a second job on its runner.
+	second := `"$ATTESTED_RUNNER_AGENT" hook job-started --socket "$ATTESTED_RUNNER_SOCKET"`
+	w.gh.QueueJob(releaseJob(601, fakegithub.Step{Name: "second job", Run: second}))
+	a, err := runner.New(w.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := a.Run(context.Background())
+	res, _ := w.gh.JobResult(601)
+	if res.Result != "failed" {
+		t.Fatalf("the second job start was not refused: job %+v, outcome %+v", res, out)
+	}
+	logs, _ := filepath.Glob(filepath.Join(w.runnerDir, "_diag", "Worker_*.log"))
+	var all []byte
+	for _, l := range logs {
+		b, _ := os.ReadFile(l)
+		all = append(all, b...)
+	}
+	if !strings.Contains(string(all), "single use") {
+		t.Errorf("the refusal does not say why:\n%s", all)
+	}
+}
+
+func TestListenerCrashMidJob(t *testing.T) {
+	w := newWorld(t)
+	// The listener dies mid-job (the step kills its parent, the listener).
+	w.gh.QueueJob(releaseJob(801, fakegithub.Step{Name: "crash", Run: "kill -KILL $PPID; sleep 5"}))
+	a, err := runner.New(w.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := a.Run(context.Background())
+	if !strings.Contains(out.Reason, "killed") || !out.JobStarted || *w.powerOffs != 1 {
+		t.Fatalf("outcome %+v, power-offs %d", out, *w.powerOffs)
+	}
+	// GitHub refuses to delete a runner whose job has not timed out yet;
+	// the deregistration is retried until the job lease lapses, or left
+	// to the gate's reconcile loop.
+	deadline := time.Now().Add(20 * time.Second)
+	for len(w.gh.Runners()) > 0 && time.Now().Before(deadline) {
+		if _, err := w.gate.Reconcile(context.Background()); err != nil {
+			t.Log(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if n := len(w.gh.Runners()); n != 0 {
+		t.Fatalf("%d runners left after a crash (deregistered %v)", n, out.Deregistered)
+	}
+	if w.gh.JITMints() != 1 {
+		t.Fatalf("%d runners minted: a crashed environment took another job", w.gh.JITMints())
+	}
+}
+
+func TestPathEscapesRefused(t *testing.T) {
+	w := newWorld(t)
+	steps := []fakegithub.Step{
+		{Run: "mkdir -p dist && ln -s /etc/passwd dist/leak && echo x > dist/ok"},
+		{Run: `! "$ATTESTED_RUNNER_AGENT" attest --socket "$ATTESTED_RUNNER_SOCKET" --subject-path dist/leak 2>err && grep -q "escapes\|outside\|not a regular" err`},
+		{Run: `! "$ATTESTED_RUNNER_AGENT" attest --socket "$ATTESTED_RUNNER_SOCKET" --subject-path /etc/hostname 2>err && grep -q "outside the job workspace" err`},
+		{Run: `! "$ATTESTED_RUNNER_AGENT" attest --socket "$ATTESTED_RUNNER_SOCKET" --subject-path dist/ok --bundle-path ../../escape.json 2>err && grep -q "outside the job workspace" err`},
+		{Run: `"$ATTESTED_RUNNER_AGENT" attest --socket "$ATTESTED_RUNNER_SOCKET" --subject-path dist/ok`},
+	}
+	w.gh.QueueJob(releaseJob(701, steps...))
+	a, err := runner.New(w.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := a.Run(context.Background())
+	res, _ := w.gh.JobResult(701)
+	if res.Result != "succeeded" || out.Reason != "job completed" {
+		t.Fatalf("job %+v outcome %+v", res, out)
+	}
+}
+
+func TestRunnerDirMustBeRAM(t *testing.T) {
+	w := newWorld(t)
+	w.cfg.RunnerDir = t.TempDir()
+	if _, err := runner.New(w.cfg); err == nil || !strings.Contains(err.Error(), "tmpfs") {
+		t.Fatalf("runner dir on disk accepted: %v", err)
+	}
+	w.cfg.AllowRunnerDirOnDiskInsecure = true
+	if _, err := runner.New(w.cfg); err != nil {
+		t.Fatal(err)
+	}
+}
+
