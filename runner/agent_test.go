@@ -340,4 +340,3 @@ func TestRunnerDirMustBeRAM(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
