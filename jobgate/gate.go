@@ -3,7 +3,6 @@ package jobgate
 import (
 	"context"
 	"crypto"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -25,7 +24,6 @@ type Gate struct {
 	rootsPEM     []byte
 	log          *slog.Logger
 	now          func() time.Time
-	rand         io.Reader
 	metrics      *metrics
 	verifySem    chan struct{}
 
@@ -43,7 +41,7 @@ type Gate struct {
 
 // Options assemble a Gate. Config supplies identities, labels and TTLs;
 // the other fields are the gate's collaborators, injected so tests can use
-// a fake GitHub, a fixed clock and deterministic randomness.
+// a fake GitHub and a fixed clock.
 type Options struct {
 	Config       *Config
 	Store        Store
@@ -53,7 +51,6 @@ type Options struct {
 	Signer       crypto.Signer
 	Logger       *slog.Logger
 	Now          func() time.Time
-	Rand         io.Reader
 }
 
 // New checks the options and builds a Gate. A nil or empty policy is an
@@ -80,7 +77,7 @@ func New(o Options) (*Gate, error) {
 	}
 	g := &Gate{
 		store: o.Store, registry: o.Registry, policy: o.Policy, policyDigest: o.PolicyDigest,
-		signer: o.Signer, rootsPEM: roots, log: o.Logger, now: o.Now, rand: o.Rand,
+		signer: o.Signer, rootsPEM: roots, log: o.Logger, now: o.Now,
 		metrics: newMetrics(), gateID: c.GateID, builderID: c.BuilderID,
 		labels: c.GitHub.Labels, allowedLabels: map[string]bool{}, namePrefix: c.namePrefix(),
 		nonceTTL:       c.TTL.Nonce.or(60 * time.Second),
@@ -98,9 +95,6 @@ func New(o Options) (*Gate, error) {
 	}
 	if g.now == nil {
 		g.now = time.Now
-	}
-	if g.rand == nil {
-		g.rand = rand.Reader
 	}
 	n := 2 * runtime.GOMAXPROCS(0)
 	if c.Limits != nil && c.Limits.MaxConcurrentVerifications > 0 {

@@ -78,7 +78,8 @@ type harness struct {
 	reg     *jobgate.GitHubRegistry
 }
 
-func newHarness(t *testing.T) *harness {
+// fakeGitHub starts the fake GitHub and a registry on it.
+func fakeGitHub(t testing.TB) (*fakegithub.Server, *jobgate.GitHubRegistry) {
 	t.Helper()
 	k, pemKey := testAppKey(t)
 	gh, err := fakegithub.Start(fakegithub.Options{AppID: 1001, AppPublicKey: &k.PublicKey, InstallationID: 2002, Org: "octo-org"})
@@ -93,6 +94,17 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return gh, reg
+}
+
+func fakeRegistry(t testing.TB) jobgate.Registry {
+	_, reg := fakeGitHub(t)
+	return reg
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	gh, reg := fakeGitHub(t)
 	m := attesttest.SimulatedMachine(t)
 	signer, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	h := &harness{t: t, gh: gh, machine: m, clock: &clock{t: time.Now()}, signer: signer, reg: reg,

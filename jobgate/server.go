@@ -23,7 +23,6 @@ import (
 const (
 	maxAdmitBody      = attest.MaxEvidenceSize + 64<<10
 	maxSmallBody      = 16 << 10
-	nonceSize         = 32
 	maxRequestedLabel = 16
 )
 
@@ -106,14 +105,10 @@ func (g *Gate) handleChallenge(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
-	nonce := make([]byte, nonceSize)
-	if _, err := io.ReadFull(g.rand, nonce); err != nil {
-		writeError(w, refuse(http.StatusInternalServerError, "internal", err))
-		return
-	}
 	exp := g.now().Add(g.nonceTTL)
-	if err := g.store.PutNonce(r.Context(), nonce, exp); err != nil {
-		writeError(w, refuse(http.StatusServiceUnavailable, "store_unavailable", err))
+	nonce, err := g.store.NewNonce(r.Context(), exp)
+	if err != nil {
+		writeError(w, refuse(http.StatusInternalServerError, "internal", err))
 		return
 	}
 	writeJSON(w, http.StatusOK, gateapi.ChallengeResponse{Nonce: nonce, ExpiresAt: exp})

@@ -52,8 +52,10 @@ var (
 // PostgreSQL implementation for a replicated gate would implement the same
 // interface with row locks and one transaction per method.
 type Store interface {
-	// PutNonce records a fresh nonce.
-	PutNonce(ctx context.Context, nonce []byte, expires time.Time) error
+	// NewNonce issues a fresh nonce valid until expires. Nonces are
+	// stateless until used (see nonce.go): issuing one writes nothing, so
+	// an unauthenticated challenge flood cannot grow the store.
+	NewNonce(ctx context.Context, expires time.Time) ([]byte, error)
 	// CheckNonce reports whether nonce could be consumed now, without
 	// consuming it (to refuse replays before spending CPU on evidence).
 	CheckNonce(ctx context.Context, nonce []byte, now time.Time) error
@@ -75,7 +77,8 @@ type Store interface {
 	Audit(ctx context.Context, rec *AuditRecord) error
 	// AuditLog calls fn for each audit record, in order.
 	AuditLog(ctx context.Context, fn func(AuditRecord) error) error
-	// PruneNonces deletes nonces that expired before now.
+	// PruneNonces forgets used nonces that expired before now (an expired
+	// nonce is refused by its own expiry).
 	PruneNonces(ctx context.Context, now time.Time) (int, error)
 	Close() error
 }

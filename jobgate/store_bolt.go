@@ -3,6 +3,7 @@ package jobgate
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -13,23 +14,19 @@ import (
 
 // Buckets of the embedded store.
 var (
-	bucketNonces = []byte("nonces") // nonce -> nonceRecord
+	bucketNonces = []byte("nonces") // used nonce -> expiry (Unix nanoseconds)
 	bucketKeys   = []byte("keys")   // key digest -> Runner
 	bucketNames  = []byte("names")  // runner name -> key digest
 	bucketAudit  = []byte("audit")  // seq (uint64 BE) -> AuditRecord
-	bucketMeta   = []byte("meta")   // "auditHead" -> hash, "auditSeq" -> uint64
+	bucketMeta   = []byte("meta")   // "auditHead" -> hash, "auditSeq" -> uint64, "nonceKey"
 )
-
-type nonceRecord struct {
-	Expires time.Time `json:"expires"`
-	Used    bool      `json:"used"`
-}
 
 // BoltStore is the embedded Store: one bbolt file next to the gate.
 // Writes go through bbolt's Batch, which coalesces concurrent admissions
 // into one durable commit.
 type BoltStore struct {
-	db *bolt.DB
+	db       *bolt.DB
+	nonceKey []byte
 }
 
 // OpenBoltStore opens (creating if needed) the store at path, readable only
@@ -39,61 +36,60 @@ func OpenBoltStore(path string) (*BoltStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening store %s: %w", path, err)
 	}
+	// Group commit: concurrent admissions share one durable commit. The
+	// delay bounds how long a lone write waits for company.
+	db.MaxBatchDelay = time.Millisecond
+	s := &BoltStore{db: db}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketNonces, bucketKeys, bucketNames, bucketAudit, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return nil
+		meta := tx.Bucket(bucketMeta)
+		if k := meta.Get([]byte("nonceKey")); len(k) == 32 {
+			s.nonceKey = append([]byte(nil), k...)
+			return nil
+		}
+		s.nonceKey = make([]byte, 32)
+		if _, err := rand.Read(s.nonceKey); err != nil {
+			return err
+		}
+		return meta.Put([]byte("nonceKey"), s.nonceKey)
 	})
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	return &BoltStore{db: db}, nil
+	return s, nil
 }
 
 // Close implements Store.
 func (s *BoltStore) Close() error { return s.db.Close() }
 
-// PutNonce implements Store.
-func (s *BoltStore) PutNonce(_ context.Context, nonce []byte, expires time.Time) error {
-	v, err := json.Marshal(nonceRecord{Expires: expires})
-	if err != nil {
-		return err
-	}
-	return s.db.Batch(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketNonces)
-		if b.Get(nonce) != nil {
-			return fmt.Errorf("nonce collision")
-		}
-		return b.Put(nonce, v)
-	})
+// NewNonce implements Store: nothing is written.
+func (s *BoltStore) NewNonce(_ context.Context, expires time.Time) ([]byte, error) {
+	return makeNonce(s.nonceKey, expires)
 }
 
-func checkNonce(tx *bolt.Tx, nonce []byte, now time.Time) (*nonceRecord, error) {
-	raw := tx.Bucket(bucketNonces).Get(nonce)
-	if raw == nil {
-		return nil, ErrNonceUnknown
+func (s *BoltStore) checkNonce(tx *bolt.Tx, nonce []byte, now time.Time) (time.Time, error) {
+	exp, err := parseNonce(s.nonceKey, nonce)
+	if err != nil {
+		return exp, err
 	}
-	var n nonceRecord
-	if err := json.Unmarshal(raw, &n); err != nil {
-		return nil, err
+	if tx.Bucket(bucketNonces).Get(nonce) != nil {
+		return exp, ErrNonceUsed
 	}
-	if n.Used {
-		return nil, ErrNonceUsed
+	if !now.Before(exp) {
+		return exp, ErrNonceExpired
 	}
-	if !now.Before(n.Expires) {
-		return nil, ErrNonceExpired
-	}
-	return &n, nil
+	return exp, nil
 }
 
 // CheckNonce implements Store.
 func (s *BoltStore) CheckNonce(_ context.Context, nonce []byte, now time.Time) error {
 	return s.db.View(func(tx *bolt.Tx) error {
-		_, err := checkNonce(tx, nonce, now)
+		_, err := s.checkNonce(tx, nonce, now)
 		return err
 	})
 }
@@ -101,16 +97,11 @@ func (s *BoltStore) CheckNonce(_ context.Context, nonce []byte, now time.Time) e
 // Reserve implements Store.
 func (s *BoltStore) Reserve(_ context.Context, nonce []byte, now time.Time, r *Runner, audit *AuditRecord) error {
 	return s.batch(audit, func(tx *bolt.Tx) error {
-		n, err := checkNonce(tx, nonce, now)
+		exp, err := s.checkNonce(tx, nonce, now)
 		if err != nil {
 			return err
 		}
-		n.Used = true
-		v, err := json.Marshal(n)
-		if err != nil {
-			return err
-		}
-		if err := tx.Bucket(bucketNonces).Put(nonce, v); err != nil {
+		if err := tx.Bucket(bucketNonces).Put(nonce, binary.BigEndian.AppendUint64(nil, uint64(exp.UnixNano()))); err != nil {
 			return err
 		}
 		if tx.Bucket(bucketKeys).Get([]byte(r.KeyDigest)) != nil {
@@ -226,8 +217,7 @@ func (s *BoltStore) PruneNonces(_ context.Context, now time.Time) (int, error) {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketNonces).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			var rec nonceRecord
-			if json.Unmarshal(v, &rec) == nil && now.After(rec.Expires) {
+			if len(v) == 8 && now.UnixNano() > int64(binary.BigEndian.Uint64(v)) {
 				if err := c.Delete(); err != nil {
 					return err
 				}

@@ -29,12 +29,22 @@ var t0 = time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
 func TestNonceLifecycle(t *testing.T) {
 	s, _ := openTestStore(t)
 	ctx := context.Background()
-	n := []byte("0123456789abcdef0123456789abcdef")
-	if err := s.CheckNonce(ctx, n, t0); !errors.Is(err, ErrNonceUnknown) {
-		t.Fatalf("unknown nonce: %v", err)
+	if err := s.CheckNonce(ctx, []byte("0123456789abcdef0123456789abcdef01234567"), t0); !errors.Is(err, ErrNonceUnknown) {
+		t.Fatalf("forged nonce: %v", err)
 	}
-	if err := s.PutNonce(ctx, n, t0.Add(time.Minute)); err != nil {
+	other, _ := openTestStore(t)
+	foreign, _ := other.NewNonce(ctx, t0.Add(time.Minute))
+	if err := s.CheckNonce(ctx, foreign, t0); !errors.Is(err, ErrNonceUnknown) {
+		t.Fatalf("another gate's nonce: %v", err)
+	}
+	n, err := s.NewNonce(ctx, t0.Add(time.Minute))
+	if err != nil {
 		t.Fatal(err)
+	}
+	tampered := append([]byte(nil), n...)
+	tampered[nonceRandSize] ^= 1 // push the expiry out
+	if err := s.CheckNonce(ctx, tampered, t0); !errors.Is(err, ErrNonceUnknown) {
+		t.Fatalf("nonce with an edited expiry: %v", err)
 	}
 	if err := s.CheckNonce(ctx, n, t0); err != nil {
 		t.Fatalf("fresh nonce: %v", err)
@@ -62,8 +72,8 @@ func TestReserveIsAtomic(t *testing.T) {
 	const n = 16
 	nonces := make([][]byte, n)
 	for i := range nonces {
-		nonces[i] = []byte{byte(i), 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
-		if err := s.PutNonce(ctx, nonces[i], t0.Add(time.Minute)); err != nil {
+		var err error
+		if nonces[i], err = s.NewNonce(ctx, t0.Add(time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -98,8 +108,7 @@ func TestReserveIsAtomic(t *testing.T) {
 func TestRunnerStatesAndRestart(t *testing.T) {
 	s, path := openTestStore(t)
 	ctx := context.Background()
-	n := []byte("nonce-nonce-nonce-nonce-nonce-32")
-	s.PutNonce(ctx, n, t0.Add(time.Minute))
+	n, _ := s.NewNonce(ctx, t0.Add(time.Minute))
 	r := &Runner{Name: "attested-x", KeyDigest: "kx", EnvKey: []byte{1}, AdmittedAt: t0}
 	if err := s.Reserve(ctx, n, t0, r, nil); err != nil {
 		t.Fatal(err)
@@ -122,8 +131,7 @@ func TestRunnerStatesAndRestart(t *testing.T) {
 	if err := s2.Reserve(ctx, n, t0, r, nil); !errors.Is(err, ErrNonceUsed) {
 		t.Fatalf("after restart, the used nonce: %v", err)
 	}
-	n2 := []byte("another-nonce-another-nonce-0032")
-	s2.PutNonce(ctx, n2, t0.Add(time.Minute))
+	n2, _ := s2.NewNonce(ctx, t0.Add(time.Minute))
 	if err := s2.Reserve(ctx, n2, t0, r, nil); !errors.Is(err, ErrKeyAdmitted) {
 		t.Fatalf("after restart, the admitted key: %v", err)
 	}

@@ -62,7 +62,10 @@ type Config struct {
 	AllowRunnerDirOnDiskInsecure bool
 	// PowerOff ends the VM (systemctl poweroff, reboot(2), a test recorder).
 	PowerOff func(ctx context.Context) error
-	Log      *slog.Logger
+	// OnListening, if set, is called once the runner has started (for
+	// supervisors and the start-up benchmark).
+	OnListening func(runnerName string)
+	Log         *slog.Logger
 	Now      func() time.Time
 }
 
@@ -196,6 +199,9 @@ func (a *Agent) live(ctx context.Context, out *Outcome) (string, error) {
 		return "runner failed to start", err
 	}
 	a.log.Info("runner listening", "runner", a.admission.RunnerName, "labels", a.admission.Labels, "idle_ttl", c.IdleTTL)
+	if c.OnListening != nil {
+		c.OnListening(a.admission.RunnerName)
+	}
 
 	idle := time.NewTimer(c.IdleTTL)
 	defer idle.Stop()

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/attest/attesttest"
 	"github.com/attested-runner/attested-runner/e2e/fakegithub"
 	"github.com/attested-runner/attested-runner/jobgate"
@@ -75,6 +76,16 @@ var (
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
+	collector, policy := attesttest.SimulatedTPM(t)
+	w := newWorldB(t, policy)
+	w.cfg.Collector = collector
+	return w
+}
+
+// newWorldB builds the world around a policy; the caller supplies the
+// collector.
+func newWorldB(t testing.TB, policy *attest.Policy) *world {
+	t.Helper()
 	appOnce.Do(func() { appKey, _ = rsa.GenerateKey(rand.Reader, 2048) })
 	gh, err := fakegithub.Start(fakegithub.Options{AppID: 7, AppPublicKey: &appKey.PublicKey, InstallationID: 8, Org: "octo-org",
 		Repos: []string{"octo-org/app"}, JobLease: 3 * time.Second})
@@ -87,7 +98,6 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	collector, policy := attesttest.SimulatedTPM(t)
 	store, err := jobgate.OpenBoltStore(filepath.Join(t.TempDir(), "gate.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +126,7 @@ func newWorld(t *testing.T) *world {
 	state := t.TempDir()
 	w := &world{gh: gh, gate: g, gateURL: srv.URL, gateKey: gateKey, runnerDir: runnerDir, powerOffs: new(int)}
 	w.cfg = runner.Config{
-		Gate: &gateapi.Client{BaseURL: srv.URL}, Collector: collector, AgentDigest: attesttest.AgentDigest,
+		Gate: &gateapi.Client{BaseURL: srv.URL}, AgentDigest: attesttest.AgentDigest,
 		AgentVersion: "test", AgentPath: filepath.Join(binDir, "attested-runner"), RunnerDir: runnerDir,
 		RunnerUID: os.Getuid(), RunnerGID: os.Getgid(),
 		SocketPath: filepath.Join(state, "agent.sock"), StateDir: state,
@@ -126,7 +136,7 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
-func copyFile(t *testing.T, from, to string) {
+func copyFile(t testing.TB, from, to string) {
 	t.Helper()
 	b, err := os.ReadFile(from)
 	if err != nil {
