@@ -177,7 +177,7 @@ func benchAdmissions(b *testing.B, registry string) {
 		wall += time.Since(start)
 		var ru1 syscall.Rusage
 		syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
-		cpu += time.Duration(ru1.Utime.Nano()+ru1.Stime.Nano()-ru0.Utime.Nano()-ru0.Stime.Nano())
+		cpu += time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
 	}
 	if admitted == 0 {
 		b.Fatal("nothing admitted")

@@ -66,7 +66,7 @@ type Config struct {
 	// supervisors and the start-up benchmark).
 	OnListening func(runnerName string)
 	Log         *slog.Logger
-	Now      func() time.Time
+	Now         func() time.Time
 }
 
 func (c *Config) defaults() error {
