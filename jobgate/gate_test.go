@@ -64,7 +64,7 @@ func (c *clock) Add(d time.Duration) {
 // harness is a gate (in-process HTTP) in front of a fake GitHub, with a
 // simulated machine whose policy the gate applies.
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	gh      *fakegithub.Server
 	gate    *jobgate.Gate
 	srv     *httptest.Server
@@ -102,7 +102,9 @@ func fakeRegistry(t testing.TB) jobgate.Registry {
 	return reg
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T) *harness { return newHarnessF(t) }
+
+func newHarnessF(t testing.TB) *harness {
 	t.Helper()
 	gh, reg := fakeGitHub(t)
 	m := attesttest.SimulatedMachine(t)
