@@ -10,7 +10,7 @@ STATICCHECK_VERSION := v0.8.2
 GOBIN := $(shell $(GO) env GOPATH)/bin
 FUZZTIME ?= 5s
 
-.PHONY: all build test lint fuzz-smoke bench demo prereqs clean
+.PHONY: all build test test-qemu lint fuzz-smoke bench demo prereqs clean
 
 all: build
 
@@ -22,6 +22,11 @@ build:
 ## test: the whole suite with the race detector (needs gcc, libssl-dev, swtpm: see scripts/prereqs.sh)
 test:
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+## test-qemu: real measured boot under QEMU + OVMF + swtpm (-accel tcg), agent in the VM
+test-qemu:
+	@scripts/prereqs.sh --qemu
+	ATTESTED_E2E_QEMU=1 $(GO) test -count=1 -timeout 20m ./internal/imageref/ ./e2e/qemu/
 
 ## lint: gofmt, go vet, staticcheck
 lint:
@@ -40,7 +45,7 @@ fuzz-smoke:
 
 ## bench: benchmarks, printed as a table
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./... | tee /tmp/attested-runner-bench.txt | scripts/benchtable.sh
+	@set -o pipefail; $(GO) test -run '^$$' -bench . -count 1 -timeout 30m ./... | tee /tmp/attested-runner-bench.txt | scripts/benchtable.sh
 
 ## prereqs: install the Debian packages the demo and tests need (idempotent)
 prereqs:
