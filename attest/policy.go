@@ -10,10 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/attested-runner/attested-runner/internal/fileio"
 )
 
 // ReferenceValuesFormat identifies version 1 of the reference-values document.
@@ -237,19 +238,11 @@ func (p *Policy) check(kind Kind) error {
 }
 
 func readLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
+	b, err := fileio.ReadFile(path, limit)
+	if errors.Is(err, fileio.ErrTooLarge) {
+		return nil, fmt.Errorf("%w: %v", ErrTooLarge, err)
 	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s: %w: over %d bytes", path, ErrTooLarge, limit)
-	}
-	return b, nil
+	return b, err
 }
 
 // sortedPCRs lists the PCR indices of an image in order, for stable messages.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/attested-runner/attested-runner/attest"
+	"github.com/attested-runner/attested-runner/internal/fileio"
 	"github.com/attested-runner/attested-runner/provenance"
 )
 
@@ -303,21 +303,7 @@ func readSecretFile(path string) ([]byte, error) {
 	return readFileLimited(path, 64<<10)
 }
 
-func readFileLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is over %d bytes", path, limit)
-	}
-	return b, nil
-}
+func readFileLimited(path string, limit int64) ([]byte, error) { return fileio.ReadFile(path, limit) }
 
 // NewGitHubRegistryFromConfig builds the GitHub client the configuration
 // describes, reading the App key (which must be mode 0600 or stricter).

@@ -10,7 +10,6 @@ import (
 	"github.com/attested-runner/attested-runner/attest"
 	scai "github.com/in-toto/attestation/go/predicates/scai/v0"
 	intoto "github.com/in-toto/attestation/go/v1"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -69,12 +68,8 @@ func SignDispatch(ctx context.Context, d *Dispatch, key crypto.Signer, q Quoter)
 	if err := report.Validate(); err != nil {
 		return nil, err
 	}
-	predJSON, err := protojson.Marshal(report)
+	predS, err := toStruct(report)
 	if err != nil {
-		return nil, err
-	}
-	predS := &structpb.Struct{}
-	if err := protojson.Unmarshal(predJSON, predS); err != nil {
 		return nil, err
 	}
 	st := &intoto.Statement{

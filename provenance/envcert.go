@@ -19,7 +19,6 @@ import (
 	vsa "github.com/in-toto/attestation/go/predicates/vsa/v1"
 	intoto "github.com/in-toto/attestation/go/v1"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -92,8 +91,8 @@ func IssueEnvCert(ctx context.Context, gateKey crypto.Signer, c *EnvCertificate)
 	if err != nil {
 		return nil, err
 	}
-	annS := &structpb.Struct{}
-	if err := protojson.Unmarshal(ann, annS); err != nil {
+	annS, err := jsonToStruct(ann)
+	if err != nil {
 		return nil, err
 	}
 	keyDigest := attest.KeyDigest(c.EnvKey)
@@ -107,12 +106,8 @@ func IssueEnvCert(ctx context.Context, gateKey crypto.Signer, c *EnvCertificate)
 		VerifiedLevels:     []string{LevelName(c.Level)},
 		SlsaVersion:        "1.1",
 	}
-	predJSON, err := protojson.Marshal(pred)
+	predS, err := toStruct(pred)
 	if err != nil {
-		return nil, err
-	}
-	predS := &structpb.Struct{}
-	if err := protojson.Unmarshal(predJSON, predS); err != nil {
 		return nil, err
 	}
 	st := &intoto.Statement{

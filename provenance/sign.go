@@ -9,6 +9,7 @@ import (
 	intoto "github.com/in-toto/attestation/go/v1"
 	"github.com/sigstore/sigstore-go/pkg/sign"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -121,15 +122,29 @@ func attachQuote(st *intoto.Statement, q Quoter, challenge func([]byte) attest.C
 }
 
 func resourceValue(rd *intoto.ResourceDescriptor) (*structpb.Value, error) {
-	b, err := protojson.Marshal(rd)
+	s, err := toStruct(rd)
 	if err != nil {
 		return nil, err
 	}
+	return structpb.NewStructValue(s), nil
+}
+
+// toStruct converts a protobuf message to the generic Struct an in-toto
+// predicate (or annotation) holds, through its JSON form.
+func toStruct(m proto.Message) (*structpb.Struct, error) {
+	b, err := protojson.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return jsonToStruct(b)
+}
+
+func jsonToStruct(b []byte) (*structpb.Struct, error) {
 	s := &structpb.Struct{}
 	if err := protojson.Unmarshal(b, s); err != nil {
 		return nil, err
 	}
-	return structpb.NewStructValue(s), nil
+	return s, nil
 }
 
 // signPayload signs an in-toto payload as DSSE into a sigstore bundle.

@@ -9,7 +9,6 @@ import (
 
 	slsa "github.com/in-toto/attestation/go/predicates/provenance/v1"
 	intoto "github.com/in-toto/attestation/go/v1"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -173,12 +172,8 @@ func (b *Build) statement() (*intoto.Statement, error) {
 			Byproducts: byproducts,
 		},
 	}
-	predJSON, err := protojson.Marshal(pred)
+	predS, err := toStruct(pred)
 	if err != nil {
-		return nil, err
-	}
-	predS := &structpb.Struct{}
-	if err := protojson.Unmarshal(predJSON, predS); err != nil {
 		return nil, err
 	}
 	st := &intoto.Statement{

@@ -9,7 +9,6 @@ import (
 	vsa "github.com/in-toto/attestation/go/predicates/vsa/v1"
 	intoto "github.com/in-toto/attestation/go/v1"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -66,12 +65,8 @@ func ConsumerVSA(arts []VerifiedArtifact, opts VerifyOptions, at time.Time) ([]b
 		// Build-track level is claimed: that is the platform operator's call.
 		pred.VerifiedLevels = []string{LevelName(minLevel)}
 	}
-	predJSON, err := protojson.Marshal(pred)
+	predS, err := toStruct(pred)
 	if err != nil {
-		return nil, err
-	}
-	predS := &structpb.Struct{}
-	if err := protojson.Unmarshal(predJSON, predS); err != nil {
 		return nil, err
 	}
 	st.Predicate = predS

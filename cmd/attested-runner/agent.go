@@ -259,7 +259,7 @@ endorsement seed (stable for the TPM, nothing is persisted). Add it to the
 gate's policy.trustedAKs to enroll the machine.
 `
 
-func runAKPublic(args []string, stdout, stderr io.Writer) error {
+func runAKPublic(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("ak-public", akUsage, stderr)
 	tpm := fs.String("tpm", "/dev/tpmrm0", "TPM: a device path, unix:/path/to/swtpm.sock, or simulator")
 	if _, err := cli.Parse(fs, args); err != nil {

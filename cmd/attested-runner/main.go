@@ -4,9 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -44,38 +41,10 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return cli.ExitUsage
-	}
-	var err error
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		return cli.ExitOK
-	case "-version", "--version", "version":
-		fmt.Fprintln(stdout, version.String("attested-runner"))
-		return cli.ExitOK
-	case "run":
-		err = runAgent(ctx, args[1:], stdout, stderr)
-	case "hook":
-		err = runHook(ctx, args[1:], stdout, stderr)
-	case "attest":
-		err = runAttest(ctx, args[1:], stdout, stderr)
-	case "ak-public":
-		err = runAKPublic(args[1:], stdout, stderr)
-	default:
-		fmt.Fprintf(stderr, "attested-runner: unknown command %q\n\n%s", args[0], usage)
-		return cli.ExitUsage
-	}
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		return cli.ExitOK
-	case errors.Is(err, cli.ErrUsage):
-		fmt.Fprintf(stderr, "attested-runner: %v\n", err)
-		return cli.ExitUsage
-	default:
-		fmt.Fprintf(stderr, "attested-runner: %v\n", err)
-		return cli.ExitFailed
-	}
+	return cli.Main(ctx, "attested-runner", usage, version.String("attested-runner"), map[string]cli.Command{
+		"run":       runAgent,
+		"hook":      runHook,
+		"attest":    runAttest,
+		"ak-public": runAKPublic,
+	}, args, stdout, stderr)
 }

@@ -6,9 +6,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -40,43 +37,12 @@ func main() {
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// run dispatches a command line and returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return cli.ExitUsage
-	}
-	var err error
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		return cli.ExitOK
-	case "-version", "--version", "version":
-		fmt.Fprintln(stdout, version.String("attested-verify"))
-		return cli.ExitOK
-	case "artifact":
-		err = runArtifact(ctx, args[1:], stdout, stderr)
-	case "evidence":
-		err = runEvidence(ctx, args[1:], stdout, stderr)
-	default:
-		fmt.Fprintf(stderr, "attested-verify: unknown command %q\n\n%s", args[0], usage)
-		return cli.ExitUsage
-	}
-	switch {
-	case err == nil:
-		return cli.ExitOK
-	case errors.Is(err, flag.ErrHelp):
-		return cli.ExitOK
-	case errors.Is(err, cli.ErrUsage):
-		fmt.Fprintf(stderr, "attested-verify: %v\n", err)
-		return cli.ExitUsage
-	case errors.Is(err, errNotVerified):
-		return cli.ExitFailed
-	default:
-		fmt.Fprintf(stderr, "attested-verify: %v\n", err)
-		return cli.ExitFailed
-	}
+	return cli.Main(ctx, "attested-verify", usage, version.String("attested-verify"), map[string]cli.Command{
+		"artifact": runArtifact,
+		"evidence": runEvidence,
+	}, args, stdout, stderr)
 }
 
 // errNotVerified: the report was printed; exit 1 without another message.
-var errNotVerified = errors.New("not verified")
+var errNotVerified = cli.ErrReported

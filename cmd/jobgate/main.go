@@ -49,40 +49,12 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return cli.ExitUsage
-	}
-	var err error
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		return cli.ExitOK
-	case "-version", "--version", "version":
-		fmt.Fprintln(stdout, version.String("jobgate"))
-		return cli.ExitOK
-	case "serve":
-		err = runServe(ctx, args[1:], stderr)
-	case "check-github":
-		err = runCheckGitHub(ctx, args[1:], stdout, stderr)
-	case "audit":
-		err = runAudit(ctx, args[1:], stdout, stderr)
-	case "keygen":
-		err = runKeygen(args[1:], stdout, stderr)
-	default:
-		fmt.Fprintf(stderr, "jobgate: unknown command %q\n\n%s", args[0], usage)
-		return cli.ExitUsage
-	}
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		return cli.ExitOK
-	case errors.Is(err, cli.ErrUsage):
-		fmt.Fprintf(stderr, "jobgate: %v\n", err)
-		return cli.ExitUsage
-	default:
-		fmt.Fprintf(stderr, "jobgate: %v\n", err)
-		return cli.ExitFailed
-	}
+	return cli.Main(ctx, "jobgate", usage, version.String("jobgate"), map[string]cli.Command{
+		"serve":        runServe,
+		"check-github": runCheckGitHub,
+		"audit":        runAudit,
+		"keygen":       runKeygen,
+	}, args, stdout, stderr)
 }
 
 func configFlag(name, help string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (string, error) {
@@ -143,7 +115,7 @@ func (d *gateDeps) openStore() error {
 	return err
 }
 
-func runServe(ctx context.Context, args []string, stderr io.Writer) error {
+func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var logFormat string
 	path, err := configFlag("serve", serveUsage, args, stderr, func(fs *flag.FlagSet) {
 		fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
@@ -303,7 +275,7 @@ PEM, mode 0600. Refuses to overwrite. Prints the public key: give it to
 consumers as their --trusted-root (the gate also serves it at GET /v1/roots).
 `
 
-func runKeygen(args []string, stdout, stderr io.Writer) error {
+func runKeygen(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("keygen", keygenUsage, stderr)
 	out := fs.String("out", "", "where to write the private key")
 	if _, err := cli.Parse(fs, args); err != nil {

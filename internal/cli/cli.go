@@ -3,12 +3,14 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
+
+	"github.com/attested-runner/attested-runner/internal/fileio"
 )
 
 // Exit codes shared by the commands.
@@ -62,21 +64,7 @@ func NewFlagSet(name, usage string, w io.Writer) *flag.FlagSet {
 }
 
 // ReadFile reads a file of at most limit bytes, naming it in errors.
-func ReadFile(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is over the %d-byte limit", path, limit)
-	}
-	return b, nil
-}
+func ReadFile(path string, limit int64) ([]byte, error) { return fileio.ReadFile(path, limit) }
 
 // StringList is a repeatable string flag.
 type StringList []string
@@ -85,3 +73,47 @@ func (s *StringList) String() string { return strings.Join(*s, ",") }
 
 // Set appends a value.
 func (s *StringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// ErrReported means the command already printed why it failed: exit 1
+// without another message.
+var ErrReported = errors.New("reported")
+
+// Command runs one subcommand.
+type Command func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
+// Main dispatches args[0] to a command and maps its error to an exit
+// status: nil or --help 0, ErrUsage 2 (with the message), ErrReported 1
+// (silently), anything else 1 (with the message). It also serves help and
+// version for every program the same way.
+func Main(ctx context.Context, program, usage, versionLine string, commands map[string]Command, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return ExitUsage
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return ExitOK
+	case "-version", "--version", "version":
+		fmt.Fprintln(stdout, versionLine)
+		return ExitOK
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "%s: unknown command %q\n\n%s", program, args[0], usage)
+		return ExitUsage
+	}
+	err := cmd(ctx, args[1:], stdout, stderr)
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return ExitOK
+	case errors.Is(err, ErrUsage):
+		fmt.Fprintf(stderr, "%s: %v\n", program, err)
+		return ExitUsage
+	case errors.Is(err, ErrReported):
+		return ExitFailed
+	default:
+		fmt.Fprintf(stderr, "%s: %v\n", program, err)
+		return ExitFailed
+	}
+}
