@@ -340,3 +340,42 @@ func checkLifecycle(events []Event, envKeySPKI, hpkePublic []byte) (*Lifecycle, 
 	}
 	return lc, nil
 }
+
+// lifecycleLog is a collector's lifecycle CEL and the events in it. The
+// collector serializes access (it holds the device lock anyway).
+type lifecycleLog struct {
+	layout celLayout
+	cel    gecel.CEL
+	events []Event
+}
+
+func newLifecycleLog(layout celLayout) lifecycleLog {
+	cel := gecel.NewPCR()
+	if layout.mrType == gecel.CCMRType {
+		cel = gecel.NewConfComputeMR()
+	}
+	return lifecycleLog{layout: layout, cel: cel}
+}
+
+// extend validates e, extends its digest into the lifecycle register with
+// extender, and records it.
+func (l *lifecycleLog) extend(e Event, extender gecel.MRExtender) error {
+	if err := e.validate(); err != nil {
+		return err
+	}
+	if err := l.cel.AppendEvent(e, []crypto.Hash{l.layout.hash}, int(l.layout.index), extender); err != nil {
+		return fmt.Errorf("extending %s: %w", e.Type, err)
+	}
+	l.events = append(l.events, e)
+	return nil
+}
+
+func (l *lifecycleLog) snapshot() []Event { return append([]Event(nil), l.events...) }
+
+func (l *lifecycleLog) encode() ([]byte, error) {
+	var buf bytes.Buffer
+	if err := l.cel.EncodeCEL(&buf); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}

@@ -1,7 +1,6 @@
 package attest
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"sync"
 
-	gecel "github.com/google/go-eventlog/cel"
 	tdxclient "github.com/google/go-tdx-guest/client"
 	"github.com/google/go-tdx-guest/rtmr"
 )
@@ -35,8 +33,7 @@ type TDXCollector struct {
 	env    *ecdsa.PrivateKey
 	spki   []byte
 	hpke   *HPKEKey
-	cel    gecel.CEL
-	events []Event
+	log    lifecycleLog
 	closed bool
 }
 
@@ -83,7 +80,7 @@ func NewTDXCollector(opts TDXOptions) (*TDXCollector, error) {
 			return table, log, err
 		}
 	}
-	return &TDXCollector{opts: opts, cel: gecel.NewConfComputeMR()}, nil
+	return &TDXCollector{opts: opts, log: newLifecycleLog(tdxLayout)}, nil
 }
 
 // Kind implements Collector.
@@ -91,22 +88,14 @@ func (t *TDXCollector) Kind() Kind { return KindTDX }
 
 // Extend implements Collector: SHA-384 into RTMR 3.
 func (t *TDXCollector) Extend(e Event) error {
-	if err := e.validate(); err != nil {
-		return err
-	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return errors.New("collector closed")
 	}
-	extend := func(_ crypto.Hash, _ int, digest []byte) error {
+	return t.log.extend(e, func(_ crypto.Hash, _ int, digest []byte) error {
 		return t.opts.ExtendRTMR(LifecycleRTMR, digest)
-	}
-	if err := t.cel.AppendEvent(e, []crypto.Hash{crypto.SHA384}, int(tdxLayout.index), extend); err != nil {
-		return fmt.Errorf("extending %s: %w", e.Type, err)
-	}
-	t.events = append(t.events, e)
-	return nil
+	})
 }
 
 // GenerateKeys implements Collector.
@@ -145,7 +134,7 @@ func (t *TDXCollector) HPKE() *HPKEKey { return t.hpke }
 func (t *TDXCollector) Events() []Event {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return append([]Event(nil), t.events...)
+	return t.log.snapshot()
 }
 
 // Collect implements Collector: a TD quote whose REPORTDATA binds the
@@ -168,8 +157,8 @@ func (t *TDXCollector) Collect(ch Challenge) (*Evidence, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the CCEL: %w", err)
 	}
-	var cel bytes.Buffer
-	if err := t.cel.EncodeCEL(&cel); err != nil {
+	cel, err := t.log.encode()
+	if err != nil {
 		return nil, err
 	}
 	return &Evidence{
@@ -177,7 +166,7 @@ func (t *TDXCollector) Collect(ch Challenge) (*Evidence, error) {
 		Kind:          KindTDX,
 		EnvKey:        t.spki,
 		HPKEPublicKey: hpkePub,
-		CEL:           cel.Bytes(),
+		CEL:           cel,
 		TDX:           &TDXEvidence{Quote: quote, CCELTable: table, CCEL: log},
 	}, nil
 }

@@ -1,7 +1,6 @@
 package attest
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/x509"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"sync"
 
-	gecel "github.com/google/go-eventlog/cel"
 	"github.com/google/go-tpm-tools/client"
 	"github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/tpmutil"
@@ -42,8 +40,7 @@ type TPMCollector struct {
 	envSPKI []byte
 	signer  crypto.Signer
 	hpke    *HPKEKey
-	cel     gecel.CEL
-	events  []Event
+	log     lifecycleLog
 	closed  bool
 }
 
@@ -53,7 +50,7 @@ func NewTPMCollector(rw io.ReadWriter, opts TPMOptions) (*TPMCollector, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &TPMCollector{rw: rw, opts: opts, ak: ak, cel: gecel.NewPCR()}, nil
+	return &TPMCollector{rw: rw, opts: opts, ak: ak, log: newLifecycleLog(tpmLayout)}, nil
 }
 
 // OpenAK loads the TPM's attestation key: the GCE AK if provisioned, else the
@@ -86,26 +83,18 @@ func (t *TPMCollector) Kind() Kind { return KindTPM }
 
 // Extend implements Collector.
 func (t *TPMCollector) Extend(e Event) error {
-	if err := e.validate(); err != nil {
-		return err
-	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return errors.New("collector closed")
 	}
-	extend := func(h crypto.Hash, pcr int, digest []byte) error {
+	return t.log.extend(e, func(h crypto.Hash, pcr int, digest []byte) error {
 		alg, err := tpm2.HashToAlgorithm(h)
 		if err != nil {
 			return err
 		}
 		return tpm2.PCRExtend(t.rw, tpmutil.Handle(pcr), alg, digest, "")
-	}
-	if err := t.cel.AppendEvent(e, []crypto.Hash{crypto.SHA256}, LifecyclePCR, extend); err != nil {
-		return fmt.Errorf("extending %s: %w", e.Type, err)
-	}
-	t.events = append(t.events, e)
-	return nil
+	})
 }
 
 // GenerateKeys implements Collector: the environment key is a primary ECDSA
@@ -156,7 +145,7 @@ func (t *TPMCollector) HPKE() *HPKEKey { return t.hpke }
 func (t *TPMCollector) Events() []Event {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return append([]Event(nil), t.events...)
+	return t.log.snapshot()
 }
 
 // Collect implements Collector: a quote over all PCR banks and TPM2_Certify
@@ -202,8 +191,8 @@ func (t *TPMCollector) Collect(ch Challenge) (*Evidence, error) {
 	if err != nil {
 		return nil, err
 	}
-	var cel bytes.Buffer
-	if err := t.cel.EncodeCEL(&cel); err != nil {
+	cel, err := t.log.encode()
+	if err != nil {
 		return nil, err
 	}
 	return &Evidence{
@@ -211,7 +200,7 @@ func (t *TPMCollector) Collect(ch Challenge) (*Evidence, error) {
 		Kind:              KindTPM,
 		EnvKey:            t.envSPKI,
 		HPKEPublicKey:     hpkePub,
-		CEL:               cel.Bytes(),
+		CEL:               cel,
 		SoftwareTPMUnsafe: t.opts.SoftwareTPM,
 		TPM: &TPMEvidence{
 			Attestation:      attBytes,

@@ -255,7 +255,26 @@ func sortedPCRs(m map[uint32]Hex) []uint32 {
 	return out
 }
 
-func joinReasons(rs []string) string { return strings.Join(rs, "; ") }
+// matchImage returns the first image of this kind with no mismatch, or an
+// ErrReferenceMismatch listing why each image of the kind did not match.
+func matchImage(rv *ReferenceValues, kind Kind, mismatch func(*Image) string) (*Image, error) {
+	var reasons []string
+	for i := range rv.Images {
+		im := &rv.Images[i]
+		if im.isTDX() != (kind == KindTDX) {
+			continue
+		}
+		reason := mismatch(im)
+		if reason == "" {
+			return im, nil
+		}
+		reasons = append(reasons, im.ID+": "+reason)
+	}
+	if len(reasons) == 0 {
+		return nil, fmt.Errorf("%w: policy has no %s image", ErrReferenceMismatch, kind)
+	}
+	return nil, fmt.Errorf("%w: %s", ErrReferenceMismatch, strings.Join(reasons, "; "))
+}
 
 // LoadCertificates reads PEM certificates (AK roots or intermediates).
 func LoadCertificates(path string) ([]*x509.Certificate, error) {

@@ -205,31 +205,15 @@ func ReplayCCEL(table, log []byte, quote *tdxpb.QuoteV4) error {
 }
 
 func matchTDXImage(rv *ReferenceValues, c *Claims) (*Image, error) {
-	var reasons []string
-	for i := range rv.Images {
-		im := &rv.Images[i]
-		if !im.isTDX() {
-			continue
+	return matchImage(rv, KindTDX, func(im *Image) string {
+		if !bytes.Equal(c.MRTD, im.MRTD) {
+			return fmt.Sprintf("MRTD is %x", c.MRTD)
 		}
-		reason := ""
-		switch {
-		case !bytes.Equal(c.MRTD, im.MRTD):
-			reason = fmt.Sprintf("MRTD is %x", c.MRTD)
-		default:
-			for r := 0; r < LifecycleRTMR; r++ {
-				if !bytes.Equal(c.RTMRs[r], im.RTMRs[r]) {
-					reason = fmt.Sprintf("RTMR %d is %x", r, c.RTMRs[r])
-					break
-				}
+		for r := 0; r < LifecycleRTMR; r++ {
+			if !bytes.Equal(c.RTMRs[r], im.RTMRs[r]) {
+				return fmt.Sprintf("RTMR %d is %x", r, c.RTMRs[r])
 			}
 		}
-		if reason == "" {
-			return im, nil
-		}
-		reasons = append(reasons, im.ID+": "+reason)
-	}
-	if len(reasons) == 0 {
-		return nil, fmt.Errorf("%w: policy has no TDX image", ErrReferenceMismatch)
-	}
-	return nil, fmt.Errorf("%w: %s", ErrReferenceMismatch, joinReasons(reasons))
+		return ""
+	})
 }

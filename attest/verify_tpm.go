@@ -444,22 +444,7 @@ func verifyCertify(ev *Evidence, ak crypto.PublicKey, nonce []byte) error {
 // matchTPMImage finds the reference image the quoted PCRs and replayed boot
 // events satisfy.
 func matchTPMImage(rv *ReferenceValues, c *Claims) (*Image, error) {
-	var reasons []string
-	for i := range rv.Images {
-		im := &rv.Images[i]
-		if im.isTDX() {
-			continue
-		}
-		reason := tpmImageMismatch(im, c)
-		if reason == "" {
-			return im, nil
-		}
-		reasons = append(reasons, im.ID+": "+reason)
-	}
-	if len(reasons) == 0 {
-		return nil, fmt.Errorf("%w: policy has no TPM image", ErrReferenceMismatch)
-	}
-	return nil, fmt.Errorf("%w: %s", ErrReferenceMismatch, joinReasons(reasons))
+	return matchImage(rv, KindTPM, func(im *Image) string { return tpmImageMismatch(im, c) })
 }
 
 func tpmImageMismatch(im *Image, c *Claims) string {
