@@ -104,8 +104,8 @@ func New(o Options) (*Gate, error) {
 	return g, nil
 }
 
-// Metrics exposes the status observer for the GitHub client the gate's
-// registry uses (see GitHubOptions.Observe).
+// ObserveGitHub counts a GitHub response status in the gate's metrics; pass
+// it as GitHubOptions.Observe of the gate's registry.
 func (g *Gate) ObserveGitHub(status int) { g.metrics.githubStatus(status) }
 
 // runnerName derives a runner's name from its environment key: unique per

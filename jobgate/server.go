@@ -211,6 +211,7 @@ func (g *Gate) admit(ctx context.Context, req *gateapi.AdmitRequest, from string
 	cert.GateID, cert.BuilderID = g.gateID, g.builderID
 	cert.RunnerName, cert.Labels = name, labels
 	cert.EvidenceDigest, cert.PolicyDigest = evDigest, g.policyDigest
+	cert.DirectKernelBoot = g.policy.DirectKernelBoot
 	cert.IssuedAt, cert.NotAfter = now.UTC().Truncate(time.Second), now.Add(g.certTTL).UTC().Truncate(time.Second)
 	certBundle, err := provenance.IssueEnvCert(ctx, g.signer, cert)
 	var sealed []byte

@@ -160,4 +160,3 @@ func ParseTrustedRoots(b []byte) ([]crypto.PublicKey, error) {
 	return keys, nil
 }
 
-func parsePKIX(spki []byte) (crypto.PublicKey, error) { return x509.ParsePKIXPublicKey(spki) }

@@ -54,10 +54,15 @@ type EnvCertificate struct {
 	Labels       []string `json:"labels"`
 	BuilderID    string   `json:"builderId"`
 	// Level is the BuildEnv level verified (0: software TPM, demo only).
-	Level       int       `json:"level"`
-	SoftwareTPM bool      `json:"softwareTpm,omitempty"`
-	IssuedAt    time.Time `json:"issuedAt"`
-	NotAfter    time.Time `json:"notAfter"`
+	Level       int  `json:"level"`
+	SoftwareTPM bool `json:"softwareTpm,omitempty"`
+	// DirectKernelBoot records that the gate verified the boot under
+	// attest.Policy.DirectKernelBoot (a QEMU -kernel boot measures the
+	// kernel before "Calling EFI Application"): response-time quotes of the
+	// same boot can only replay under the same relaxation.
+	DirectKernelBoot bool      `json:"directKernelBoot,omitempty"`
+	IssuedAt         time.Time `json:"issuedAt"`
+	NotAfter         time.Time `json:"notAfter"`
 }
 
 // LevelName is how VSAs write a BuildEnv level.
@@ -202,8 +207,6 @@ func verifyEnvCert(raw []byte, trustedGates []crypto.PublicKey) (*EnvCertificate
 	return &c, nil
 }
 
-// KeySPKI marshals a public key, for comparing keys by their encoding.
-func KeySPKI(pub crypto.PublicKey) ([]byte, error) { return x509.MarshalPKIXPublicKey(pub) }
 
 // CertificateFor fills an environment certificate from verified claims; the
 // caller (the gate) adds identity, runner and validity fields.

@@ -2,9 +2,8 @@ package provenance
 
 import (
 	"crypto"
-	"crypto/ecdsa"
+	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -248,7 +247,7 @@ func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, err
 func eq(a, b string) bool { return a == b }
 
 func keyName(pub crypto.PublicKey) string {
-	spki, err := KeySPKI(pub)
+	spki, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
 		return "?"
 	}
@@ -273,30 +272,16 @@ func certPolicy(c *EnvCertificate, at time.Time) *attest.Policy {
 			AgentDigests: []attest.Hex{c.AgentDigest},
 		},
 		AllowSoftwareTPMUnsafe: c.SoftwareTPM,
+		DirectKernelBoot:       c.DirectKernelBoot,
 		TPMLevel:               c.Level,
 		Time:                   at,
 	}
-	if ak, err := KeyFromSPKI(c.AK); err == nil {
+	if ak, err := x509.ParsePKIXPublicKey(c.AK); err == nil {
 		p.TrustedAKs = []crypto.PublicKey{ak}
 	}
 	return p
 }
 
-// KeyFromSPKI parses an ECDSA public key.
-func KeyFromSPKI(spki []byte) (*ecdsa.PublicKey, error) {
-	if len(spki) == 0 {
-		return nil, errors.New("no key")
-	}
-	pub, err := parsePKIX(spki)
-	if err != nil {
-		return nil, err
-	}
-	k, ok := pub.(*ecdsa.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("key is %T, want ECDSA", pub)
-	}
-	return k, nil
-}
 
 // provenanceView is the part of a (not yet verified) statement Verify reads.
 type provenanceView struct {
