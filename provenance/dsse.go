@@ -159,4 +159,3 @@ func ParseTrustedRoots(b []byte) ([]crypto.PublicKey, error) {
 	}
 	return keys, nil
 }
-

@@ -207,7 +207,6 @@ func verifyEnvCert(raw []byte, trustedGates []crypto.PublicKey) (*EnvCertificate
 	return &c, nil
 }
 
-
 // CertificateFor fills an environment certificate from verified claims; the
 // caller (the gate) adds identity, runner and validity fields.
 func CertificateFor(c *attest.Claims) *EnvCertificate {

@@ -282,7 +282,6 @@ func certPolicy(c *EnvCertificate, at time.Time) *attest.Policy {
 	return p
 }
 
-
 // provenanceView is the part of a (not yet verified) statement Verify reads.
 type provenanceView struct {
 	p          *parsedBundle
