@@ -30,6 +30,10 @@ type Config struct {
 	BuilderID string `json:"builderId"`
 	// DataDir holds the store (gate.db), readable by the gate only.
 	DataDir string `json:"dataDir"`
+	// AdminSocket is the unix socket (mode 0600) through which the gate's
+	// own user reads the audit log while the gate runs (the store is locked
+	// by the running gate). Default <dataDir>/admin.sock.
+	AdminSocket string `json:"adminSocket,omitempty"`
 	// SigningKey is the PEM EC P-256 private key environment certificates
 	// are signed with; the file must be mode 0600 or stricter.
 	SigningKey string        `json:"signingKey"`
@@ -92,6 +96,7 @@ type TTLConfig struct {
 	UnclaimedRunner   Duration `json:"unclaimedRunner,omitempty"`   // default 15m
 	ReconcileInterval Duration `json:"reconcileInterval,omitempty"` // default 1m
 	DeregisterSkew    Duration `json:"deregisterSkew,omitempty"`    // default 15m
+	OfflineGrace      Duration `json:"offlineGrace,omitempty"`      // default 2m
 }
 
 // LimitsConfig bounds request handling.
@@ -164,6 +169,7 @@ func (c *Config) resolve(dir string) {
 		}
 	}
 	abs(&c.DataDir)
+	abs(&c.AdminSocket)
 	abs(&c.SigningKey)
 	abs(&c.GitHub.PrivateKey)
 	if c.TLS != nil {
@@ -213,6 +219,14 @@ func loopback(addr string) bool {
 	}
 	host = strings.Trim(host, "[]")
 	return host == "127.0.0.1" || host == "::1" || host == "localhost"
+}
+
+// AdminSocketPath is where the admin socket is (see AdminSocket).
+func (c *Config) AdminSocketPath() string {
+	if c.AdminSocket != "" {
+		return c.AdminSocket
+	}
+	return filepath.Join(c.DataDir, "admin.sock")
 }
 
 func (c *Config) namePrefix() string {

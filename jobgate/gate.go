@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/attested-runner/attested-runner/attest"
@@ -37,6 +38,12 @@ type Gate struct {
 	pendingTTL        time.Duration
 	deregisterSkew    time.Duration
 	reconcileEvery    time.Duration
+	offlineGrace      time.Duration
+
+	// offlineSince remembers when reconcile first saw each runner offline
+	// (in memory: a restart restarts the grace, erring towards keeping).
+	offlineMu    sync.Mutex
+	offlineSince map[string]time.Time
 }
 
 // Options assemble a Gate. Config supplies identities, labels and TTLs;
@@ -85,6 +92,8 @@ func New(o Options) (*Gate, error) {
 		unclaimedTTL:   c.TTL.UnclaimedRunner.or(15 * time.Minute),
 		deregisterSkew: c.TTL.DeregisterSkew.or(15 * time.Minute),
 		reconcileEvery: c.TTL.ReconcileInterval.or(time.Minute),
+		offlineGrace:   c.TTL.OfflineGrace.or(2 * time.Minute),
+		offlineSince:   map[string]time.Time{},
 		pendingTTL:     5 * time.Minute,
 	}
 	for _, l := range c.Policy.AllowedLabels {

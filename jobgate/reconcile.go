@@ -19,17 +19,13 @@ type ReconcileReport struct {
 	Released int
 }
 
-// offlineGrace is how long a JIT runner may stay offline after admission
-// before the gate assumes its VM is gone (the listener connects within
-// seconds of admission).
-const offlineGrace = 2 * time.Minute
-
 // Reconcile lists the scope's runners with the gate's prefix and removes
 // those no live environment stands behind: unknown to the gate (e.g. the
 // gate crashed after minting), deregistered but still listed, never claimed
-// a job within the TTL, or offline past a grace period (VM crashed or was
-// killed). No zombie runners. It also marks records whose runner GitHub no
-// longer lists, and releases stale pending reservations.
+// a job within the TTL, or offline (and idle) for longer than the offline
+// grace since reconcile first saw it offline (VM crashed or was killed). No
+// zombie runners. It also marks records whose runner GitHub no longer lists,
+// and releases stale pending reservations.
 func (g *Gate) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	var rep ReconcileReport
 	start := g.now()
@@ -52,6 +48,9 @@ func (g *Gate) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			continue
 		}
 		listed[r.Name] = true
+		if r.Status != "offline" {
+			g.markOnline(r.Name)
+		}
 		rec := byName[r.Name]
 		age := time.Duration(0)
 		if rec != nil {
@@ -69,7 +68,7 @@ func (g *Gate) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			}
 		case r.Busy:
 			// Running its job: leave it.
-		case r.Status == "offline" && age > offlineGrace:
+		case r.Status == "offline" && g.offlineFor(r.Name, start) > g.offlineGrace:
 			reason = "offline: its VM is gone"
 		case age > g.unclaimedTTL:
 			reason = fmt.Sprintf("unclaimed for %s", age.Round(time.Second))
@@ -119,8 +118,39 @@ func (g *Gate) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			}
 		}
 	}
+	g.forgetOffline(listed)
 	if len(errs) > 0 {
 		return rep, fmt.Errorf("removing runners: %s", strings.Join(errs, "; "))
 	}
 	return rep, nil
+}
+
+// offlineFor is how long a runner has been seen offline, counting from the
+// first reconcile pass that saw it so.
+func (g *Gate) offlineFor(name string, now time.Time) time.Duration {
+	g.offlineMu.Lock()
+	defer g.offlineMu.Unlock()
+	first, ok := g.offlineSince[name]
+	if !ok {
+		g.offlineSince[name] = now
+		return 0
+	}
+	return now.Sub(first)
+}
+
+func (g *Gate) markOnline(name string) {
+	g.offlineMu.Lock()
+	delete(g.offlineSince, name)
+	g.offlineMu.Unlock()
+}
+
+// forgetOffline drops the offline clocks of runners no longer listed.
+func (g *Gate) forgetOffline(listed map[string]bool) {
+	g.offlineMu.Lock()
+	defer g.offlineMu.Unlock()
+	for name := range g.offlineSince {
+		if !listed[name] {
+			delete(g.offlineSince, name)
+		}
+	}
 }

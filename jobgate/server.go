@@ -48,6 +48,28 @@ func (g *Gate) Handler() http.Handler {
 	return mux
 }
 
+// AdminHandler serves the gate's operators on the admin socket: the audit
+// log as JSON lines (GET /audit) and its chain check (GET /audit/verify).
+// Serve it only on a socket reachable by the gate's own user.
+func (g *Gate) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /audit", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		if err := WriteAuditJSONL(r.Context(), g.store, w); err != nil {
+			g.log.Error("audit export", "err", err)
+		}
+	})
+	mux.HandleFunc("GET /audit/verify", func(w http.ResponseWriter, r *http.Request) {
+		n, head, err := VerifyAudit(r.Context(), g.store)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+		fmt.Fprintf(w, "audit log OK: %d records, head %s\n", n, head)
+	})
+	return mux
+}
+
 // apiError is a refusal with its HTTP status and stable reason code.
 type apiError struct {
 	status int
@@ -371,6 +393,10 @@ func (g *Gate) deregister(ctx context.Context, req *gateapi.DeregisterRequest, f
 	}
 	switch rec.State {
 	case StateDeregistered, StateRemoved:
+		// Often GitHub already deleted the ephemeral runner after its job
+		// and reconcile recorded it: still one decision, still audited.
+		g.auditRecord(ctx, &AuditRecord{Action: "deregister", Result: "noop", Reason: "already_" + string(rec.State), Remote: from,
+			RunnerName: rec.Name, RunnerID: rec.ID, KeyDigest: rec.KeyDigest, Detail: "agent teardown: " + req.Reason})
 		return &gateapi.DeregisterResponse{Removed: false, Detail: "already " + string(rec.State)}, nil
 	case StatePending:
 		return nil, reject(refuse(http.StatusConflict, "admission_in_progress", errors.New("the runner's admission has not completed")), rec.KeyDigest)

@@ -180,6 +180,13 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		}
 	}()
 	go func() { errc <- gate.Run(ctx) }()
+	admin, err := listenAdmin(d.cfg.AdminSocketPath())
+	if err != nil {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	adminSrv := &http.Server{Handler: gate.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go adminSrv.Serve(admin)
+	defer adminSrv.Close()
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
@@ -234,6 +241,9 @@ hash of the one before; an edited, removed or reordered record breaks it),
 then print the record count and head hash. Compare the head with one you
 exported earlier to detect truncation.
 show: print every record as a JSON line.
+
+While the gate runs it holds the store's lock; the command then asks the
+running gate through its admin socket (<dataDir>/admin.sock, mode 0600).
 `
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -251,6 +261,17 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg, err := jobgate.LoadConfig(path)
 	if err != nil {
 		return err
+	}
+	if _, err := os.Stat(cfg.AdminSocketPath()); err == nil {
+		what := "/audit"
+		if args[0] == "verify" {
+			what = "/audit/verify"
+		}
+		err := adminGet(ctx, cfg.AdminSocketPath(), what, stdout)
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return err
+		}
+		// A socket left behind by a gate that is gone: read the store.
 	}
 	store, err := jobgate.OpenBoltStore(filepath.Join(cfg.DataDir, "gate.db"))
 	if err != nil {
@@ -293,4 +314,49 @@ func runKeygen(_ context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	_, err = stdout.Write(pub)
 	return err
+}
+
+// listenAdmin opens the admin socket, readable and writable by this user
+// only.
+func listenAdmin(path string) (net.Listener, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// adminGet reads one admin endpoint of the running gate.
+func adminGet(ctx context.Context, socket, path string, out io.Writer) error {
+	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+	}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://jobgate"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("admin socket %s: %w", socket, err)
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(out, resp.Body); err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("audit: %s", resp.Status)
+	}
+	return nil
 }

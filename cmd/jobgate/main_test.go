@@ -3,10 +3,20 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"errors"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/attested-runner/attested-runner/attest"
+	"github.com/attested-runner/attested-runner/jobgate"
 )
 
 func runArgs(args ...string) (string, int) {
@@ -69,4 +79,88 @@ func TestServeRefusesBadConfig(t *testing.T) {
 	if out, code := runArgs("serve", "--config", cfg); code != 1 || !strings.Contains(out, "configure tls") {
 		t.Fatalf("no TLS: exit %d: %s", code, out)
 	}
+}
+
+// TestAuditWhileServing reads the audit log of a running gate through its
+// admin socket (the store is locked by the gate), and of a stopped gate
+// from the store, even with a stale socket file left behind.
+func TestAuditWhileServing(t *testing.T) {
+	dir := t.TempDir()
+	store, err := jobgate.OpenBoltStore(filepath.Join(dir, "gate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Audit(context.Background(), &jobgate.AuditRecord{Action: "admit", Result: "rejected", Reason: "nonce_used"})
+	g := newTestGate(t, store)
+	sock := filepath.Join(dir, "admin.sock")
+	ln, err := listenAdmin(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: g.AdminHandler()}
+	go srv.Serve(ln)
+	cfg := writeTestConfig(t, dir)
+	out, code := runArgs("audit", "show", "--config", cfg)
+	if code != 0 || !strings.Contains(out, `"reason":"nonce_used"`) {
+		t.Fatalf("show via socket: exit %d: %s", code, out)
+	}
+	out, code = runArgs("audit", "verify", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "audit log OK: 1 records") {
+		t.Fatalf("verify via socket: exit %d: %s", code, out)
+	}
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("admin socket mode: %v %v", fi, err)
+	}
+	srv.Close()
+	store.Close()
+	// The gate is gone; its socket file may linger.
+	stale, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	stale.Close()
+	out, code = runArgs("audit", "verify", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "audit log OK: 1 records") {
+		t.Fatalf("verify from the store: exit %d: %s", code, out)
+	}
+}
+
+func newTestGate(t *testing.T, store jobgate.Store) *jobgate.Gate {
+	t.Helper()
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	g, err := jobgate.New(jobgate.Options{
+		Config: &jobgate.Config{GateID: "g", BuilderID: "b", GitHub: jobgate.GitHubConfig{Org: "o", Labels: []string{"self-hosted"}}},
+		Store:  store, Registry: noRegistry{}, Signer: k,
+		Policy: &attest.Policy{
+			Reference: &attest.ReferenceValues{Format: attest.ReferenceValuesFormat,
+				Images:       []attest.Image{{ID: "i", PCRs: map[uint32]attest.Hex{0: make(attest.Hex, 32)}}},
+				AgentDigests: []attest.Hex{make(attest.Hex, 32)}},
+			TrustedAKs: []crypto.PublicKey{k.Public()},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+type noRegistry struct{}
+
+func (noRegistry) Mint(context.Context, string, []string) (int64, string, error) {
+	return 0, "", errors.New("no GitHub in this test")
+}
+func (noRegistry) Remove(context.Context, int64) error                  { return nil }
+func (noRegistry) List(context.Context) ([]jobgate.GitHubRunner, error) { return nil, nil }
+
+func writeTestConfig(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "gate.json")
+	err := os.WriteFile(p, []byte(`{"listen":"127.0.0.1:0","gateId":"g","builderId":"b","dataDir":".","signingKey":"k",
+"github":{"appId":1,"installationId":2,"privateKey":"p","org":"o","labels":["self-hosted"]},
+"policy":{"referenceValues":["rv.json"],"trustedAKs":["ak.pem"]}}`), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
