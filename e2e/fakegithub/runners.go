@@ -198,6 +198,7 @@ func (s *Server) handleGenerateJIT(w http.ResponseWriter, r *http.Request) {
 		created:    s.now(),
 	}
 	s.runners[rs.id] = rs
+	s.mints++ // counted when applied: a response lost to a fault still minted
 	s.runnerNames[nameKey] = rs.id
 	s.clientIDs[clientID] = rs.id
 	apiRunner := s.apiRunner(rs)
@@ -379,6 +380,7 @@ func (s *Server) handleDeleteRunner(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.removeRunnerLocked(rs)
+	s.deletes++
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -424,12 +424,6 @@ func (s *Server) record(r *http.Request, status int, t time.Time) {
 		s.calls = append(s.calls[:0], s.calls[maxCalls/2:]...)
 	}
 	s.calls = append(s.calls, Call{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Status: status, Time: t})
-	if status == http.StatusCreated && r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/actions/runners/generate-jitconfig") {
-		s.mints++
-	}
-	if status == http.StatusNoContent && r.Method == http.MethodDelete && strings.Contains(r.URL.Path, "/actions/runners/") {
-		s.deletes++
-	}
 }
 
 // Calls returns the requests answered so far, oldest first.
@@ -453,14 +447,15 @@ func (s *Server) CountCalls(method, pathPrefix string, status int) int {
 	return n
 }
 
-// JITMints counts JIT configs minted (201 from either generate-jitconfig).
+// JITMints counts runners created by either generate-jitconfig, including
+// those whose response a FailNextAfterApply fault replaced.
 func (s *Server) JITMints() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.mints
 }
 
-// RunnerDeletes counts runners deleted through the REST API (204).
+// RunnerDeletes counts runners deleted through the REST API.
 func (s *Server) RunnerDeletes() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
