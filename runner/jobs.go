@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/attested-runner/attested-runner/attest"
+	"github.com/attested-runner/attested-runner/internal/fileio"
 	"github.com/attested-runner/attested-runner/provenance"
 )
 
@@ -122,7 +123,7 @@ func (a *Agent) jobStarted(ctx context.Context, rep *HookReport) (*JobStartedRes
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(path, disp, 0o644); err != nil {
+	if err := fileio.WriteFileAtomic(path, disp, 0o644); err != nil {
 		return nil, err
 	}
 	d := sha256.Sum256(disp)

@@ -24,6 +24,7 @@ import (
 	"github.com/attested-runner/attested-runner/internal/cli"
 	"github.com/attested-runner/attested-runner/internal/version"
 	"github.com/attested-runner/attested-runner/jobgate/gateapi"
+	"github.com/attested-runner/attested-runner/provenance"
 	"github.com/attested-runner/attested-runner/runner"
 	"github.com/google/go-tpm/legacy/tpm2"
 )
@@ -89,10 +90,12 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	digest, err := fileDigest(self)
+	d, err := provenance.DigestFile(self)
 	if err != nil {
 		return fmt.Errorf("hashing the agent binary: %w", err)
 	}
+	var digest [sha256.Size]byte
+	copy(digest[:], d)
 	uid, gid, err := lookupUser(f.runnerUser)
 	if err != nil {
 		return err
@@ -138,21 +141,6 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errors.New(out.Reason)
 	}
 	return nil
-}
-
-func fileDigest(path string) ([sha256.Size]byte, error) {
-	var d [sha256.Size]byte
-	f, err := os.Open(path)
-	if err != nil {
-		return d, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return d, err
-	}
-	copy(d[:], h.Sum(nil))
-	return d, nil
 }
 
 func lookupUser(name string) (int, int, error) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/internal/cli"
+	"github.com/attested-runner/attested-runner/internal/fileio"
 	"github.com/attested-runner/attested-runner/provenance"
 )
 
@@ -165,7 +166,7 @@ func runArtifact(_ context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
-		if err := writeFileAtomic(c.vsaOut, vsa); err != nil {
+		if err := fileio.WriteFileAtomic(c.vsaOut, vsa, 0o644); err != nil {
 			return err
 		}
 		if c.format == "text" {
@@ -257,28 +258,6 @@ func loadPolicy(refPath string, aks, akRoots []string) (*attest.Policy, error) {
 		p.TrustedAKRoots = append(p.TrustedAKRoots, certs...)
 	}
 	return p, nil
-}
-
-// writeFileAtomic writes via a temporary file and rename, so a crash never
-// leaves half a file.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // appendSummary appends a Markdown table of the reports, for a workflow's

@@ -14,6 +14,7 @@ import (
 
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/internal/cli"
+	"github.com/attested-runner/attested-runner/internal/fileio"
 	pb "github.com/google/go-tpm-tools/proto/attest"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -171,7 +172,7 @@ func runEvidence(_ context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
-		if err := writeFileAtomic(c.refOut, append(b, '\n')); err != nil {
+		if err := fileio.WriteFileAtomic(c.refOut, append(b, '\n'), 0o644); err != nil {
 			return err
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/attested-runner/attested-runner/internal/fileio"
 	"io"
 	"os"
 	"os/exec"
@@ -200,7 +201,7 @@ func StageListener(bin *Binaries, root string) error {
 	if err != nil {
 		return err
 	}
-	return writeFile(filepath.Join(root, stagedListener), b, 0o755)
+	return fileio.WriteFileAtomic(filepath.Join(root, stagedListener), b, 0o755)
 }
 
 // installListener puts the fake listener at dir/bin/Runner.Listener (a hard

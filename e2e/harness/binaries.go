@@ -6,7 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
+	"github.com/attested-runner/attested-runner/provenance"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,17 +114,9 @@ func (b *Binaries) AgentDigest() ([sha256.Size]byte, error) {
 // FileDigest returns the SHA-256 of a file's content.
 func FileDigest(path string) ([sha256.Size]byte, error) {
 	var d [sha256.Size]byte
-	f, err := os.Open(path)
-	if err != nil {
-		return d, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return d, err
-	}
-	copy(d[:], h.Sum(nil))
-	return d, nil
+	b, err := provenance.DigestFile(path)
+	copy(d[:], b)
+	return d, err
 }
 
 // FindRepoRoot walks up from start to the directory whose go.mod declares

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/attested-runner/attested-runner/internal/fileio"
 	"io"
 	"net/http"
 	"os"
@@ -102,7 +103,7 @@ func (g *Gate) writeConfig() error {
 	if err != nil {
 		return err
 	}
-	return writeFile(g.ConfigPath, append(b, '\n'), 0o600)
+	return fileio.WriteFileAtomic(g.ConfigPath, append(b, '\n'), 0o600)
 }
 
 // Config returns a copy of the gate's configuration.
@@ -282,7 +283,7 @@ func (g *Gate) Roots(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("GET %s: %s", gateapi.PathRoots, resp.Status)
 	}
 	path := filepath.Join(g.Dir, "roots.pem")
-	return path, writeFile(path, b, 0o644)
+	return path, fileio.WriteFileAtomic(path, b, 0o644)
 }
 
 // LogRecords parses the gate's JSON log (every run so far).

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"github.com/attested-runner/attested-runner/internal/fileio"
 	"os"
 	"path/filepath"
 	"sync"
@@ -70,7 +71,7 @@ func StartGitHub(dir string, o GitHubOptions) (*GitHub, error) {
 	}
 	gh := &GitHub{AppID: 4242, InstallationID: 4343, Org: o.Org, Repos: o.Repos, AppKeyPath: filepath.Join(dir, "github-app-key.pem")}
 	pemKey := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
-	if err := writeFile(gh.AppKeyPath, pemKey, 0o600); err != nil {
+	if err := fileio.WriteFileAtomic(gh.AppKeyPath, pemKey, 0o600); err != nil {
 		return nil, err
 	}
 	gh.Server, err = fakegithub.Start(fakegithub.Options{

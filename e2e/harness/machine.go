@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"github.com/attested-runner/attested-runner/internal/fileio"
 	"io"
 	"os"
 	"path/filepath"
@@ -59,7 +60,7 @@ func NewMachine(ctx context.Context, dir, name string, o MachineOptions) (*Machi
 	}
 	m := &Machine{Name: name, Dir: dir, BootLog: o.BootLog, secureBoot: !o.SecureBootOff,
 		EventLogPath: filepath.Join(dir, "binary_bios_measurements"), AKPath: filepath.Join(dir, "ak.pem")}
-	if err := writeFile(m.EventLogPath, o.BootLog, 0o644); err != nil {
+	if err := fileio.WriteFileAtomic(m.EventLogPath, o.BootLog, 0o644); err != nil {
 		return nil, err
 	}
 	tpm, err := attesttest.BootSWTPM(ctx, filepath.Join(dir, "tpm"), o.BootLog)
@@ -74,7 +75,7 @@ func NewMachine(ctx context.Context, dir, name string, o MachineOptions) (*Machi
 		tpm.Stop()
 		return nil, fmt.Errorf("machine %s: reading the AK: %w", name, err)
 	}
-	if err := writeFile(m.AKPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: m.AK}), 0o644); err != nil {
+	if err := fileio.WriteFileAtomic(m.AKPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: m.AK}), 0o644); err != nil {
 		tpm.Stop()
 		return nil, err
 	}
@@ -171,5 +172,5 @@ func WriteReferenceValues(path string, images []attest.Image, agentDigests ...[s
 	if err != nil {
 		return err
 	}
-	return writeFile(path, append(b, '\n'), 0o644)
+	return fileio.WriteFileAtomic(path, append(b, '\n'), 0o644)
 }

@@ -136,27 +136,6 @@ func tail(path string, n int) string {
 	return strings.TrimSpace(string(b))
 }
 
-// writeFile writes data atomically (temp file + rename) with mode perm.
-func writeFile(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
-
 // exitStatus turns a Wait error into an exit code and a signal name.
 func exitStatus(err error) (int, string) {
 	if err == nil {
