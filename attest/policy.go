@@ -255,6 +255,25 @@ func sortedPCRs(m map[uint32]Hex) []uint32 {
 	return out
 }
 
+// checkReference runs the "reference values" step with match (L2/L3
+// image matching). matched is false when there were no reference values
+// (a skipped step, err nil) or the claims matched no image (err set).
+func checkReference(s *steps, p *Policy, c *Claims, match func(*ReferenceValues, *Claims) (*Image, error)) (matched bool, err error) {
+	if p.Reference == nil {
+		s.skip("reference values", "no reference values given")
+		return false, nil
+	}
+	err = s.run("reference values", func() (string, error) {
+		img, err := match(p.Reference, c)
+		if err != nil {
+			return "", err
+		}
+		c.ImageID, c.Image = img.ID, img
+		return "matches image " + img.ID, nil
+	})
+	return err == nil, err
+}
+
 // matchImage returns the first image of this kind with no mismatch, or an
 // ErrReferenceMismatch listing why each image of the kind did not match.
 func matchImage(rv *ReferenceValues, kind Kind, mismatch func(*Image) string) (*Image, error) {

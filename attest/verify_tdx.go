@@ -118,18 +118,7 @@ func verifyTDXQuoteInput(in tdxInput, p *Policy, c *Claims, s *steps) error {
 	}); err != nil {
 		return err
 	}
-	if p.Reference == nil {
-		s.skip("reference values", "no reference values given")
-		return nil
-	}
-	if err := s.run("reference values", func() (string, error) {
-		img, err := matchTDXImage(p.Reference, c)
-		if err != nil {
-			return "", err
-		}
-		c.ImageID, c.Image = img.ID, img
-		return "matches image " + img.ID, nil
-	}); err != nil {
+	if matched, err := checkReference(s, p, c, matchTDXImage); !matched {
 		return err
 	}
 	c.Level = 3 // L3.hw-quote: the quote comes from the CPU, covering the TD's boot.

@@ -172,18 +172,7 @@ func verifyTPMInput(in tpmInput, p *Policy, c *Claims, s *steps) error {
 		}
 	}
 
-	if p.Reference == nil {
-		s.skip("reference values", "no reference values given")
-		return nil
-	}
-	if err := s.run("reference values", func() (string, error) {
-		img, err := matchTPMImage(p.Reference, c)
-		if err != nil {
-			return "", err
-		}
-		c.ImageID, c.Image = img.ID, img
-		return "matches image " + img.ID, nil
-	}); err != nil {
+	if matched, err := checkReference(s, p, c, matchTPMImage); !matched {
 		return err
 	}
 	c.Level = 2
