@@ -311,23 +311,36 @@ type requestBody struct {
 	Result    string `json:"result,omitempty"`
 }
 
+// assignedRunner authenticates a call about job requestID: the runner's
+// token, its active session, and the job still assigned to it (else 401 /
+// 404 / 409). It returns with s.mu held on success.
+func (s *Server) assignedRunner(w http.ResponseWriter, r *http.Request, requestID int64) *runnerState {
+	rs := s.runnerAuth(w, r)
+	if rs == nil {
+		return nil
+	}
+	if !checkSession(w, r, rs) {
+		s.mu.Unlock()
+		return nil
+	}
+	if rs.job == nil || rs.job.requestID != requestID {
+		s.mu.Unlock()
+		writeError(w, http.StatusNotFound, "The job is no longer assigned to this runner.", "")
+		return nil
+	}
+	return rs
+}
+
 func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 	var req requestBody
 	if !decodeRequest(w, r, []string{"request_id"}, []string{"request_id"}, &req, "") {
 		return
 	}
-	rs := s.runnerAuth(w, r)
+	rs := s.assignedRunner(w, r, req.RequestID)
 	if rs == nil {
 		return
 	}
 	defer s.mu.Unlock()
-	if !checkSession(w, r, rs) {
-		return
-	}
-	if rs.job == nil || rs.job.requestID != req.RequestID {
-		writeError(w, http.StatusNotFound, "The job is no longer assigned to this runner.", "")
-		return
-	}
 	rs.job.leaseUntil = s.now().Add(s.opts.JobLease)
 	writeJSON(w, http.StatusOK, map[string]any{"lease_seconds": int((s.opts.JobLease + time.Second - 1) / time.Second)})
 }
@@ -343,18 +356,11 @@ func (s *Server) handleComplete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnprocessableEntity, "Invalid request.\n\nresult must be succeeded, failed or cancelled.", "")
 		return
 	}
-	rs := s.runnerAuth(w, r)
+	rs := s.assignedRunner(w, r, req.RequestID)
 	if rs == nil {
 		return
 	}
 	defer s.mu.Unlock()
-	if !checkSession(w, r, rs) {
-		return
-	}
-	if rs.job == nil || rs.job.requestID != req.RequestID {
-		writeError(w, http.StatusNotFound, "The job is no longer assigned to this runner.", "")
-		return
-	}
 	rs.job.rec.Result = req.Result
 	rs.job.rec.CompletedAt = s.now()
 	rs.job = nil

@@ -85,11 +85,16 @@ func (s *Server) apiRunner(rs *runnerState) *github.Runner {
 	}
 }
 
-// requestScope resolves the org or repository of a runner endpoint, checks
-// the token's permission, and writes 404 / 403 on failure. GitHub answers
-// 404 for a scope the installation cannot see.
-func (s *Server) requestScope(w http.ResponseWriter, r *http.Request, tok *installToken, doc string) (scope, bool) {
+// requestScope authenticates the installation token, resolves the org or
+// repository of a runner endpoint, checks the token's permission, and
+// writes 401 / 404 / 403 on failure. GitHub answers 404 for a scope the
+// installation cannot see.
+func (s *Server) requestScope(w http.ResponseWriter, r *http.Request, doc string) (scope, bool) {
 	var sc scope
+	tok := s.installationAuth(w, r)
+	if tok == nil {
+		return sc, false
+	}
 	var permName string
 	if org := r.PathValue("org"); org != "" {
 		if s.opts.Org == "" || !strings.EqualFold(org, s.opts.Org) {
@@ -126,11 +131,7 @@ func (s *Server) handleGenerateJIT(w http.ResponseWriter, r *http.Request) {
 	if r.PathValue("org") != "" {
 		doc = docOrgJIT
 	}
-	tok := s.installationAuth(w, r)
-	if tok == nil {
-		return
-	}
-	sc, ok := s.requestScope(w, r, tok, doc)
+	sc, ok := s.requestScope(w, r, doc)
 	if !ok {
 		return
 	}
@@ -233,11 +234,7 @@ func (s *Server) handleGenerateJIT(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleListRunners(w http.ResponseWriter, r *http.Request) {
-	tok := s.installationAuth(w, r)
-	if tok == nil {
-		return
-	}
-	sc, ok := s.requestScope(w, r, tok, docRunners)
+	sc, ok := s.requestScope(w, r, docRunners)
 	if !ok {
 		return
 	}
@@ -333,11 +330,7 @@ func (s *Server) lookupRunner(sc scope, idText string) *runnerState {
 }
 
 func (s *Server) handleGetRunner(w http.ResponseWriter, r *http.Request) {
-	tok := s.installationAuth(w, r)
-	if tok == nil {
-		return
-	}
-	sc, ok := s.requestScope(w, r, tok, docRunners)
+	sc, ok := s.requestScope(w, r, docRunners)
 	if !ok {
 		return
 	}
@@ -357,11 +350,7 @@ func (s *Server) handleGetRunner(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleDeleteRunner(w http.ResponseWriter, r *http.Request) {
-	tok := s.installationAuth(w, r)
-	if tok == nil {
-		return
-	}
-	sc, ok := s.requestScope(w, r, tok, docRunners)
+	sc, ok := s.requestScope(w, r, docRunners)
 	if !ok {
 		return
 	}
