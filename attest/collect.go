@@ -2,7 +2,11 @@ package attest
 
 import (
 	"crypto"
+	"errors"
 	"io"
+	"sync"
+
+	gecel "github.com/google/go-eventlog/cel"
 )
 
 // Collector is the in-environment side of attestation: it owns the hardware
@@ -33,4 +37,53 @@ type Collector interface {
 	Events() []Event
 	// Close destroys the keys (flushes TPM handles, drops key material).
 	io.Closer
+}
+
+// bootState is what every collector keeps for one boot: the lifecycle log,
+// the environment key's SubjectPublicKeyInfo, the HPKE key, and whether the
+// collector is closed. mu also serializes the collector's device access.
+type bootState struct {
+	mu     sync.Mutex
+	log    lifecycleLog
+	spki   []byte
+	hpke   *HPKEKey
+	closed bool
+}
+
+// EnvKey implements Collector.
+func (b *bootState) EnvKey() []byte { return b.spki }
+
+// HPKE implements Collector.
+func (b *bootState) HPKE() *HPKEKey { return b.hpke }
+
+// Events implements Collector.
+func (b *bootState) Events() []Event {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.log.snapshot()
+}
+
+// extend records e in the lifecycle log, extending the register with
+// extender, under the lock; refused once closed.
+func (b *bootState) extend(e Event, extender gecel.MRExtender) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return errors.New("collector closed")
+	}
+	return b.log.extend(e, extender)
+}
+
+// lockForCollect validates ch and takes the lock for a Collect; on success
+// the caller holds b.mu and must unlock it.
+func (b *bootState) lockForCollect(ch Challenge) error {
+	if err := ch.validate(); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	if b.spki == nil || b.closed {
+		b.mu.Unlock()
+		return errors.New("no environment key: GenerateKeys first")
+	}
+	return nil
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
 
 	tdxclient "github.com/google/go-tdx-guest/client"
 	"github.com/google/go-tdx-guest/rtmr"
@@ -28,13 +27,9 @@ type TDXOptions struct {
 // TDXCollector collects evidence inside an Intel TDX trust domain. The
 // environment key lives in agent memory, bound to the TD by REPORTDATA.
 type TDXCollector struct {
-	mu     sync.Mutex
-	opts   TDXOptions
-	env    *ecdsa.PrivateKey
-	spki   []byte
-	hpke   *HPKEKey
-	log    lifecycleLog
-	closed bool
+	bootState
+	opts TDXOptions
+	env  *ecdsa.PrivateKey
 }
 
 // DetectTDX reports whether this machine can produce TDX quotes, with the
@@ -80,7 +75,7 @@ func NewTDXCollector(opts TDXOptions) (*TDXCollector, error) {
 			return table, log, err
 		}
 	}
-	return &TDXCollector{opts: opts, log: newLifecycleLog(tdxLayout)}, nil
+	return &TDXCollector{opts: opts, bootState: bootState{log: newLifecycleLog(tdxLayout)}}, nil
 }
 
 // Kind implements Collector.
@@ -88,12 +83,7 @@ func (t *TDXCollector) Kind() Kind { return KindTDX }
 
 // Extend implements Collector: SHA-384 into RTMR 3.
 func (t *TDXCollector) Extend(e Event) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return errors.New("collector closed")
-	}
-	return t.log.extend(e, func(_ crypto.Hash, _ int, digest []byte) error {
+	return t.extend(e, func(_ crypto.Hash, _ int, digest []byte) error {
 		return t.opts.ExtendRTMR(LifecycleRTMR, digest)
 	})
 }
@@ -124,30 +114,13 @@ func (t *TDXCollector) GenerateKeys() error {
 // Signer implements Collector.
 func (t *TDXCollector) Signer() crypto.Signer { return tdxSigner{t} }
 
-// EnvKey implements Collector.
-func (t *TDXCollector) EnvKey() []byte { return t.spki }
-
-// HPKE implements Collector.
-func (t *TDXCollector) HPKE() *HPKEKey { return t.hpke }
-
-// Events implements Collector.
-func (t *TDXCollector) Events() []Event {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.log.snapshot()
-}
-
 // Collect implements Collector: a TD quote whose REPORTDATA binds the
 // challenge and both keys, plus the CCEL and the lifecycle log.
 func (t *TDXCollector) Collect(ch Challenge) (*Evidence, error) {
-	if err := ch.validate(); err != nil {
+	if err := t.lockForCollect(ch); err != nil {
 		return nil, err
 	}
-	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.env == nil || t.closed {
-		return nil, errors.New("no environment key: GenerateKeys first")
-	}
 	hpkePub := t.hpke.PublicKey()
 	quote, err := t.opts.Quote(ch.TDXReportData(t.spki, hpkePub))
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 
 	"github.com/google/go-tpm-tools/client"
 	"github.com/google/go-tpm/legacy/tpm2"
@@ -32,16 +31,12 @@ type TPMOptions struct {
 // at each boot from the TPM's seed: nothing is persisted, and the AK public
 // key is stable for a given TPM, which is what lets an admin enroll it.
 type TPMCollector struct {
-	mu      sync.Mutex
-	rw      io.ReadWriter
-	opts    TPMOptions
-	ak      *client.Key
-	env     *client.Key
-	envSPKI []byte
-	signer  crypto.Signer
-	hpke    *HPKEKey
-	log     lifecycleLog
-	closed  bool
+	bootState
+	rw     io.ReadWriter
+	opts   TPMOptions
+	ak     *client.Key
+	env    *client.Key
+	signer crypto.Signer
 }
 
 // NewTPMCollector opens the attestation key on rw.
@@ -50,7 +45,7 @@ func NewTPMCollector(rw io.ReadWriter, opts TPMOptions) (*TPMCollector, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &TPMCollector{rw: rw, opts: opts, ak: ak, log: newLifecycleLog(tpmLayout)}, nil
+	return &TPMCollector{rw: rw, opts: opts, ak: ak, bootState: bootState{log: newLifecycleLog(tpmLayout)}}, nil
 }
 
 // OpenAK loads the TPM's attestation key: the GCE AK if provisioned, else the
@@ -83,12 +78,7 @@ func (t *TPMCollector) Kind() Kind { return KindTPM }
 
 // Extend implements Collector.
 func (t *TPMCollector) Extend(e Event) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return errors.New("collector closed")
-	}
-	return t.log.extend(e, func(h crypto.Hash, pcr int, digest []byte) error {
+	return t.extend(e, func(h crypto.Hash, pcr int, digest []byte) error {
 		alg, err := tpm2.HashToAlgorithm(h)
 		if err != nil {
 			return err
@@ -126,7 +116,7 @@ func (t *TPMCollector) GenerateKeys() error {
 		env.Close()
 		return err
 	}
-	t.env, t.envSPKI, t.hpke = env, spki, hk
+	t.env, t.spki, t.hpke = env, spki, hk
 	t.signer = &lockedSigner{t: t, s: signer}
 	return nil
 }
@@ -135,32 +125,15 @@ func (t *TPMCollector) GenerateKeys() error {
 // command stream at a time.
 func (t *TPMCollector) Signer() crypto.Signer { return t.signer }
 
-// EnvKey implements Collector.
-func (t *TPMCollector) EnvKey() []byte { return t.envSPKI }
-
-// HPKE implements Collector.
-func (t *TPMCollector) HPKE() *HPKEKey { return t.hpke }
-
-// Events implements Collector.
-func (t *TPMCollector) Events() []Event {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.log.snapshot()
-}
-
 // Collect implements Collector: a quote over all PCR banks and TPM2_Certify
 // of the environment key, both with the challenge bound to both keys.
 func (t *TPMCollector) Collect(ch Challenge) (*Evidence, error) {
-	if err := ch.validate(); err != nil {
+	if err := t.lockForCollect(ch); err != nil {
 		return nil, err
 	}
-	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.env == nil || t.closed {
-		return nil, errors.New("no environment key: GenerateKeys first")
-	}
 	hpkePub := t.hpke.PublicKey()
-	nonce := ch.TPMNonce(t.envSPKI, hpkePub)
+	nonce := ch.TPMNonce(t.spki, hpkePub)
 	var eventLog []byte
 	var err error
 	if t.opts.EventLog != nil {
@@ -198,7 +171,7 @@ func (t *TPMCollector) Collect(ch Challenge) (*Evidence, error) {
 	return &Evidence{
 		Format:            EvidenceFormat,
 		Kind:              KindTPM,
-		EnvKey:            t.envSPKI,
+		EnvKey:            t.spki,
 		HPKEPublicKey:     hpkePub,
 		CEL:               cel,
 		SoftwareTPMUnsafe: t.opts.SoftwareTPM,
