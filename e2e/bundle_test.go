@@ -66,7 +66,7 @@ func buildRelease(t *testing.T) (*built, error) {
 	// closed when the release is copied out.
 	e, _ := newEnv(t, envOptions{})
 	defer e.Close()
-	e.queue(900, harness.BuildAndAttest(repoRoot, "release 2.0")...)
+	e.queue(900, harness.BuildAndAttest(e.AttestAction, "release 2.0")...)
 	a := e.startAgent(harness.AgentOptions{})
 	x, err := a.Wait(e.ctx)
 	if err != nil {

@@ -80,7 +80,7 @@ test $rc -ne 0 && printf '%%s' "$out" | grep -qi 'permission denied'`, cmd, what
 		denied("read the agent's environment", `cat /proc/$(`+agentPID+`)/environ`),
 		denied("list the agent's open files", `ls /proc/$(`+agentPID+`)/fd`),
 	}
-	steps = append(steps, harness.BuildAndAttest(repoRoot, "built by nobody")...)
+	steps = append(steps, harness.BuildAndAttest(e.AttestAction, "built by nobody")...)
 	e.queue(601, steps...)
 	a := e.startAgent(harness.AgentOptions{RunnerUser: "65534:65534"})
 	x := e.wait(a)

@@ -16,7 +16,7 @@ type fakeStep = fakegithub.Step
 // the runner is gone from GitHub and the VM powered off.
 func TestHappyPathJobVerifies(t *testing.T) {
 	e, _ := newEnv(t, envOptions{})
-	e.queue(101, harness.BuildAndAttest(repoRoot, "release 1.0")...)
+	e.queue(101, harness.BuildAndAttest(e.AttestAction, "release 1.0")...)
 	a := e.startAgent(harness.AgentOptions{})
 	x := e.wait(a)
 	if x.Code != 0 || !x.PoweredOff || !strings.Contains(x.Summary, "job completed (admitted true, job true, deregistered true)") {

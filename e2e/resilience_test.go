@@ -59,7 +59,7 @@ func TestGitHubErrorStormMintsExactlyOneRunner(t *testing.T) {
 	mint := "/orgs/" + e.GitHub.Org + "/actions/runners/generate-jitconfig"
 	e.GitHub.FailNext(http.MethodPost, mint, 6, http.StatusBadGateway, 0)
 	e.GitHub.FailNext(http.MethodPost, mint, 1, http.StatusTooManyRequests, time.Second)
-	e.queue(701, harness.BuildAndAttest(repoRoot, "built through a storm")...)
+	e.queue(701, harness.BuildAndAttest(e.AttestAction, "built through a storm")...)
 	a := e.startAgent(harness.AgentOptions{})
 	if x := e.wait(a); x.Code != 0 || !strings.Contains(x.Summary, "deregistered true") {
 		t.Fatalf("agent exit %+v", x)
@@ -202,7 +202,7 @@ func TestGateRestartedMidFlowForgetsNothing(t *testing.T) {
 	if err := e.Gate.Restart(e.ctx); err != nil {
 		t.Fatal(err)
 	}
-	e.queue(901, harness.BuildAndAttest(repoRoot, "built across restarts")...)
+	e.queue(901, harness.BuildAndAttest(e.AttestAction, "built across restarts")...)
 	x := e.wait(a)
 	if x.Code != 0 || !strings.Contains(x.Summary, "deregistered true") {
 		t.Fatalf("agent exit %+v", x)

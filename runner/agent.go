@@ -90,6 +90,9 @@ func (c *Config) defaults() error {
 	if c.StateDir == "" {
 		c.StateDir = "/run/attested-runner"
 	}
+	if err := c.checkRunnerUserReach(); err != nil {
+		return err
+	}
 	if c.AdmissionDeadline == 0 {
 		c.AdmissionDeadline = 10 * time.Minute
 	}

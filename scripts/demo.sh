@@ -8,7 +8,9 @@
 # it uses the binaries `make build` just put in bin/; run directly, it
 # (re)builds them there first. Either way it builds the fake Runner.Listener
 # and the demo program next to them. Everything the demo creates goes to
-# demo-out/ (replaced at each run; gitignored).
+# /tmp/attested-runner-demo-<uid>/ (replaced at each run; the unprivileged
+# runner user must reach it, so it is not in the checkout, which may be
+# under a private home directory).
 # Usage: scripts/demo.sh [--out DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,4 +42,4 @@ fi
 echo "==> building the fake Runner.Listener and the demo into bin/"
 go build -trimpath -o bin/ ./e2e/cmd/fake-runner-listener ./e2e/cmd/demo
 
-exec bin/demo --bin bin --out demo-out "$@"
+exec bin/demo --bin bin "$@"

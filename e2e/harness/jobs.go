@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"path/filepath"
 	"strings"
 
 	"github.com/attested-runner/attested-runner/e2e/fakegithub"
@@ -26,12 +25,12 @@ func NewJob(repo string, runID int64, steps ...fakegithub.Step) fakegithub.Job {
 const Artifact = "dist/app.tar.gz"
 
 // BuildAndAttest are the steps of a release job: build an artifact, then
-// attest it with the job-side action of the repository at repoRoot
-// (action/attest, as `uses: <org>/attested-runner/action/attest@v1`).
-func BuildAndAttest(repoRoot, content string) []fakegithub.Step {
+// attest it with the job-side action at actionDir (World.AttestAction, as
+// `uses: <org>/attested-runner/action/attest@v1`).
+func BuildAndAttest(actionDir, content string) []fakegithub.Step {
 	return []fakegithub.Step{
 		{Name: "build", Run: "mkdir -p dist && printf '%s\\n' '" + strings.ReplaceAll(content, "'", "") + "' | gzip -n > " + Artifact},
-		{Name: "attest", Uses: filepath.Join(repoRoot, "action", "attest"), With: map[string]string{"subject-path": Artifact}},
+		{Name: "attest", Uses: actionDir, With: map[string]string{"subject-path": Artifact}},
 		{Name: "check", Run: "test -s " + Artifact + ".sigstore.json"},
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/attested-runner/attested-runner/attest"
+	"github.com/attested-runner/attested-runner/internal/fileio"
 )
 
 // WorldOptions configure a World.
@@ -19,7 +20,8 @@ type WorldOptions struct {
 	Dir string
 	// Bin are the binaries to run (required).
 	Bin *Binaries
-	// RepoRoot is this repository's checkout (for the job-side action).
+	// RepoRoot is this repository's checkout: its job-side action
+	// (action/attest) is staged into Dir (required).
 	RepoRoot string
 	GitHub   GitHubOptions
 }
@@ -29,7 +31,11 @@ type WorldOptions struct {
 // NewMachine, StartGate, StartAgent) and Close it.
 type World struct {
 	Dir, RepoRoot string
-	Bin           *Binaries
+	// Bin are the binaries agents run; the agent binary is a copy staged in
+	// Dir, which the runner user can reach wherever the build put it.
+	Bin *Binaries
+	// AttestAction is the staged job-side action, for `uses:` in jobs.
+	AttestAction string
 	// AgentDigest is the SHA-256 of the agent binary the reference values
 	// allow.
 	AgentDigest [sha256.Size]byte
@@ -49,8 +55,8 @@ type World struct {
 
 // NewWorld creates the world's directory and starts the fake GitHub.
 func NewWorld(o WorldOptions) (*World, error) {
-	if o.Bin == nil {
-		return nil, errors.New("world: binaries are required")
+	if o.Bin == nil || o.RepoRoot == "" {
+		return nil, errors.New("world: binaries and the repository root are required")
 	}
 	dir := o.Dir
 	var err error
@@ -69,8 +75,14 @@ func NewWorld(o WorldOptions) (*World, error) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return nil, err
 	}
-	w := &World{Dir: dir, RepoRoot: o.RepoRoot, Bin: o.Bin}
-	if w.AgentDigest, err = o.Bin.AgentDigest(); err != nil {
+	if err := checkSearchable(dir); err != nil {
+		return nil, err
+	}
+	w := &World{Dir: dir, RepoRoot: o.RepoRoot}
+	if w.Bin, w.AttestAction, err = stageForRunnerUser(o.Bin, o.RepoRoot, dir); err != nil {
+		return nil, err
+	}
+	if w.AgentDigest, err = w.Bin.AgentDigest(); err != nil {
 		return nil, err
 	}
 	if w.RunnerRoot, err = os.MkdirTemp("/dev/shm", "attested-e2e-"); err != nil {
@@ -223,4 +235,74 @@ func (w *World) Close() {
 		w.GitHub.Close()
 	}
 	os.RemoveAll(w.RunnerRoot)
+}
+
+// checkSearchable fails unless every directory from / to dir is searchable
+// by others: the agents' hooks and sockets live below dir, and the runner
+// user (not root) must reach them.
+func checkSearchable(dir string) error {
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("the runner user cannot reach %s: %s is mode %04o (not searchable by others); use a directory under one that is, such as /tmp", dir, d, fi.Mode().Perm())
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
+}
+
+// stageForRunnerUser puts what the runner user executes into dir: the agent
+// binary (its hooks call it) and the job-side action. A hard link when
+// possible (same content, so the same agent digest), else a copy.
+func stageForRunnerUser(bin *Binaries, repoRoot, dir string) (*Binaries, string, error) {
+	staged := *bin
+	staged.Agent = filepath.Join(dir, "bin", filepath.Base(bin.Agent))
+	if err := os.MkdirAll(filepath.Dir(staged.Agent), 0o755); err != nil {
+		return nil, "", err
+	}
+	if err := linkOrCopy(bin.Agent, staged.Agent, 0o755); err != nil {
+		return nil, "", fmt.Errorf("staging the agent binary: %w", err)
+	}
+	src := filepath.Join(repoRoot, "action", "attest")
+	action := filepath.Join(dir, "action", "attest")
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		return nil, "", fmt.Errorf("the job-side action: %w", err)
+	}
+	if err := os.MkdirAll(action, 0o755); err != nil {
+		return nil, "", err
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return nil, "", err
+		}
+		if err := linkOrCopy(filepath.Join(src, e.Name()), filepath.Join(action, e.Name()), fi.Mode().Perm()|0o444); err != nil {
+			return nil, "", fmt.Errorf("staging the job-side action: %w", err)
+		}
+	}
+	return &staged, action, nil
+}
+
+// linkOrCopy hard-links src at dst when src already has mode perm (a link
+// shares the inode: changing its mode would change the source's), else
+// copies it with mode perm.
+func linkOrCopy(src, dst string, perm os.FileMode) error {
+	if fi, err := os.Stat(src); err == nil && fi.Mode().Perm() == perm {
+		if err := os.Link(src, dst); err == nil {
+			return nil
+		}
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return fileio.WriteFileAtomic(dst, b, perm)
 }

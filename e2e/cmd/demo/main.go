@@ -43,7 +43,8 @@ func main() {
 	defer stop()
 	var c config
 	flag.StringVar(&c.bin, "bin", "bin", "directory with jobgate, attested-runner, attested-verify and fake-runner-listener")
-	flag.StringVar(&c.out, "out", "demo-out", "directory for everything the demo creates (replaced if it holds an earlier demo)")
+	flag.StringVar(&c.out, "out", fmt.Sprintf("/tmp/attested-runner-demo-%d", os.Getuid()),
+		"directory for everything the demo creates (replaced if it holds an earlier demo); the runner user must be able to reach it, so not below a private home directory")
 	flag.StringVar(&c.repoRoot, "repo-root", "", "the attested-runner checkout (default: found above the current directory)")
 	flag.Parse()
 	if err := run(ctx, c, os.Stdout); err != nil {
@@ -122,6 +123,12 @@ func prepareOut(out string) (string, error) {
 	abs, err := filepath.Abs(out)
 	if err != nil {
 		return "", err
+	}
+	if fi, err := os.Lstat(abs); err == nil {
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !fi.IsDir() || !ok || int(st.Uid) != os.Getuid() {
+			return "", fmt.Errorf("%s exists and is not a directory of yours: choose another --out", out)
+		}
 	}
 	entries, err := os.ReadDir(abs)
 	switch {
@@ -284,7 +291,7 @@ func (d *demo) stepGate(ctx context.Context) error {
 func (d *demo) stepAdmission(ctx context.Context) error {
 	d.n.step("The agent boots, attests, and is admitted",
 		"attested-runner (as root, in the VM) records its own digest (agent-start), creates a non-exportable environment key in the TPM and an HPKE key, asks the gate for a nonce and answers with a TPM quote over that nonce and both keys, the firmware event log and its lifecycle log. The gate checks all of it before GitHub hears of a runner.")
-	if _, err := d.world.GitHub.QueueJob(harness.NewJob(d.world.GitHub.Repos[0], runID, harness.BuildAndAttest(d.c.repoRoot, "hello from an attested runner")...)); err != nil {
+	if _, err := d.world.GitHub.QueueJob(harness.NewJob(d.world.GitHub.Repos[0], runID, harness.BuildAndAttest(d.world.AttestAction, "hello from an attested runner")...)); err != nil {
 		return err
 	}
 	user := fmt.Sprintf("%d:%d", os.Getuid(), os.Getgid())
