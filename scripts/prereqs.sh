@@ -4,9 +4,17 @@
 set -euo pipefail
 
 pkgs=(gcc libc6-dev libssl-dev swtpm swtpm-tools git make)
-if [[ "${1:-}" == "--qemu" ]]; then
-  pkgs+=(qemu-system-x86 ovmf cpio)
-fi
+case "${1:-}" in
+  "") ;;
+  --qemu)
+    # make test-qemu: QEMU + OVMF, the image build (cpio, binutils for
+    # objcopy/readelf, file), the signed UKI and Secure Boot case (sbsigntool,
+    # systemd-boot-efi, dosfstools, mtools, openssl) and pesign, which
+    # cross-checks our Authenticode digests.
+    pkgs+=(qemu-system-x86 ovmf cpio binutils file sbsigntool systemd-boot-efi dosfstools mtools openssl pesign)
+    ;;
+  *) echo "usage: scripts/prereqs.sh [--qemu]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${pkgs[@]}"; do
