@@ -2,6 +2,7 @@ package jobgate
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -73,7 +74,13 @@ type GitHubConfig struct {
 type PolicyConfig struct {
 	// ReferenceValues files (from scripts/image or attested-verify
 	// evidence); at least one. Missing reference values stop the gate.
+	// With ImageSigners, each must be a runner-image provenance bundle
+	// (scripts/image/refvalues --sign-key) signed by one of them.
 	ReferenceValues []string `json:"referenceValues"`
+	// ImageSigners: PEM public keys of trusted image builders. When set,
+	// reference values are taken only from image provenance they signed
+	// (BuildEnv L1.image-prov, L2.ref-values); bare files are refused.
+	ImageSigners []string `json:"imageSigners,omitempty"`
 	// TrustedAKs: PEM files of enrolled attestation keys.
 	TrustedAKs []string `json:"trustedAKs,omitempty"`
 	// TrustedAKRoots: PEM files of AK certificate CAs (cloud vTPMs).
@@ -176,7 +183,7 @@ func (c *Config) resolve(dir string) {
 		abs(&c.TLS.Cert)
 		abs(&c.TLS.Key)
 	}
-	for _, l := range [][]string{c.Policy.ReferenceValues, c.Policy.TrustedAKs, c.Policy.TrustedAKRoots} {
+	for _, l := range [][]string{c.Policy.ReferenceValues, c.Policy.ImageSigners, c.Policy.TrustedAKs, c.Policy.TrustedAKRoots} {
 		for i := range l {
 			abs(&l[i])
 		}
@@ -238,9 +245,17 @@ func (c *Config) namePrefix() string {
 
 // LoadPolicy builds the attestation policy the configuration names.
 func (c *Config) LoadPolicy() (*attest.Policy, string, error) {
+	var signers []crypto.PublicKey
+	for _, f := range c.Policy.ImageSigners {
+		keys, err := provenance.LoadTrustedRoots(f)
+		if err != nil {
+			return nil, "", fmt.Errorf("policy.imageSigners: %w", err)
+		}
+		signers = append(signers, keys...)
+	}
 	rv := &attest.ReferenceValues{Format: attest.ReferenceValuesFormat}
 	for _, f := range c.Policy.ReferenceValues {
-		one, err := attest.LoadReferenceValues(f)
+		one, err := loadReferenceValues(f, signers)
 		if err != nil {
 			return nil, "", err
 		}
@@ -275,6 +290,39 @@ func (c *Config) LoadPolicy() (*attest.Policy, string, error) {
 		return nil, "", err
 	}
 	return p, digest, nil
+}
+
+// loadReferenceValues reads one policy.referenceValues file: a bare
+// reference-values document, or, when image signers are configured, the
+// reference values inside a runner-image provenance bundle one of them
+// signed. Without signers a bundle is refused (its signature would go
+// unchecked); with signers a bare file is refused.
+func loadReferenceValues(path string, signers []crypto.PublicKey) (*attest.ReferenceValues, error) {
+	raw, err := fileio.ReadFile(path, provenance.MaxBundleSize)
+	if err != nil {
+		return nil, fmt.Errorf("policy.referenceValues: %w", err)
+	}
+	var probe struct {
+		MediaType string `json:"mediaType"`
+	}
+	isBundle := json.Unmarshal(raw, &probe) == nil && strings.HasPrefix(probe.MediaType, "application/vnd.dev.sigstore.bundle")
+	switch {
+	case len(signers) == 0 && isBundle:
+		return nil, fmt.Errorf("policy.referenceValues: %s is image provenance: configure policy.imageSigners to verify it", path)
+	case len(signers) == 0:
+		rv, err := attest.ParseReferenceValues(raw)
+		if err != nil {
+			return nil, fmt.Errorf("policy.referenceValues: %s: %w", path, err)
+		}
+		return rv, nil
+	case !isBundle:
+		return nil, fmt.Errorf("policy.referenceValues: %s is not image provenance, and with policy.imageSigners set only signed reference values are accepted", path)
+	}
+	v, err := provenance.VerifyImage(raw, signers)
+	if err != nil {
+		return nil, fmt.Errorf("policy.referenceValues: %s: %w", path, err)
+	}
+	return v.ReferenceValues, nil
 }
 
 // policyDigest names the exact reference values and trust roots applied,

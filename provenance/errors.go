@@ -39,6 +39,9 @@ var (
 	ErrCommitMismatch     = errors.New("built from another commit")
 	ErrRunMismatch        = errors.New("built by another workflow run")
 	ErrBuilderMismatch    = errors.New("built by another builder")
+	// ErrUntrustedImage: runner-image provenance not signed by a trusted
+	// image key.
+	ErrUntrustedImage = errors.New("image provenance not signed by a trusted image key")
 	// ErrNoExpectation: a required expectation (repository, trust root) is
 	// empty. Verifying against nothing is not verifying.
 	ErrNoExpectation = errors.New("missing required expectation")

@@ -1,6 +1,7 @@
 package provenance_test
 
 import (
+	"context"
 	"crypto"
 	"os"
 	"testing"
@@ -46,6 +47,27 @@ func FuzzParseTrustedRoots(f *testing.F) {
 		keys, err := provenance.ParseTrustedRoots(b)
 		if err == nil && len(keys) == 0 {
 			t.Fatal("no key and no error")
+		}
+	})
+}
+
+func FuzzVerifyImage(f *testing.F) {
+	key := imageKey(f)
+	good, err := provenance.SignImage(context.Background(), imageBuild(f), key)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	for _, name := range []string{"testdata/sigstore-go-dsse.sigstore.json", "testdata/npm-sigstore-js-2.0.0-provenance.sigstore.json"} {
+		if b, err := os.ReadFile(name); err == nil {
+			f.Add(b)
+		}
+	}
+	trusted := []crypto.PublicKey{key.Public()}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		v, err := provenance.VerifyImage(raw, trusted)
+		if err == nil && (v.ReferenceValues == nil || len(v.Subjects) == 0) {
+			t.Fatal("verified image provenance without reference values or subjects")
 		}
 	})
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/e2e/fakegithub"
 	"github.com/attested-runner/attested-runner/internal/imageref"
+	"github.com/attested-runner/attested-runner/jobgate"
 	"github.com/attested-runner/attested-runner/provenance"
 )
 
@@ -28,6 +29,9 @@ type fixture struct {
 	files   *imageref.ImageFiles
 	rv      *attest.ReferenceValues
 	machine *machine
+	// imageProvenance is the image's SLSA provenance, signed by the image
+	// builder key imageSigner (PEM public key), from the refvalues tool.
+	imageProvenance, imageSigner []byte
 }
 
 var (
@@ -96,7 +100,46 @@ func buildFixture(t *testing.T) (*fixture, error) {
 	for _, i := range []uint32{4, 9} {
 		t.Logf("  reference PCR %d = %x", i, []byte(img.PCRs[i]))
 	}
-	return &fixture{dir: dir, files: files, rv: rv, machine: enrollTPM(t, root)}, nil
+	prov, signer, err := signImage(root, dir, rv)
+	if err != nil {
+		return nil, err
+	}
+	return &fixture{dir: dir, files: files, rv: rv, machine: enrollTPM(t, root), imageProvenance: prov, imageSigner: signer}, nil
+}
+
+// signImage runs the admin's command, scripts/image/refvalues --sign-key,
+// on the image, and checks that the signed reference values are the ones
+// computed in process.
+func signImage(root, dir string, rv *attest.ReferenceValues) (bundle, signerPEM []byte, err error) {
+	keyPath := filepath.Join(root, "image-key.pem")
+	if signerPEM, err = jobgate.GenerateSigningKey(keyPath); err != nil {
+		return nil, nil, err
+	}
+	provPath := filepath.Join(root, "image.sigstore.json")
+	cmd := exec.Command("go", "run", "./scripts/image/refvalues", "--image", dir, "--agent", filepath.Join(dir, "attested-runner"),
+		"--memory", fmt.Sprint(memoryMiB), "-o", filepath.Join(root, "refvalues.json"),
+		"--sign-key", keyPath, "--provenance", provPath, "--builder-id", "https://qemu.test/image-builder")
+	cmd.Dir = repoRoot
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, nil, fmt.Errorf("refvalues --sign-key: %v\n%s", err, out)
+	}
+	if bundle, err = os.ReadFile(provPath); err != nil {
+		return nil, nil, err
+	}
+	keys, err := provenance.ParseTrustedRoots(signerPEM)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := provenance.VerifyImage(bundle, keys)
+	if err != nil {
+		return nil, nil, err
+	}
+	got, _ := json.Marshal(v.ReferenceValues)
+	want, _ := json.Marshal(rv)
+	if !bytes.Equal(got, want) {
+		return nil, nil, fmt.Errorf("signed reference values differ from the computed ones:\n%s\n%s", got, want)
+	}
+	return bundle, signerPEM, nil
 }
 
 func runBuild(dir string, extra ...string) (string, error) {
@@ -139,7 +182,8 @@ func releaseJob(runID int64) fakegithub.Job {
 // verifies, the runner is deregistered and the VM powers off.
 func TestAgentAdmittedRunsJob(t *testing.T) {
 	f := getFixture(t)
-	w := newWorld(t, f.machine, gateSpec{reference: f.rv, directKernelBoot: true})
+	// The gate takes its reference values from the signed image provenance.
+	w := newWorld(t, f.machine, gateSpec{imageProvenance: f.imageProvenance, imageSigner: f.imageSigner, directKernelBoot: true})
 	t.Logf("gate configuration:\n%s", w.config)
 	if _, err := w.gh.QueueJob(releaseJob(901)); err != nil {
 		t.Fatal(err)

@@ -185,8 +185,12 @@ var (
 
 // gateSpec is what differs between the gates of the tests.
 type gateSpec struct {
-	reference        *attest.ReferenceValues
-	directKernelBoot bool
+	reference *attest.ReferenceValues
+	// imageProvenance, with imageSigner (PEM public key), replaces
+	// reference: the gate loads the signed image provenance
+	// (policy.imageSigners) as an admin deploying a built image would.
+	imageProvenance, imageSigner []byte
+	directKernelBoot             bool
 }
 
 // newWorld starts the fake GitHub (JIT configs name the guest's address
@@ -228,11 +232,26 @@ func newWorld(t *testing.T, m *machine, spec gateSpec) *world {
 		t.Fatal(err)
 	}
 	write("signing.pem", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600)
-	rv, err := json.MarshalIndent(spec.reference, "", "  ")
-	if err != nil {
-		t.Fatal(err)
+	policyCfg := map[string]any{
+		"trustedAKs": []string{"ak.pem"},
+		// A QEMU -kernel boot: OVMF measures the kernel before
+		// "Calling EFI Application from Boot Option" (see
+		// docs/measured-boot.md); false for the Secure Boot UKI.
+		"directKernelBoot": spec.directKernelBoot,
 	}
-	write("refvalues.json", rv, 0o644)
+	if spec.imageProvenance != nil {
+		write("image.sigstore.json", spec.imageProvenance, 0o644)
+		write("image-signer.pem", spec.imageSigner, 0o644)
+		policyCfg["referenceValues"] = []string{"image.sigstore.json"}
+		policyCfg["imageSigners"] = []string{"image-signer.pem"}
+	} else {
+		rv, err := json.MarshalIndent(spec.reference, "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		write("refvalues.json", rv, 0o644)
+		policyCfg["referenceValues"] = []string{"refvalues.json"}
+	}
 	write("ak.pem", m.akPEM, 0o644)
 	cfg := map[string]any{
 		"listen":     "127.0.0.1:0",
@@ -244,14 +263,7 @@ func newWorld(t *testing.T, m *machine, spec gateSpec) *world {
 			"apiUrl": "http://" + ghAddr + "/", "appId": 7, "installationId": 8, "privateKey": "app.pem",
 			"org": org, "labels": []string{"self-hosted", "attested"},
 		},
-		"policy": map[string]any{
-			"referenceValues": []string{"refvalues.json"},
-			"trustedAKs":      []string{"ak.pem"},
-			// A QEMU -kernel boot: OVMF measures the kernel before
-			// "Calling EFI Application from Boot Option" (see
-			// docs/measured-boot.md); false for the Secure Boot UKI.
-			"directKernelBoot": spec.directKernelBoot,
-		},
+		"policy": policyCfg,
 	}
 	cfgJSON, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {

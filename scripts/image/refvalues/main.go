@@ -1,28 +1,41 @@
 // Command refvalues computes an image's reference values offline, from the
 // files scripts/image/build.sh wrote, and prints the attest reference-values
-// JSON the gate loads.
+// JSON the gate loads. With --sign-key it also writes the image's SLSA
+// provenance (BuildEnv L1.image-prov): the image files as subjects, the
+// Debian packages of build.sh's manifest as dependencies, and the reference
+// values as a signed byproduct (L2.ref-values), which the gate can load in
+// place of the bare reference values.
 //
 // Usage:
 //
 //	go run ./scripts/image/refvalues --image OUTDIR --agent PATH [--agent PATH]...
 //	    [--boot qemu-direct|loader] [--memory MIB] [--id ID] [-o FILE]
+//	    [--sign-key KEY.pem --provenance FILE --builder-id URI]
 package main
 
 import (
 	"context"
+	"crypto"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/internal/cli"
+	"github.com/attested-runner/attested-runner/internal/fileio"
 	"github.com/attested-runner/attested-runner/internal/imageref"
+	"github.com/attested-runner/attested-runner/jobgate"
+	"github.com/attested-runner/attested-runner/provenance"
 )
 
 const usage = `refvalues: compute a runner image's reference values without booting it.
@@ -30,6 +43,7 @@ const usage = `refvalues: compute a runner image's reference values without boot
 Usage:
   refvalues --image OUTDIR --agent PATH [--agent PATH]... [--boot qemu-direct|loader]
             [--memory MIB] [--id ID] [-o FILE]
+            [--sign-key KEY.pem --provenance FILE --builder-id URI]
 
 --boot qemu-direct (the default) predicts a QEMU -kernel boot under OVMF:
 the kernel digest is that of the image QEMU patches (it depends on --memory
@@ -37,17 +51,27 @@ and the initrd size), the command line gets OVMF's " initrd=initrd", and
 PCR 4 and 9 get exact values. --boot loader predicts a boot loader that
 loads the kernel file as is and passes the command line unchanged: only the
 event digests and PCR 9 are listed.
+
+--sign-key also writes, to --provenance, the image's SLSA provenance as a
+sigstore bundle signed with KEY.pem (a PEM ECDSA P-256 private key, e.g.
+from "jobgate keygen --out image-key.pem"): subjects vmlinuz, initrd.img,
+cmdline and each agent binary; OUTDIR/manifest.json as the build's
+parameters; its Debian packages as dependencies; the reference values as a
+signed byproduct. A gate with policy.imageSigners loads that bundle in
+policy.referenceValues and takes reference values only from it.
 `
 
 type config struct {
-	image   string
-	agents  []string
-	boot    string
-	memory  uint64
-	id      string
-	out     string
-	stdout  io.Writer
-	summary io.Writer
+	image  string
+	agents []string
+	boot   string
+	memory uint64
+	id     string
+	out    string
+	// Image provenance: the signing key, where to write it, who built.
+	signKey, provenance, builderID string
+	stdout                         io.Writer
+	summary                        io.Writer
 }
 
 func main() {
@@ -66,6 +90,9 @@ func mainArgs(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Uint64Var(&cfg.memory, "memory", 512, "guest RAM in MiB (qemu-direct)")
 	fs.StringVar(&cfg.id, "id", "", "image id (default: runner-<digest of what is measured>)")
 	fs.StringVar(&cfg.out, "o", "", "write the JSON to this file (atomically) instead of stdout")
+	fs.StringVar(&cfg.signKey, "sign-key", "", "PEM ECDSA P-256 key: also write the image's signed SLSA provenance")
+	fs.StringVar(&cfg.provenance, "provenance", "", "where to write the image provenance bundle (with --sign-key)")
+	fs.StringVar(&cfg.builderID, "builder-id", "", "URI of the image builder, recorded as runDetails.builder.id (with --sign-key)")
 	pos, err := cli.Parse(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return cli.ExitOK
@@ -78,6 +105,12 @@ func mainArgs(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if err == nil && len(agents) == 0 {
 		err = cli.Usagef("--agent is required: reference values must name the allowed agent binary")
+	}
+	if err == nil && (cfg.signKey != "") != (cfg.provenance != "") {
+		err = cli.Usagef("--sign-key and --provenance go together")
+	}
+	if err == nil && cfg.signKey != "" && cfg.builderID == "" {
+		err = cli.Usagef("--builder-id is required with --sign-key: consumers check who built the image")
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "refvalues: %v\n", err)
@@ -94,7 +127,15 @@ func mainArgs(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	return cli.ExitOK
 }
 
-func run(_ context.Context, cfg config) error {
+func run(ctx context.Context, cfg config) error {
+	var key crypto.Signer
+	if cfg.signKey != "" {
+		var err error
+		if key, err = jobgate.LoadSigningKey(cfg.signKey); err != nil {
+			return err
+		}
+	}
+	started := time.Now()
 	opts := imageref.Options{ID: cfg.id}
 	switch cfg.boot {
 	case "qemu-direct":
@@ -118,25 +159,117 @@ func run(_ context.Context, cfg config) error {
 	}
 	img := rv.Images[0]
 	fmt.Fprintf(cfg.summary, "image %s: %d events, %d exact PCRs, %d agent digests\n", img.ID, len(img.Events), len(img.PCRs), len(rv.AgentDigests))
+	if key != nil {
+		build, err := imageBuild(cfg, img.ID, b, started)
+		if err != nil {
+			return err
+		}
+		bundle, err := provenance.SignImage(ctx, build, key)
+		if err != nil {
+			return err
+		}
+		if err := fileio.WriteFileAtomic(cfg.provenance, bundle, 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(cfg.summary, "image provenance: %s (%d subjects, %d dependencies)\n", cfg.provenance, len(build.Subjects), len(build.Dependencies))
+	}
 	if cfg.out == "" {
 		_, err = cfg.stdout.Write(b)
 		return err
 	}
-	return writeAtomic(cfg.out, b)
+	return fileio.WriteFileAtomic(cfg.out, b, 0o644)
 }
 
-func writeAtomic(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+// maxManifestSize bounds build.sh's manifest.json.
+const maxManifestSize = 1 << 20
+
+// imageBuild describes the image in cfg.image for its provenance: the
+// image files and agents as subjects, build.sh's manifest as parameters and
+// its .deb packages as dependencies.
+func imageBuild(cfg config, imageID string, rv []byte, started time.Time) (*provenance.ImageBuild, error) {
+	b := &provenance.ImageBuild{BuilderID: cfg.builderID, ReferenceValues: rv, StartedOn: started}
+	seen := map[string]bool{}
+	add := func(name, path string) error {
+		d, err := provenance.DigestFile(path)
+		if err != nil {
+			return err
+		}
+		for i := 2; seen[name]; i++ {
+			name = fmt.Sprintf("%s.%d", filepath.Base(path), i)
+		}
+		seen[name] = true
+		b.Subjects = append(b.Subjects, provenance.Subject{Name: name, SHA256: d})
+		return nil
+	}
+	for _, f := range []string{"vmlinuz", "initrd.img", "cmdline"} {
+		if err := add(f, filepath.Join(cfg.image, f)); err != nil {
+			return nil, err
+		}
+	}
+	for _, a := range cfg.agents {
+		if err := add(filepath.Base(a), a); err != nil {
+			return nil, err
+		}
+	}
+	var manifest json.RawMessage
+	raw, err := fileio.ReadFile(filepath.Join(cfg.image, "manifest.json"), maxManifestSize)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		fmt.Fprintf(cfg.summary, "warning: %s has no manifest.json: the image provenance lists no dependencies\n", cfg.image)
+		manifest = json.RawMessage("null")
+	case err != nil:
+		return nil, err
+	default:
+		var m buildManifest
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(cfg.image, "manifest.json"), err)
+		}
+		if b.Dependencies, err = m.dependencies(); err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(cfg.image, "manifest.json"), err)
+		}
+		manifest = raw
+	}
+	params, err := json.Marshal(map[string]any{
+		"manifest":        manifest,
+		"referenceValues": map[string]any{"boot": cfg.boot, "memoryMiB": cfg.memory, "imageId": imageID},
+	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
+	b.Parameters = params
+	b.FinishedOn = time.Now()
+	return b, nil
+}
+
+// buildManifest is the part of build.sh's manifest.json that names inputs.
+type buildManifest struct {
+	Kernel debPackage `json:"kernel"`
+	Agent  *struct {
+		Packages []debPackage `json:"packages"`
+	} `json:"agent"`
+}
+
+type debPackage struct {
+	Package   string `json:"package"`
+	Version   string `json:"version"`
+	DebSHA256 string `json:"debSHA256"`
+}
+
+func (m *buildManifest) dependencies() ([]provenance.Dependency, error) {
+	pkgs := []debPackage{m.Kernel}
+	if m.Agent != nil {
+		pkgs = append(pkgs, m.Agent.Packages...)
 	}
-	if err := tmp.Close(); err != nil {
-		return err
+	var deps []provenance.Dependency
+	for _, p := range pkgs {
+		d, err := hex.DecodeString(p.DebSHA256)
+		if err != nil || len(d) != sha256.Size || p.Package == "" || p.Version == "" {
+			return nil, fmt.Errorf("package %q %q: want a name, a version and the .deb's SHA-256", p.Package, p.Version)
+		}
+		deps = append(deps, provenance.Dependency{
+			Name:   "pkg:deb/debian/" + url.PathEscape(p.Package) + "@" + url.PathEscape(p.Version) + "?arch=amd64",
+			SHA256: d,
+		})
 	}
-	return os.Rename(tmp.Name(), path)
+	return deps, nil
 }

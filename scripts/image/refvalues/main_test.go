@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/attested-runner/attested-runner/attest"
+	"github.com/attested-runner/attested-runner/jobgate"
+	"github.com/attested-runner/attested-runner/provenance"
 )
 
 // imageDir writes a build.sh-shaped directory whose "kernel" is systemd's
@@ -74,6 +77,9 @@ func TestRefvaluesErrors(t *testing.T) {
 		{"qemu-direct needs a bzImage", []string{"--image", dir, "--agent", agent}, 1},
 		{"missing agent file", []string{"--image", dir, "--agent", filepath.Join(dir, "nope"), "--boot", "loader"}, 1},
 		{"missing image", []string{"--image", t.TempDir(), "--agent", agent, "--boot", "loader"}, 1},
+		{"sign key without output", []string{"--image", dir, "--agent", agent, "--boot", "loader", "--sign-key", "k.pem", "--builder-id", "b"}, 2},
+		{"sign key without builder", []string{"--image", dir, "--agent", agent, "--boot", "loader", "--sign-key", "k.pem", "--provenance", "p.json"}, 2},
+		{"unreadable sign key", []string{"--image", dir, "--agent", agent, "--boot", "loader", "--sign-key", filepath.Join(dir, "nope.pem"), "--provenance", filepath.Join(t.TempDir(), "p.json"), "--builder-id", "b"}, 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,5 +91,75 @@ func TestRefvaluesErrors(t *testing.T) {
 				t.Errorf("wrote to stdout on failure: %s", stdout.String())
 			}
 		})
+	}
+}
+
+func TestRefvaluesSignsImageProvenance(t *testing.T) {
+	dir, agent := imageDir(t)
+	manifest := `{"kernel":{"package":"linux-image-6.1.0-57-amd64","version":"6.1.192-3","debSHA256":"` + strings.Repeat("ab", 32) + `"},
+	  "agent":{"packages":[{"package":"bash","version":"5.2.15-2+b7","debSHA256":"` + strings.Repeat("cd", 32) + `"}]}}`
+	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	keyPath := filepath.Join(t.TempDir(), "image-key.pem")
+	pubPEM, err := jobgate.GenerateSigningKey(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := provenance.ParseTrustedRoots(pubPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, prov := filepath.Join(t.TempDir(), "rv.json"), filepath.Join(t.TempDir(), "image.sigstore.json")
+	var stdout, stderr bytes.Buffer
+	code := mainArgs(context.Background(), []string{"--image", dir, "--agent", agent, "--boot", "loader", "--id", "img", "-o", out,
+		"--sign-key", keyPath, "--provenance", prov, "--builder-id", "https://example.com/image-builder"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	raw, err := os.ReadFile(prov)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := provenance.VerifyImage(raw, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(v.ReferenceValuesJSON, rv) || v.BuilderID != "https://example.com/image-builder" {
+		t.Fatalf("provenance reference values / builder differ from what was written (%s)", v.BuilderID)
+	}
+	for _, f := range []string{"vmlinuz", "initrd.img", "cmdline", "agent"} {
+		d, err := provenance.DigestFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := v.CheckFile(f, d); err != nil {
+			t.Error(err)
+		}
+	}
+	var bundle struct {
+		DSSE struct {
+			Payload []byte `json:"payload"`
+		} `json:"dsseEnvelope"`
+	}
+	if err := json.Unmarshal(raw, &bundle); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(bundle.DSSE.Payload), `"uri":"pkg:deb/debian/bash@5.2.15-2+b7?arch=amd64"`) {
+		t.Error("the manifest's bash package is not a dependency")
+	}
+
+	// A manifest whose package has no digest is refused, not signed.
+	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), []byte(`{"kernel":{"package":"k","version":"1"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stderr.Reset()
+	if code := mainArgs(context.Background(), []string{"--image", dir, "--agent", agent, "--boot", "loader", "-o", out,
+		"--sign-key", keyPath, "--provenance", prov, "--builder-id", "b"}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "SHA-256") {
+		t.Fatalf("manifest without digests: exit %d: %s", code, stderr.String())
 	}
 }

@@ -1,0 +1,97 @@
+package jobgate_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/attested-runner/attested-runner/attest"
+	"github.com/attested-runner/attested-runner/jobgate"
+	"github.com/attested-runner/attested-runner/provenance"
+)
+
+// TestLoadPolicyImageSigners: with policy.imageSigners the gate takes
+// reference values only from image provenance one of them signed (BuildEnv
+// L1.image-prov, L2.ref-values).
+func TestLoadPolicyImageSigners(t *testing.T) {
+	dir := t.TempDir()
+	rv := attest.ReferenceValues{
+		Format:       attest.ReferenceValuesFormat,
+		Images:       []attest.Image{{ID: "signed-image", PCRs: map[uint32]attest.Hex{4: make([]byte, 32)}}},
+		AgentDigests: []attest.Hex{make([]byte, 32)},
+	}
+	rvJSON, err := json.Marshal(rv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	bare := write("rv.json", rvJSON)
+	signWith := func(name string) (bundle, pub string) {
+		keyPath := filepath.Join(dir, name+".key")
+		pubPEM, err := jobgate.GenerateSigningKey(keyPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := jobgate.LoadSigningKey(keyPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := provenance.SignImage(context.Background(), &provenance.ImageBuild{
+			BuilderID: "https://example.com/" + name, ReferenceValues: rvJSON,
+			Subjects:  []provenance.Subject{{Name: "vmlinuz", SHA256: make([]byte, 32)}},
+			StartedOn: time.Now(), FinishedOn: time.Now(),
+		}, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return write(name+".sigstore.json", raw), write(name+".pub", pubPEM)
+	}
+	trustedBundle, trustedPub := signWith("trusted")
+	otherBundle, _ := signWith("other")
+
+	policy := func(signers []string, files ...string) (*attest.Policy, error) {
+		c := &jobgate.Config{Policy: jobgate.PolicyConfig{ReferenceValues: files, ImageSigners: signers}}
+		p, _, err := c.LoadPolicy()
+		return p, err
+	}
+	p, err := policy([]string{trustedPub}, trustedBundle)
+	if err != nil {
+		t.Fatalf("signed image provenance refused: %v", err)
+	}
+	if len(p.Reference.Images) != 1 || p.Reference.Images[0].ID != "signed-image" {
+		t.Fatalf("reference values from the bundle = %+v", p.Reference)
+	}
+	if _, err := policy(nil, bare); err != nil {
+		t.Fatalf("bare reference values without image signers refused: %v", err)
+	}
+
+	for _, tc := range []struct {
+		name    string
+		signers []string
+		files   []string
+		want    string
+	}{
+		{"bundle signed by an untrusted builder", []string{trustedPub}, []string{otherBundle}, "not signed by a trusted image key"},
+		{"bare file when signers are configured", []string{trustedPub}, []string{trustedBundle, bare}, "only signed reference values"},
+		{"bundle without signers configured", nil, []string{trustedBundle}, "configure policy.imageSigners"},
+		{"signer file missing", []string{filepath.Join(dir, "nope.pub")}, []string{trustedBundle}, "policy.imageSigners"},
+		{"empty reference values file", nil, []string{write("empty.json", nil)}, "policy.referenceValues"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := policy(tc.signers, tc.files...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want one saying %q", err, tc.want)
+			}
+		})
+	}
+}
