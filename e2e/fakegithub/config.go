@@ -6,11 +6,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/attested-runner/attested-runner/internal/fileio"
 	"github.com/google/go-github/v62/github"
 )
 
@@ -59,7 +58,7 @@ type Config struct {
 
 // LoadConfig reads a Config file (at most MaxConfigSize bytes).
 func LoadConfig(path string) (*Config, error) {
-	b, err := readLimited(path)
+	b, err := fileio.ReadFile(path, MaxConfigSize)
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +79,7 @@ func (c *Config) Options() (Options, error) {
 	if !filepath.IsAbs(p) && c.dir != "" {
 		p = filepath.Join(c.dir, p)
 	}
-	b, err := readLimited(p)
+	b, err := fileio.ReadFile(p, MaxConfigSize)
 	if err != nil {
 		return Options{}, err
 	}
@@ -145,20 +144,4 @@ func ParseAppPublicKey(pemBytes []byte) (*rsa.PublicKey, error) {
 		return nil, errors.New("not an RSA key")
 	}
 	return pub, nil
-}
-
-func readLimited(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > MaxConfigSize {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, MaxConfigSize)
-	}
-	return b, nil
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/attested-runner/attested-runner/e2e/fakegithub"
+	"github.com/attested-runner/attested-runner/internal/fileio"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -71,7 +72,7 @@ func loadAction(dir string) (*actionFile, error) {
 	var b []byte
 	var err error
 	for _, name := range []string{"action.yml", "action.yaml"} {
-		b, err = readFileLimited(filepath.Join(dir, name), maxActionFile)
+		b, err = fileio.ReadFile(filepath.Join(dir, name), maxActionFile)
 		if err == nil {
 			break
 		}

@@ -125,7 +125,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/signal"
@@ -136,6 +135,7 @@ import (
 	"time"
 
 	"github.com/attested-runner/attested-runner/e2e/fakegithub"
+	"github.com/attested-runner/attested-runner/internal/fileio"
 )
 
 // runnerVersion is the actions/runner release the fake presents itself as.
@@ -327,7 +327,7 @@ func (l *listener) loadConfig() (*fakegithub.JITConfig, int) {
 	}
 	files := map[string][]byte{}
 	for _, name := range []string{fakegithub.FileRunner, fakegithub.FileCredentials, fakegithub.FileRSAParams} {
-		b, err := readFileLimited(filepath.Join(l.root, name), fakegithub.MaxJITFileSize)
+		b, err := fileio.ReadFile(filepath.Join(l.root, name), fakegithub.MaxJITFileSize)
 		if err != nil {
 			l.log.Info("ConfigurationManager", "%s: %v", name, err)
 			l.term.Error("Runner is not configured.")
@@ -501,22 +501,6 @@ func runnerArch() string {
 		return "ARM64"
 	}
 	return "X64"
-}
-
-func readFileLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return b, nil
 }
 
 func newUUID() string {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/attested-runner/attested-runner/e2e/fakegithub"
+	"github.com/attested-runner/attested-runner/internal/fileio"
 )
 
 // maxFileCommand bounds a GITHUB_ENV / GITHUB_PATH / GITHUB_OUTPUT file the
@@ -513,7 +514,7 @@ func (w *worker) processFileCommands(sl *stepLog, files fileCommands, outputs ma
 			w.jobEnv[k] = v
 		}
 	}
-	if b, err := readFileLimited(files.path, maxFileCommand); err == nil {
+	if b, err := fileio.ReadFile(files.path, maxFileCommand); err == nil {
 		sc := bufio.NewScanner(bytes.NewReader(b))
 		for sc.Scan() {
 			if p := strings.TrimSpace(sc.Text()); p != "" {
@@ -535,7 +536,7 @@ func (w *worker) processFileCommands(sl *stepLog, files fileCommands, outputs ma
 // readKeyValueFile parses the file-command format: NAME=value lines and
 // NAME<<DELIMITER heredocs.
 func readKeyValueFile(path string) (map[string]string, error) {
-	b, err := readFileLimited(path, maxFileCommand)
+	b, err := fileio.ReadFile(path, maxFileCommand)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, nil

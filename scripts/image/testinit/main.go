@@ -26,6 +26,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/attested-runner/attested-runner/internal/fileio"
 )
 
 const (
@@ -84,7 +86,7 @@ func run(out io.Writer) error {
 	// slow (TCG-emulated) machine a moment before calling it missing.
 	var log []byte
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		log, err = readLimited(eventLogPath, maxEventLog)
+		log, err = fileio.ReadFile(eventLogPath, maxEventLog)
 		if err == nil || time.Now().After(deadline) {
 			break
 		}
@@ -112,22 +114,6 @@ func run(out io.Writer) error {
 		fmt.Fprintf(out, "ATTESTED-UPTIME %s\n", string(bytes.Fields(up)[0]))
 	}
 	return nil
-}
-
-func readLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is over %d bytes", path, limit)
-	}
-	return b, nil
 }
 
 func powerOff(out io.Writer) {
