@@ -23,7 +23,7 @@ func (c *Config) checkRunnerUserReach() error {
 		path, what string
 		leaf       fs.FileMode // permission needed on path itself, if it exists
 	}{
-		{c.AgentPath, "the agent binary (the job hooks execute it)", 0o5},
+		{c.AgentPath, "the agent binary (the job hooks execute it)", 0o1},
 		{c.StateDir, "the state directory (the job hooks live in it)", 0o1},
 		{filepath.Dir(c.SocketPath), "the agent socket's directory", 0o1},
 		{c.RunnerDir, "the runner directory", 0o1},
