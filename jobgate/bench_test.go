@@ -19,7 +19,6 @@ import (
 	"github.com/attested-runner/attested-runner/attest/attesttest"
 	"github.com/attested-runner/attested-runner/jobgate"
 	"github.com/attested-runner/attested-runner/jobgate/gateapi"
-	"github.com/google/go-tpm-tools/simulator"
 )
 
 // instantRegistry mints instantly: the gate's own cost, without GitHub's.
@@ -47,14 +46,7 @@ func BenchmarkAdmissions(b *testing.B) {
 
 func benchAdmissions(b *testing.B, registry string) {
 	const clients, batch = 32, 300
-	sim, err := simulator.Get()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sim.Close()
-	if err := attesttest.ReplayBootLog(sim, attesttest.BootLog()); err != nil {
-		b.Fatal(err)
-	}
+	sim := attesttest.Simulator(b)
 	policy, err := attesttest.Policy(sim)
 	if err != nil {
 		b.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/attest/attesttest"
 	"github.com/attested-runner/attested-runner/runner"
-	"github.com/google/go-tpm-tools/simulator"
 )
 
 // BenchmarkStartToListening measures agent start -> runner listening: boot
@@ -17,14 +16,7 @@ import (
 // process started. Reported as ms-to-listening; ns/op also includes the
 // teardown that follows.
 func BenchmarkStartToListening(b *testing.B) {
-	sim, err := simulator.Get()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sim.Close()
-	if err := attesttest.ReplayBootLog(sim, attesttest.BootLog()); err != nil {
-		b.Fatal(err)
-	}
+	sim := attesttest.Simulator(b)
 	policy, err := attesttest.Policy(sim)
 	if err != nil {
 		b.Fatal(err)
