@@ -33,6 +33,7 @@ import (
 
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/e2e/fakegithub"
+	"github.com/attested-runner/attested-runner/internal/qemutest"
 	"github.com/attested-runner/attested-runner/jobgate"
 	"github.com/google/go-tpm/legacy/tpm2"
 )
@@ -431,7 +432,7 @@ func boot(t *testing.T, w *world, m *machine, o bootOpts) *bootRun {
 		"--forward", fmt.Sprintf("%s:%d=%s", guestHost, guestGitHubPort, w.ghAddr),
 		"--serial2-file", filepath.Join(work, "ttyS1.out"), "--console-stdout"}
 	args = append(args, o.extra...)
-	defer lockBoots(t)()
+	defer qemutest.LockBoots(t)()
 	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout+30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, script("boot.sh"), args...)
@@ -477,24 +478,6 @@ func boot(t *testing.T, w *world, m *machine, o bootOpts) *bootRun {
 		t.Fatalf("%v; /dev/ttyS1 carried %d bytes:\n%q", err, len(serial2), serial2[:min(len(serial2), 4096)])
 	}
 	return r
-}
-
-// lockBoots serializes QEMU boots across test processes on this host
-// (`go test ./e2e/qemu/ ./internal/imageref/` runs both packages at once;
-// internal/imageref takes the same lock): two TCG guests on a 2-core host
-// slow each other's firmware down by half, which would blur the timings and
-// the per-boot bound. It returns the unlock function.
-func lockBoots(t *testing.T) func() {
-	t.Helper()
-	f, err := os.OpenFile(filepath.Join(os.TempDir(), "attested-runner-qemu-boot.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		t.Fatal(err)
-	}
-	return func() { f.Close() }
 }
 
 var ansi = regexp.MustCompile(`\x1b\[[0-9;=?]*[A-Za-z]`)

@@ -8,11 +8,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/internal/imageref"
+	"github.com/attested-runner/attested-runner/internal/qemutest"
 )
 
 // e2eEnv gates the tests that build an image from Debian packages and boot
@@ -43,28 +43,11 @@ func runScript(t *testing.T, args ...string) {
 	}
 }
 
-// lockBoots serializes QEMU boots across test processes on this host
-// (`go test ./e2e/qemu/ ./internal/imageref/` runs both packages at once;
-// e2e/qemu takes the same lock): two TCG guests on a 2-core host slow each
-// other's firmware down by half. It returns the unlock function.
-func lockBoots(t *testing.T) func() {
-	t.Helper()
-	f, err := os.OpenFile(filepath.Join(os.TempDir(), "attested-runner-qemu-boot.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		t.Fatal(err)
-	}
-	return func() { f.Close() }
-}
-
 // boot runs boot.sh and parses the serial console the test init wrote.
 func boot(t *testing.T, imageDir string, extra ...string) *imageref.BootReport {
 	t.Helper()
 	work := t.TempDir()
-	defer lockBoots(t)()
+	defer qemutest.LockBoots(t)()
 	runScript(t, append([]string{script("boot.sh"), imageDir, "--workdir", work, "--timeout", "110"}, extra...)...)
 	serial, err := os.ReadFile(filepath.Join(work, "serial.log"))
 	if err != nil {
@@ -300,7 +283,7 @@ func TestQEMUSecureBootUKI(t *testing.T) {
 		runScript(t, script("uki.sh"), dir, "--key", key, "--cert", cert)
 		work := t.TempDir()
 		cmd := exec.Command(script("boot.sh"), dir, "--uki", filepath.Join(dir, "uki.efi"), "--secure-boot", "--workdir", work, "--timeout", "30")
-		unlock := lockBoots(t)
+		unlock := qemutest.LockBoots(t)
 		out, err := cmd.CombinedOutput()
 		unlock()
 		if err == nil {

@@ -36,9 +36,12 @@ func unhex(t testing.TB, s string) []byte {
 	return b
 }
 
-func realReport(t testing.TB) *BootReport {
+func realReport(t testing.TB) *BootReport { return serialReport(t, "qemu-direct-serial.log") }
+
+// serialReport parses a recorded boot's serial log from testdata.
+func serialReport(t testing.TB, name string) *BootReport {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "qemu-direct-serial.log"))
+	b, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,8 +6,6 @@ import (
 	"crypto"
 	"crypto/rand"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/attested-runner/attested-runner/attest"
@@ -135,18 +133,7 @@ func realUKIImage(t testing.TB) *attest.Image {
 	return img
 }
 
-func ukiReport(t testing.TB) *BootReport {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "uki-secureboot-serial.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := ParseSerialLog(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
+func ukiReport(t testing.TB) *BootReport { return serialReport(t, "uki-secureboot-serial.log") }
 
 // TestGateAcceptsSecureBootUKI: the UKI boot needs no DirectKernelBoot
 // relaxation, shows Secure Boot enabled, and matches the UKI reference
