@@ -2,6 +2,7 @@ package attest
 
 import (
 	"crypto"
+	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -91,13 +92,27 @@ func (t *TPMCollector) Extend(e Event) error {
 // P-256 key in the null hierarchy, with fixedTPM|fixedParent|
 // sensitiveDataOrigin: generated inside the TPM, never exportable, and gone
 // at the next TPM reset.
+//
+// A primary key is derived from the hierarchy's seed and its template, so
+// anyone who can send TPM commands in the same boot could re-create a key
+// made from a fixed template, also after Close flushed it. The template's
+// unique field is therefore 64 random bytes, kept only in this function's
+// memory and zeroed once the key exists: after Close nobody, the agent
+// included, can make this key again (BuildEnv L2.agent-quote: the
+// environment key is unique to this environment).
 func (t *TPMCollector) GenerateKeys() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.env != nil || t.closed {
 		return errors.New("environment keys already generated for this boot")
 	}
-	env, err := client.NewKey(t.rw, tpm2.HandleNull, EnvKeyTemplate())
+	tmpl, err := envKeyTemplateWithUnique()
+	if err != nil {
+		return err
+	}
+	env, err := client.NewKey(t.rw, tpm2.HandleNull, tmpl)
+	clear(tmpl.ECCParameters.Point.XRaw)
+	clear(tmpl.ECCParameters.Point.YRaw)
 	if err != nil {
 		return fmt.Errorf("creating the environment key: %w", err)
 	}
@@ -119,6 +134,19 @@ func (t *TPMCollector) GenerateKeys() error {
 	t.env, t.spki, t.hpke = env, spki, hk
 	t.signer = &lockedSigner{t: t, s: signer}
 	return nil
+}
+
+// envKeyTemplateWithUnique is EnvKeyTemplate with a random unique field
+// (TPM 2.0 Part 1, 27.2.6: the unique field of a primary's template is
+// entropy for its derivation; for ECC, up to the curve size per coordinate).
+func envKeyTemplateWithUnique() (tpm2.Public, error) {
+	tmpl := EnvKeyTemplate()
+	unique := make([]byte, 64)
+	if _, err := rand.Read(unique); err != nil {
+		return tpm2.Public{}, fmt.Errorf("environment key entropy: %w", err)
+	}
+	tmpl.ECCParameters.Point = tpm2.ECPoint{XRaw: unique[:32], YRaw: unique[32:]}
+	return tmpl, nil
 }
 
 // Signer implements Collector. Signing takes the collector's lock: one TPM
@@ -185,7 +213,10 @@ func (t *TPMCollector) Collect(ch Challenge) (*Evidence, error) {
 }
 
 // Close implements Collector: flushes the environment key and the AK from the
-// TPM and drops the HPKE key. Idempotent.
+// TPM and drops the HPKE key. Idempotent. The environment key is then
+// destroyed, not only unloaded: its template's random unique field was
+// discarded when it was created (see GenerateKeys), so no TPM command can
+// derive it again.
 func (t *TPMCollector) Close() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
