@@ -1,8 +1,10 @@
 package provenance
 
 import (
+	"bytes"
 	"context"
 	"crypto"
+	"encoding/json"
 	"fmt"
 
 	"github.com/attested-runner/attested-runner/attest"
@@ -157,5 +159,16 @@ func signPayload(ctx context.Context, payload []byte, key crypto.Signer) ([]byte
 	if err != nil {
 		return nil, fmt.Errorf("signing: %w", err)
 	}
-	return protojson.Marshal(pb)
+	b, err := protojson.Marshal(pb)
+	if err != nil {
+		return nil, err
+	}
+	// protojson's output varies its whitespace on purpose; a bundle is
+	// embedded in other JSON (which compacts it) and digested, so every
+	// bundle leaves here in its one compact form.
+	var out bytes.Buffer
+	if err := json.Compact(&out, b); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
 }
