@@ -1,6 +1,9 @@
 package provenance
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
@@ -56,11 +59,24 @@ func (j Job) InvocationURL() string {
 	return fmt.Sprintf("%s/%s/actions/runs/%s/attempts/%s", strings.TrimSuffix(j.ServerURL, "/"), j.Repository, j.RunID, j.RunAttempt)
 }
 
-// BuildID names this job uniquely: the run attempt, the job key and the
-// single-use runner that ran it (matrix jobs share a key, never a runner).
-// It is what the lifecycle log's job-start event records.
+// BuildID names this job uniquely and binds its whole description. It is
+// what the lifecycle log's job-start event records before any job code runs
+// (BuildEnv L2.agent-dispatch), so it must fix everything the provenance
+// says about the job: otherwise code that later gained root in the VM could
+// sign provenance for another ref or commit of the same run. The readable
+// part names the run attempt, the job key and the single-use runner (matrix
+// jobs share a key, never a runner); the digest covers every field,
+// length-prefixed in declaration order.
 func (j Job) BuildID() string {
-	return j.InvocationURL() + "#" + j.Job + "@" + j.RunnerName
+	h := sha256.New()
+	for _, f := range []string{j.ServerURL, j.Repository, j.RepositoryID, j.Ref, j.SHA, j.WorkflowRef, j.WorkflowSHA,
+		j.EventName, j.Actor, j.RunID, j.RunAttempt, j.Job, j.RunnerName} {
+		var n [4]byte
+		binary.BigEndian.PutUint32(n[:], uint32(len(f)))
+		h.Write(n[:])
+		h.Write([]byte(f))
+	}
+	return j.InvocationURL() + "#" + j.Job + "@" + j.RunnerName + "/sha256:" + hex.EncodeToString(h.Sum(nil))
 }
 
 // WorkflowPath is the workflow file's path in its repository.

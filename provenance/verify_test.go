@@ -184,8 +184,11 @@ func TestRejections(t *testing.T) {
 	}{
 		{name: "subject digest mismatch", bundle: good, digest: digest([]byte("tampered artifact")), want: provenance.ErrSubjectMismatch},
 		{name: "statement edited after signing", bundle: editPayload(t, good, func(st map[string]any) {
-			st["predicate"].(map[string]any)["buildDefinition"].(map[string]any)["externalParameters"].(map[string]any)["ref"] = "refs/heads/evil"
+			st["predicate"].(map[string]any)["buildDefinition"].(map[string]any)["internalParameters"].(map[string]any)["attestedRunner"].(map[string]any)["labels"] = []any{"evil"}
 		}), want: provenance.ErrSignature},
+		{name: "job edited after signing", bundle: editPayload(t, good, func(st map[string]any) {
+			st["predicate"].(map[string]any)["buildDefinition"].(map[string]any)["externalParameters"].(map[string]any)["ref"] = "refs/heads/evil"
+		}), want: provenance.ErrMalformed},
 		{name: "subject swapped in the statement", bundle: editPayload(t, good, func(st map[string]any) {
 			st["subject"].([]any)[0].(map[string]any)["digest"] = map[string]any{"sha256": "aa" + strings.Repeat("0", 62)}
 		}), digest: append([]byte{0xaa}, make([]byte, 31)...), want: provenance.ErrSignature},
