@@ -183,9 +183,17 @@ func rejectedCode(err error) string {
 func TestAdmitHappyPath(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
-	resp, err := h.admit(ctx, "gpu")
+	nonce, ev := h.evidence(ctx)
+	resp, err := h.client.Admit(ctx, &gateapi.AdmitRequest{Nonce: nonce, Evidence: ev, Labels: []string{"gpu"}})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The answer is signed by the gate's key for this nonce and evidence.
+	if err := gateapi.VerifyDelivery(getRoots(t, h.srv.URL), nonce, ev, resp); err != nil {
+		t.Fatalf("delivery signature: %v", err)
+	}
+	if err := gateapi.VerifyDelivery(getRoots(t, h.srv.URL), nonce, append(ev, ' '), resp); !errors.Is(err, gateapi.ErrDeliveryForged) {
+		t.Fatalf("delivery signature for other evidence: %v", err)
 	}
 	want := []string{"self-hosted", "attested", "gpu"}
 	if strings.Join(resp.Labels, ",") != strings.Join(want, ",") {

@@ -3,7 +3,9 @@ package jobgate
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -236,9 +238,19 @@ func (g *Gate) admit(ctx context.Context, req *gateapi.AdmitRequest, from string
 	cert.DirectKernelBoot = g.policy.DirectKernelBoot
 	cert.IssuedAt, cert.NotAfter = now.UTC().Truncate(time.Second), now.Add(g.certTTL).UTC().Truncate(time.Second)
 	certBundle, err := provenance.IssueEnvCert(ctx, g.signer, cert)
-	var sealed []byte
+	resp := &gateapi.AdmitResponse{
+		RunnerName: name, RunnerID: id, Labels: labels,
+		EnvironmentCertificate: certBundle, ExpiresAt: cert.NotAfter,
+	}
 	if err == nil {
-		sealed, err = attest.Seal(ev.HPKEPublicKey, gateapi.JITContext(name), []byte(jit))
+		resp.SealedJITConfig, err = attest.Seal(ev.HPKEPublicKey, gateapi.JITContext(name), []byte(jit))
+	}
+	if err == nil {
+		// The agent accepts the answer only with this signature by a gate
+		// key pinned in its image: a party in between (a plain-http hop, a
+		// TLS terminator) cannot seal a configuration of its own choosing
+		// to the attested key and pass it off with the genuine certificate.
+		resp.DeliverySignature, err = g.signer.Sign(rand.Reader, gateapi.DeliveryDigest(req.Nonce, req.Evidence, resp), crypto.SHA256)
 	}
 	if err == nil {
 		err = g.store.Activate(context.WithoutCancel(ctx), rec, &AuditRecord{Time: now.UTC(), Action: "admit", Result: "accepted", Remote: from,
@@ -258,10 +270,7 @@ func (g *Gate) admit(ctx context.Context, req *gateapi.AdmitRequest, from string
 	g.metrics.admission("accepted", "")
 	g.log.Info("admitted", "runner", name, "runner_id", id, "key", short(keyDigest), "image", claims.ImageID,
 		"level", claims.Level, "labels", labels, "remote", from)
-	return &gateapi.AdmitResponse{
-		RunnerName: name, RunnerID: id, Labels: labels, SealedJITConfig: sealed,
-		EnvironmentCertificate: certBundle, ExpiresAt: cert.NotAfter,
-	}, nil
+	return resp, nil
 }
 
 // grantLabels adds the requested labels to the base labels, if the policy

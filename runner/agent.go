@@ -8,12 +8,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/internal/fileio"
@@ -27,6 +27,10 @@ import (
 type Config struct {
 	// Gate is the gate client (its HTTP client carries the gate's CA).
 	Gate *gateapi.Client
+	// GateKeys are the gate's signing keys, pinned in the measured image
+	// (never fetched from the gate): an admission answer must be signed by
+	// one of them, and the environment certificate too.
+	GateKeys []crypto.PublicKey
 	// Collector owns the TPM or TDX device and the environment key.
 	Collector attest.Collector
 	// AgentDigest is the SHA-256 of this agent's binary (agent-start).
@@ -55,6 +59,11 @@ type Config struct {
 	JobTimeout time.Duration
 	// TeardownDeadline bounds deregistration retries.
 	TeardownDeadline time.Duration
+	// AttestTimeout bounds hashing the files of one attest request
+	// (default 30 minutes); MaxSubjectSize bounds one file (default
+	// DefaultMaxSubjectSize).
+	AttestTimeout  time.Duration
+	MaxSubjectSize int64
 	// AllowRunnerDirOnDiskInsecure lets RunnerDir be on a persistent
 	// filesystem. The GitHub runner writes the decoded JIT configuration
 	// (with the runner's private key) into its directory, so by default it
@@ -74,6 +83,8 @@ func (c *Config) defaults() error {
 	switch {
 	case c.Gate == nil || c.Collector == nil:
 		return errors.New("agent: gate client and collector are required")
+	case len(c.GateKeys) == 0:
+		return errors.New("agent: no pinned gate key: the agent could not tell the gate's answer from a forged one")
 	case c.RunnerDir == "" || c.AgentPath == "":
 		return errors.New("agent: runner directory and agent path are required")
 	case c.PowerOff == nil:
@@ -105,6 +116,12 @@ func (c *Config) defaults() error {
 	if c.TeardownDeadline == 0 {
 		c.TeardownDeadline = 2 * time.Minute
 	}
+	if c.AttestTimeout == 0 {
+		c.AttestTimeout = 30 * time.Minute
+	}
+	if c.MaxSubjectSize == 0 {
+		c.MaxSubjectSize = DefaultMaxSubjectSize
+	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -124,8 +141,11 @@ type Agent struct {
 	admission *gateapi.AdmitResponse
 	cert      *provenance.EnvCertificate
 	evDigest  []byte // SHA-256 of the admission evidence
-	job       *jobState
-	jobEvents chan string // "started", "completed"
+	// refusedRunner names the runner of an admission answer the agent
+	// refused: teardown asks the gate to remove it.
+	refusedRunner string
+	job           *jobState
+	jobEvents     chan string // "started", "completed"
 
 	listener *listenerProc
 }
@@ -135,7 +155,6 @@ type jobState struct {
 	job       provenance.Job
 	buildID   string
 	startedAt time.Time
-	workspace string
 	dispatch  []byte // digest of the dispatch attestation
 	diag      DiagSnapshot
 	ended     bool
@@ -179,6 +198,9 @@ func (a *Agent) live(ctx context.Context, out *Outcome) (string, error) {
 		return "boot failed", err
 	}
 	jit, err := a.admit(ctx)
+	if errors.Is(err, errAnswerRefused) {
+		return err.Error(), err
+	}
 	if err != nil {
 		return "not admitted", err
 	}
@@ -190,7 +212,7 @@ func (a *Agent) live(ctx context.Context, out *Outcome) (string, error) {
 	}
 	sctx, stopSocket := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSocket()
-	srv := serveSocket(sctx, ln, c.RunnerUID, a.socketHandler(), func(msg string, args ...any) { a.log.Warn(msg, args...) })
+	srv := serveSocket(sctx, ln, c.RunnerUID, a.handleSocket, a.log)
 	defer srv.Close()
 
 	hooks, err := a.writeHooks()
@@ -276,6 +298,7 @@ func (a *Agent) admit(ctx context.Context) ([]byte, error) {
 	actx, cancel := context.WithTimeout(ctx, c.AdmissionDeadline)
 	defer cancel()
 	var resp *gateapi.AdmitResponse
+	var nonce, evJSON []byte
 	err := gateapi.Retry(actx, 1<<20, 500*time.Millisecond, 30*time.Second, func(attempt int) error {
 		ch, err := c.Gate.Challenge(actx)
 		if err != nil {
@@ -286,8 +309,7 @@ func (a *Agent) admit(ctx context.Context) ([]byte, error) {
 		if err != nil {
 			return fmt.Errorf("collecting evidence: %w", err)
 		}
-		evJSON, err := ev.Encode()
-		if err != nil {
+		if evJSON, err = ev.Encode(); err != nil {
 			return err
 		}
 		resp, err = c.Gate.Admit(actx, &gateapi.AdmitRequest{Nonce: ch.Nonce, Evidence: evJSON, Labels: c.Labels, AgentVersion: c.AgentVersion})
@@ -295,61 +317,60 @@ func (a *Agent) admit(ctx context.Context) ([]byte, error) {
 			a.log.Warn("admission failed", "attempt", attempt+1, "err", err)
 			return err
 		}
-		d := sha256.Sum256(evJSON)
-		a.evDigest = d[:]
+		nonce = ch.Nonce
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admission: %w", err)
 	}
-	jit, err := c.Collector.HPKE().Open(gateapi.JITContext(resp.RunnerName), resp.SealedJITConfig)
+	jit, cert, err := a.acceptAnswer(resp, nonce, evJSON)
 	if err != nil {
-		return nil, fmt.Errorf("opening the sealed runner configuration: %w", err)
+		// Whatever minted a runner under this name (the genuine gate, if
+		// the answer was swapped on the way) is told to remove it; the
+		// request is signed by the environment key, so it removes nothing
+		// else.
+		if len(resp.RunnerName) <= 128 && !strings.ContainsFunc(resp.RunnerName, unicode.IsControl) {
+			a.mu.Lock()
+			a.refusedRunner = resp.RunnerName
+			a.mu.Unlock()
+		}
+		return nil, fmt.Errorf("%w: %w", errAnswerRefused, err)
 	}
-	roots, err := a.gateRoots(actx)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := provenance.VerifyEnvCert(resp.EnvironmentCertificate, roots)
-	if err != nil {
-		return nil, fmt.Errorf("the gate's environment certificate: %w", err)
-	}
-	if string(cert.EnvKey) != string(c.Collector.EnvKey()) || cert.RunnerName != resp.RunnerName {
-		return nil, errors.New("the gate's environment certificate is for another key or runner")
-	}
+	d := sha256.Sum256(evJSON)
 	a.mu.Lock()
-	a.admission, a.cert = resp, cert
+	a.admission, a.cert, a.evDigest = resp, cert, d[:]
 	a.mu.Unlock()
 	a.log.Info("admitted", "runner", resp.RunnerName, "runner_id", resp.RunnerID, "image", cert.Image.ID,
 		"level", provenance.LevelName(cert.Level), "certificate_expires", resp.ExpiresAt)
 	return jit, nil
 }
 
-// gateRoots fetches the gate's certificate keys over the (TLS) channel the
-// agent trusts, to check the certificate it will embed in provenance.
-func (a *Agent) gateRoots(ctx context.Context) ([]crypto.PublicKey, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(a.cfg.Gate.BaseURL, "/")+gateapi.PathRoots, nil)
+// errAnswerRefused: the gate (or what answered in its name) admitted the
+// environment, but the agent refused the answer.
+var errAnswerRefused = errors.New("admission answer refused")
+
+// acceptAnswer checks an admission answer before anything in it is used:
+// the gate's signature over it (for this nonce and this evidence) against
+// the pinned gate keys, the environment certificate against the same keys
+// and for this key and runner; only then the sealed JIT configuration is
+// opened, in memory.
+func (a *Agent) acceptAnswer(resp *gateapi.AdmitResponse, nonce, evJSON []byte) ([]byte, *provenance.EnvCertificate, error) {
+	c := a.cfg
+	if err := gateapi.VerifyDelivery(c.GateKeys, nonce, evJSON, resp); err != nil {
+		return nil, nil, err
+	}
+	cert, err := provenance.VerifyEnvCert(resp.EnvironmentCertificate, c.GateKeys)
 	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("the gate's environment certificate: %w", err)
 	}
-	hc := a.cfg.Gate.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
+	if string(cert.EnvKey) != string(c.Collector.EnvKey()) || cert.RunnerName != resp.RunnerName {
+		return nil, nil, errors.New("the gate's environment certificate is for another key or runner")
 	}
-	resp, err := hc.Do(req)
+	jit, err := c.Collector.HPKE().Open(gateapi.JITContext(resp.RunnerName), resp.SealedJITConfig)
 	if err != nil {
-		return nil, fmt.Errorf("fetching gate roots: %w", err)
+		return nil, nil, fmt.Errorf("opening the sealed runner configuration: %w", err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return nil, err
-	}
-	keys, err := provenance.ParseTrustedRoots(b)
-	if err != nil {
-		return nil, fmt.Errorf("gate roots: %w", err)
-	}
-	return keys, nil
+	return jit, cert, nil
 }
 
 // writeHooks writes the job hook scripts the runner runs (bash -e, as the

@@ -1,6 +1,7 @@
 package runner_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -9,7 +10,11 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -126,7 +131,7 @@ func newWorldB(t testing.TB, policy *attest.Policy) *world {
 	state := t.TempDir()
 	w := &world{gh: gh, gate: g, gateURL: srv.URL, gateKey: gateKey, runnerDir: runnerDir, powerOffs: new(int)}
 	w.cfg = runner.Config{
-		Gate: &gateapi.Client{BaseURL: srv.URL}, AgentDigest: attesttest.AgentDigest,
+		Gate: &gateapi.Client{BaseURL: srv.URL}, GateKeys: []crypto.PublicKey{gateKey.Public()}, AgentDigest: attesttest.AgentDigest,
 		AgentVersion: "test", AgentPath: filepath.Join(binDir, "attested-runner"), RunnerDir: runnerDir,
 		RunnerUID: os.Getuid(), RunnerGID: os.Getgid(),
 		SocketPath: filepath.Join(state, "agent.sock"), StateDir: state,
@@ -318,14 +323,22 @@ func TestListenerCrashMidJob(t *testing.T) {
 	}
 }
 
-func TestPathEscapesRefused(t *testing.T) {
+// TestAttestOnlyWhatTheJobCanOpen: the attest client opens the files as
+// the job user and hands the agent descriptors; refusals are clear and
+// nothing is written outside what the job itself could write. (The same
+// attacks with the job as another uid than the agent: e2e/hostile_test.go.)
+func TestAttestOnlyWhatTheJobCanOpen(t *testing.T) {
 	w := newWorld(t)
+	outside := filepath.Join(t.TempDir(), "outside.json")
+	if err := os.WriteFile(outside, []byte("untouched"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	attest := `"$ATTESTED_RUNNER_AGENT" attest --socket "$ATTESTED_RUNNER_SOCKET" `
 	steps := []fakegithub.Step{
-		{Run: "mkdir -p dist && ln -s /etc/passwd dist/leak && echo x > dist/ok"},
-		{Run: `! "$ATTESTED_RUNNER_AGENT" attest --socket "$ATTESTED_RUNNER_SOCKET" --subject-path dist/leak 2>err && grep -q "escapes\|outside\|not a regular" err`},
-		{Run: `! "$ATTESTED_RUNNER_AGENT" attest --socket "$ATTESTED_RUNNER_SOCKET" --subject-path /etc/hostname 2>err && grep -q "outside the job workspace" err`},
-		{Run: `! "$ATTESTED_RUNNER_AGENT" attest --socket "$ATTESTED_RUNNER_SOCKET" --subject-path dist/ok --bundle-path ../../escape.json 2>err && grep -q "outside the job workspace" err`},
-		{Run: `"$ATTESTED_RUNNER_AGENT" attest --socket "$ATTESTED_RUNNER_SOCKET" --subject-path dist/ok`},
+		{Run: "mkdir -p dist && echo x > dist/ok && mkfifo dist/fifo && ln -s " + outside + " dist/ok.json"},
+		{Run: `! timeout 20 ` + attest + `--subject-path dist/fifo 2>err && grep -q "not a regular file" err`},
+		{Run: `! ` + attest + `--subject-path /etc/hostname 2>err && grep -q "outside the job workspace" err`},
+		{Run: attest + `--subject-path dist/ok --bundle-path dist/ok.json && test ! -L dist/ok.json && test -s dist/ok.json`},
 	}
 	w.gh.QueueJob(releaseJob(701, steps...))
 	a, err := runner.New(w.cfg)
@@ -336,6 +349,9 @@ func TestPathEscapesRefused(t *testing.T) {
 	res, _ := w.gh.JobResult(701)
 	if res.Result != "succeeded" || out.Reason != "job completed" {
 		t.Fatalf("job %+v outcome %+v", res, out)
+	}
+	if b, _ := os.ReadFile(outside); string(b) != "untouched" {
+		t.Fatalf("the bundle was written through a symlink: %q", b)
 	}
 }
 
@@ -349,4 +365,91 @@ func TestRunnerDirMustBeRAM(t *testing.T) {
 	if _, err := runner.New(w.cfg); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestSwappedAdmissionAnswerRefused: a party between agent and gate (a
+// plain-http hop, a TLS terminator) rewrites the gate's answer. It can see
+// the evidence, so it can seal a JIT configuration of its choosing to the
+// attested HPKE key; it can keep the genuine certificate or sign its own.
+// Each time the agent refuses the answer before any runner starts, and asks
+// the gate to remove the runner the gate minted.
+func TestSwappedAdmissionAnswerRefused(t *testing.T) {
+	mitmKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for name, swap := range map[string]func(t *testing.T, req *gateapi.AdmitRequest, resp *gateapi.AdmitResponse){
+		"sealed config swapped": func(t *testing.T, req *gateapi.AdmitRequest, resp *gateapi.AdmitResponse) {
+			resp.SealedJITConfig = sealTo(t, req, resp.RunnerName, "attacker's runner configuration")
+		},
+		"re-signed by another key": func(t *testing.T, req *gateapi.AdmitRequest, resp *gateapi.AdmitResponse) {
+			resp.SealedJITConfig = sealTo(t, req, resp.RunnerName, "attacker's runner configuration")
+			sig, err := mitmKey.Sign(rand.Reader, gateapi.DeliveryDigest(req.Nonce, req.Evidence, resp), crypto.SHA256)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.DeliverySignature = sig
+		},
+		"signature stripped": func(t *testing.T, req *gateapi.AdmitRequest, resp *gateapi.AdmitResponse) {
+			resp.DeliverySignature = nil
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			w.cfg.Gate = &gateapi.Client{BaseURL: mitm(t, w.gateURL, swap)}
+			a, err := runner.New(w.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := a.Run(context.Background())
+			if out.Admitted || !errors.Is(out.Err, gateapi.ErrDeliveryForged) || !strings.HasPrefix(out.Reason, "admission answer refused") {
+				t.Fatalf("outcome %+v", out)
+			}
+			if _, err := os.Stat(filepath.Join(w.runnerDir, "_diag")); err == nil {
+				t.Fatal("a runner was started with the swapped answer")
+			}
+			if n := len(w.gh.Runners()); n != 0 || w.gh.JITMints() != 1 {
+				t.Fatalf("%d runners left on GitHub after %d mints", n, w.gh.JITMints())
+			}
+		})
+	}
+}
+
+func sealTo(t *testing.T, req *gateapi.AdmitRequest, runnerName, plaintext string) []byte {
+	t.Helper()
+	ev, err := attest.DecodeEvidence(req.Evidence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := attest.Seal(ev.HPKEPublicKey, gateapi.JITContext(runnerName), []byte(plaintext))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sealed
+}
+
+// mitm is an HTTP proxy to the gate that rewrites admission answers.
+func mitm(t *testing.T, gateURL string, swap func(*testing.T, *gateapi.AdmitRequest, *gateapi.AdmitResponse)) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		resp, err := http.Post(gateURL+r.URL.Path, "application/json", bytes.NewReader(body))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		if r.URL.Path == gateapi.PathAdmit && resp.StatusCode == http.StatusOK {
+			var req gateapi.AdmitRequest
+			var ar gateapi.AdmitResponse
+			if json.Unmarshal(body, &req) != nil || json.Unmarshal(out, &ar) != nil {
+				t.Error("mitm: cannot decode the admission")
+			}
+			swap(t, &req, &ar)
+			out, _ = json.Marshal(&ar)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(resp.StatusCode)
+		w.Write(out)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
 }

@@ -1,32 +1,34 @@
 package runner
 
 import (
-	"bytes"
+	"context"
+	"errors"
 	"io"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
 )
 
-// FuzzSocketBodies feeds arbitrary bodies to the agent's socket endpoints
-// (as the runner user could): refused with an error, never a panic, and a
-// job is never started from a report that does not validate.
+// FuzzSocketBodies feeds arbitrary request frames to the agent's socket
+// decoding and dispatch (as the runner user could): refused with an error,
+// never a panic, and a job is never started from a report that does not
+// validate.
 func FuzzSocketBodies(f *testing.F) {
-	f.Add([]byte(`{"env":{"GITHUB_REPOSITORY":"o/r","GITHUB_WORKSPACE":"/w"},"eventPayload":"e30="}`))
-	f.Add([]byte(`{"subjects":["dist/a"],"bundle":"x.json"}`))
-	f.Add([]byte(`{"env":{"GITHUB_REF":"a\nb"}}`))
+	f.Add([]byte(`{"op":"job-started","body":{"env":{"GITHUB_REPOSITORY":"o/r","GITHUB_WORKSPACE":"/w"},"eventPayload":"e30="}}`))
+	f.Add([]byte(`{"op":"attest","body":{"subjects":["dist/a"]}}`))
+	f.Add([]byte(`{"op":"job-completed","body":{"env":{"GITHUB_REF":"a\nb"}}}`))
 	a := &Agent{jobEvents: make(chan string, 4), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	h := a.socketHandler()
-	f.Fuzz(func(t *testing.T, body []byte) {
-		for _, path := range []string{SocketPathJobStarted, SocketPathJobCompleted, SocketPathAttest} {
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body)))
-			if rec.Code == http.StatusOK && path != SocketPathJobCompleted {
-				t.Fatalf("%s accepted without an admitted agent: %s", path, rec.Body)
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		req, err := decodeRequest(frame)
+		if err != nil {
+			if !errors.Is(err, ErrSocketProtocol) {
+				t.Fatalf("refusal without ErrSocketProtocol: %v", err)
 			}
+			return
+		}
+		if _, err := a.handleSocket(context.Background(), req.Op, req.Body, nil); err == nil {
+			t.Fatalf("%s accepted without an admitted agent", req.Op)
 		}
 		if a.job != nil {
 			t.Fatal("a job was recorded on an agent that was never admitted")

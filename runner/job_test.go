@@ -1,14 +1,22 @@
 package runner
 
 import (
+	"bytes"
 	"context"
-
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestActionsFromDiag(t *testing.T) {
@@ -47,31 +55,6 @@ func TestActionsFromDiag(t *testing.T) {
 	}
 }
 
-func TestWorkspaceRel(t *testing.T) {
-	ws := "/home/runner/_work/app/app"
-	for in, want := range map[string]string{
-		"dist/app.tgz":                        "dist/app.tgz",
-		"./dist//app.tgz":                     "dist/app.tgz",
-		"/home/runner/_work/app/app/a.bin":    "a.bin",
-		"dist/../a.bin":                       "a.bin",
-		"../other/secret":                     "",
-		"/etc/shadow":                         "",
-		"/home/runner/_work/app/app/../x.bin": "",
-		"":                                    "",
-	} {
-		got, err := workspaceRel(ws, in)
-		if want == "" {
-			if err == nil {
-				t.Errorf("%q: accepted as %q", in, got)
-			}
-			continue
-		}
-		if err != nil || got != want {
-			t.Errorf("%q: got %q, %v; want %q", in, got, err, want)
-		}
-	}
-}
-
 func TestHookReportJob(t *testing.T) {
 	env := map[string]string{
 		"GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "o/r", "GITHUB_REF": "refs/heads/main",
@@ -99,28 +82,16 @@ func TestHookReportJob(t *testing.T) {
 
 // TestSocketRefusesOtherUIDs: the socket serves only the runner user.
 func TestSocketRefusesOtherUIDs(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "agent.sock")
-	ln, err := listenSocket(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	called := false
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { called = true; writeSocketJSON(w, struct{}{}) })
-	srv := serveSocket(context.Background(), ln, os.Getuid()+4242, h, func(string, ...any) {})
-	defer srv.Close()
-	err = (&Client{Socket: path}).Call(context.Background(), SocketPathAttest, &AttestRequest{Subjects: []string{"a"}}, nil)
-	if err == nil || !strings.Contains(err.Error(), "may not use the agent socket") || called {
+	h := func(context.Context, string, []byte, []int) (any, error) { called = true; return struct{}{}, nil }
+	path := startSocket(t, os.Getuid()+4242, h)
+	err := (&Client{Socket: path}).Call(context.Background(), OpJobCompleted, &HookReport{}, nil)
+	if err == nil || !strings.Contains(err.Error(), ErrSocketForbidden.Error()) || called {
 		t.Fatalf("another uid was served: %v (handler called %v)", err, called)
 	}
 	// Same uid: served.
-	path2 := filepath.Join(t.TempDir(), "agent2.sock")
-	ln2, err := listenSocket(path2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv2 := serveSocket(context.Background(), ln2, os.Getuid(), h, func(string, ...any) {})
-	defer srv2.Close()
-	if err := (&Client{Socket: path2}).Call(context.Background(), SocketPathAttest, &AttestRequest{}, nil); err != nil || !called {
+	path2 := startSocket(t, os.Getuid(), h)
+	if err := (&Client{Socket: path2}).Call(context.Background(), OpJobCompleted, &HookReport{}, nil); err != nil || !called {
 		t.Fatalf("the runner uid was refused: %v", err)
 	}
 	// Not a unix socket: no peer uid.
@@ -128,7 +99,189 @@ func TestSocketRefusesOtherUIDs(t *testing.T) {
 		t.Fatal("peer uid of a TCP conn")
 	}
 	var missing *Client = &Client{Socket: filepath.Join(t.TempDir(), "none.sock")}
-	if err := missing.Call(context.Background(), SocketPathAttest, &AttestRequest{}, nil); err == nil || !strings.Contains(err.Error(), "attested runner") {
+	if err := missing.Call(context.Background(), OpJobCompleted, &HookReport{}, nil); err == nil || !strings.Contains(err.Error(), "attested runner") {
 		t.Fatalf("missing socket: %v", err)
+	}
+}
+
+func startSocket(t *testing.T, uid int, h socketHandler) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "agent.sock")
+	ln, err := listenSocket(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serveSocket(context.Background(), ln, uid, h, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	t.Cleanup(func() { srv.Close() })
+	return path
+}
+
+// TestSocketProtocol: what a hostile peer can send is refused, and every
+// descriptor it sent is closed.
+func TestSocketProtocol(t *testing.T) {
+	var gotFDs []int
+	h := func(_ context.Context, op string, _ []byte, files []int) (any, error) {
+		gotFDs = append(gotFDs[:0], files...)
+		return struct{}{}, nil
+	}
+	path := startSocket(t, os.Getuid(), h)
+	c := &Client{Socket: path}
+	f, err := os.Open("/dev/null")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := c.Call(context.Background(), OpJobStarted, &HookReport{}, nil, f); err == nil || !strings.Contains(err.Error(), "takes no file descriptors") {
+		t.Fatalf("descriptors on job-started: %v", err)
+	}
+	if err := c.Call(context.Background(), "format-disk", struct{}{}, nil); err == nil || !strings.Contains(err.Error(), "unknown operation") {
+		t.Fatalf("unknown operation: %v", err)
+	}
+	if err := c.Call(context.Background(), OpAttest, &AttestRequest{}, nil, f); err != nil || len(gotFDs) != 1 {
+		t.Fatalf("attest with one descriptor: %v, handler saw %v", err, gotFDs)
+	}
+	// The server closed the descriptor it received once the request ended.
+	var st unix.Stat_t
+	if err := unix.Fstat(gotFDs[0], &st); !errors.Is(err, unix.EBADF) {
+		t.Errorf("the agent kept descriptor %d open after the request: %v", gotFDs[0], err)
+	}
+	for name, raw := range map[string][]byte{
+		"frame over the limit": {0xff, 0xff, 0xff, 0xff},
+		"not JSON":             append([]byte{0, 0, 0, 3}, "abc"...),
+		"unknown field":        frameOf(`{"op":"attest","body":{},"x":1}`),
+		"trailing data":        frameOf(`{"op":"attest","body":{}} {}`),
+	} {
+		answer := rawCall(t, path, raw)
+		if !strings.Contains(answer, ErrSocketProtocol.Error()) {
+			t.Errorf("%s: answer %q", name, answer)
+		}
+	}
+}
+
+func frameOf(s string) []byte {
+	b := make([]byte, 4, 4+len(s))
+	binary.BigEndian.PutUint32(b, uint32(len(s)))
+	return append(b, s...)
+}
+
+// rawCall writes raw to the socket and returns the error of the answer.
+func rawCall(t *testing.T, path string, raw []byte) string {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write(raw)
+	frame, _, err := readFrame(c.(*net.UnixConn), maxResponse, 0)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	var r socketResponse
+	if err := json.Unmarshal(frame, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r.Error
+}
+
+// TestHashSubject: the agent hashes only readable regular files, never
+// blocks on a FIFO or a device, and refuses a file that changes under it.
+func TestHashSubject(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	reg := filepath.Join(dir, "app.tar.gz")
+	if err := os.WriteFile(reg, []byte("release 1.0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fd := openFD(t, reg, unix.O_RDONLY)
+	// The descriptor's offset is the job's: hashing must not depend on it.
+	unix.Seek(fd, 5, 0)
+	d, n, err := hashSubject(ctx, fd, 1<<20)
+	want := sha256.Sum256([]byte("release 1.0\n"))
+	if err != nil || n != 12 || !bytes.Equal(d, want[:]) {
+		t.Fatalf("regular file: %x %d %v", d, n, err)
+	}
+	if _, _, err := hashSubject(ctx, fd, 11); !errors.Is(err, ErrSubjectTooLarge) {
+		t.Errorf("over the limit: %v", err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		fd   int
+		want error
+	}{
+		"FIFO":             {openFD(t, fifo, unix.O_RDONLY|unix.O_NONBLOCK), ErrSubjectNotRegular},
+		"character device": {openFD(t, "/dev/zero", unix.O_RDONLY), ErrSubjectNotRegular},
+		"directory":        {openFD(t, dir, unix.O_RDONLY|unix.O_DIRECTORY), ErrSubjectNotRegular},
+		"O_PATH":           {openFD(t, reg, unix.O_PATH), ErrSubjectUnreadable},
+		"write-only":       {openFD(t, reg, unix.O_WRONLY), ErrSubjectUnreadable},
+	} {
+		if _, _, err := hashSubject(ctx, c.fd, 1<<20); !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", name, err, c.want)
+		}
+	}
+	// A file that grows while it is hashed: the cancelled context stands
+	// for "too slow", growth and truncation for a job racing the agent.
+	big := filepath.Join(dir, "big")
+	if err := os.WriteFile(big, bytes.Repeat([]byte{1}, 3<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bfd := openFD(t, big, unix.O_RDWR)
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, _, err := hashSubject(cctx, bfd, 1<<30); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v", err)
+	}
+	grow := &racingFile{fd: bfd, act: func() { unix.Pwrite(bfd, []byte{2}, 3<<20) }}
+	if _, _, err := grow.hash(); !errors.Is(err, ErrSubjectChanged) {
+		t.Errorf("grown while hashed: %v", err)
+	}
+	shrink := &racingFile{fd: bfd, act: func() { unix.Ftruncate(bfd, 1<<20) }}
+	if _, _, err := shrink.hash(); !errors.Is(err, ErrSubjectChanged) {
+		t.Errorf("shrunk while hashed: %v", err)
+	}
+	rewrite := &racingFile{fd: bfd, act: func() { time.Sleep(10 * time.Millisecond); unix.Pwrite(bfd, []byte{3}, 0) }}
+	if _, _, err := rewrite.hash(); !errors.Is(err, ErrSubjectChanged) {
+		t.Errorf("rewritten in place while hashed: %v", err)
+	}
+}
+
+// racingFile changes a file from inside hashSubject's first read: hashing
+// starts, act runs, hashing goes on.
+type racingFile struct {
+	fd  int
+	act func()
+}
+
+func (r *racingFile) hash() ([]byte, int64, error) {
+	testHookAfterFirstRead = r.act
+	defer func() { testHookAfterFirstRead = nil }()
+	return hashSubject(context.Background(), r.fd, 1<<30)
+}
+
+func openFD(t *testing.T, path string, flags int) int {
+	t.Helper()
+	fd, err := unix.Open(path, flags|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("open %s: %v", path, err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+func TestCheckSubjectName(t *testing.T) {
+	for name, ok := range map[string]bool{
+		"dist/app.tar.gz": true, "a": true, "dist/sub dir/x.bin": true,
+		"": false, "/etc/shadow": false, "../x": false, "dist/../x": false, "./x": false, "dist//x": false,
+		"a\nb": false, "a\x1b[2Jb": false, string([]byte{0xff}): false, strings.Repeat("a", 1025): false,
+	} {
+		if err := checkSubjectName(name); (err == nil) != ok {
+			t.Errorf("%q: %v", name, err)
+		} else if err != nil && !errors.Is(err, ErrSubjectName) {
+			t.Errorf("%q: %v is not ErrSubjectName", name, err)
+		}
 	}
 }

@@ -1,17 +1,16 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
+	"io"
 	"os"
 	"path/filepath"
-	"strings"
-	"time"
 
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/internal/fileio"
@@ -22,57 +21,53 @@ import (
 var (
 	ErrJobAlreadyStarted = errors.New("this runner is single use: a job was already dispatched to it")
 	ErrNoJob             = errors.New("no job is running on this runner")
-	ErrOutsideWorkspace  = errors.New("path is outside the job workspace")
 )
 
-func (a *Agent) socketHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+SocketPathJobStarted, func(w http.ResponseWriter, r *http.Request) {
+// handleSocket serves one request from the runner user (see socket.go).
+func (a *Agent) handleSocket(ctx context.Context, op string, body []byte, files []int) (any, error) {
+	switch op {
+	case OpJobStarted:
 		var rep HookReport
-		if err := readSocketJSON(w, r, maxHookReport, &rep); err != nil {
-			writeSocketError(w, http.StatusBadRequest, err)
-			return
+		if err := decodeStrict(body, &rep); err != nil {
+			return nil, fmt.Errorf("%w: hook report: %v", ErrSocketProtocol, err)
 		}
-		resp, err := a.jobStarted(r.Context(), &rep)
+		resp, err := a.jobStarted(ctx, &rep)
 		if err != nil {
 			a.log.Warn("job start refused", "err", err)
-			writeSocketError(w, http.StatusConflict, err)
-			return
 		}
-		writeSocketJSON(w, resp)
-	})
-	mux.HandleFunc("POST "+SocketPathJobCompleted, func(w http.ResponseWriter, r *http.Request) {
+		return resp, err
+	case OpJobCompleted:
 		var rep HookReport
-		if err := readSocketJSON(w, r, maxHookReport, &rep); err != nil {
-			writeSocketError(w, http.StatusBadRequest, err)
-			return
+		if err := decodeStrict(body, &rep); err != nil {
+			return nil, fmt.Errorf("%w: hook report: %v", ErrSocketProtocol, err)
 		}
-		if err := a.jobCompleted(&rep); err != nil {
-			writeSocketError(w, http.StatusConflict, err)
-			return
-		}
-		writeSocketJSON(w, struct{}{})
-	})
-	mux.HandleFunc("POST "+SocketPathAttest, func(w http.ResponseWriter, r *http.Request) {
+		return struct{}{}, a.jobCompleted(&rep)
+	case OpAttest:
 		var req AttestRequest
-		if err := readSocketJSON(w, r, 1<<20, &req); err != nil {
-			writeSocketError(w, http.StatusBadRequest, err)
-			return
+		if err := decodeStrict(body, &req); err != nil {
+			return nil, fmt.Errorf("%w: attest request: %v", ErrSocketProtocol, err)
 		}
-		resp, err := a.attestFiles(r.Context(), &req)
+		resp, err := a.attestFiles(ctx, &req, files)
 		if err != nil {
 			a.log.Warn("attest refused", "err", err)
-			writeSocketError(w, http.StatusBadRequest, err)
-			return
 		}
-		writeSocketJSON(w, resp)
-	})
-	return mux
+		return resp, err
+	}
+	return nil, fmt.Errorf("%w: unknown operation %q", ErrSocketProtocol, op)
 }
 
-func writeSocketJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(v)
+// decodeStrict decodes one JSON value: unknown fields and trailing data are
+// errors.
+func decodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("trailing data")
+	}
+	return nil
 }
 
 // jobStarted records the job the runner actually received, extends the
@@ -98,14 +93,10 @@ func (a *Agent) jobStarted(ctx context.Context, rep *HookReport) (*JobStartedRes
 	if job.RunnerName != a.admission.RunnerName {
 		return nil, fmt.Errorf("the runner reports name %q, the gate admitted %q", job.RunnerName, a.admission.RunnerName)
 	}
-	ws := rep.Env["GITHUB_WORKSPACE"]
-	if !filepath.IsAbs(ws) {
-		return nil, fmt.Errorf("GITHUB_WORKSPACE %q is not an absolute path", ws)
-	}
 	buildID := job.BuildID()
 	// Taken before anything can fail half-way: a refused second start
 	// must hold even if this one fails below.
-	a.job = &jobState{report: rep, job: job, buildID: buildID, startedAt: a.cfg.Now().UTC(), workspace: ws}
+	a.job = &jobState{report: rep, job: job, buildID: buildID, startedAt: a.cfg.Now().UTC()}
 	snap, err := SnapshotDiag(filepath.Join(a.cfg.RunnerDir, "_diag"))
 	if err != nil {
 		a.log.Warn("snapshotting the runner's action log", "err", err)
@@ -161,16 +152,26 @@ func (a *Agent) jobCompleted(rep *HookReport) error {
 	return nil
 }
 
-// maxSubjects bounds one attest request.
-const maxSubjects = 1024
-
-// attestFiles hashes the job's files itself (the job only names them),
-// builds the provenance and signs it with a response-time quote. Paths are
-// resolved inside the job workspace through os.Root: "..", absolute paths
-// elsewhere and symlinks leading out are refused.
-func (a *Agent) attestFiles(ctx context.Context, req *AttestRequest) (*AttestResponse, error) {
-	if len(req.Subjects) == 0 || len(req.Subjects) > maxSubjects {
-		return nil, fmt.Errorf("need 1 to %d subjects, got %d", maxSubjects, len(req.Subjects))
+// attestFiles hashes the files whose descriptors the job handed over (it
+// never opens a path the job names), builds the provenance, signs it with a
+// response-time quote and returns the bundle for the client to write as the
+// job user: the agent writes nothing into the job's tree.
+func (a *Agent) attestFiles(ctx context.Context, req *AttestRequest, files []int) (*AttestResponse, error) {
+	if len(req.Subjects) == 0 || len(req.Subjects) > MaxSubjects {
+		return nil, fmt.Errorf("need 1 to %d subjects, got %d", MaxSubjects, len(req.Subjects))
+	}
+	if len(files) != len(req.Subjects) {
+		return nil, fmt.Errorf("%w: %d subjects named, %d files handed over", ErrSocketProtocol, len(req.Subjects), len(files))
+	}
+	seen := map[string]bool{}
+	for _, name := range req.Subjects {
+		if err := checkSubjectName(name); err != nil {
+			return nil, err
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("%w: %q named twice", ErrSubjectName, name)
+		}
+		seen[name] = true
 	}
 	a.mu.Lock()
 	job := a.job
@@ -183,34 +184,23 @@ func (a *Agent) attestFiles(ctx context.Context, req *AttestRequest) (*AttestRes
 	if job == nil || snapshot.ended {
 		return nil, ErrNoJob
 	}
-	root, err := os.OpenRoot(snapshot.workspace)
-	if err != nil {
-		return nil, fmt.Errorf("job workspace: %w", err)
-	}
-	defer root.Close()
 
 	b := &provenance.Build{
 		BuilderID: cert.BuilderID, AgentVersion: a.cfg.AgentVersion, Job: snapshot.job,
 		Image: provenance.Image{ID: cert.Image.ID}, Labels: adm.Labels, Level: cert.Level,
 		EnvCert: adm.EnvironmentCertificate, DispatchDigest: snapshot.dispatch, StartedOn: snapshot.startedAt,
 	}
+	hctx, cancel := context.WithTimeout(ctx, a.cfg.AttestTimeout)
+	defer cancel()
 	resp := &AttestResponse{}
-	for _, p := range req.Subjects {
-		rel, err := workspaceRel(snapshot.workspace, p)
+	for i, fd := range files {
+		name := req.Subjects[i]
+		d, _, err := hashSubject(hctx, fd, a.cfg.MaxSubjectSize)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("subject %s: %w", name, err)
 		}
-		f, err := root.Open(rel)
-		if err != nil {
-			return nil, fmt.Errorf("subject %s: %w", p, err)
-		}
-		d, err := provenance.DigestOpenFile(f)
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("subject %s: %w", p, err)
-		}
-		b.Subjects = append(b.Subjects, provenance.Subject{Name: filepath.ToSlash(rel), SHA256: d})
-		resp.Subjects = append(resp.Subjects, AttestSubject{Path: rel, SHA256: hex.EncodeToString(d)})
+		b.Subjects = append(b.Subjects, provenance.Subject{Name: name, SHA256: d})
+		resp.Subjects = append(resp.Subjects, AttestSubject{Name: name, SHA256: hex.EncodeToString(d)})
 	}
 	actions, found, err := ActionsFromDiag(snapshot.diag)
 	switch {
@@ -226,69 +216,11 @@ func (a *Agent) attestFiles(ctx context.Context, req *AttestRequest) (*AttestRes
 	}
 	b.FinishedOn = a.cfg.Now().UTC()
 
-	bundlePath := req.Bundle
-	if bundlePath == "" {
-		bundlePath = req.Subjects[0] + ".sigstore.json"
-	}
-	bundleRel, err := workspaceRel(snapshot.workspace, bundlePath)
-	if err != nil {
-		return nil, err
-	}
 	signed, err := provenance.Sign(ctx, b, a.cfg.Collector.Signer(), a.cfg.Collector)
 	if err != nil {
 		return nil, fmt.Errorf("signing provenance: %w", err)
 	}
-	if err := writeInRoot(root, bundleRel, signed, a.cfg.RunnerUID, a.cfg.RunnerGID); err != nil {
-		return nil, fmt.Errorf("writing the bundle: %w", err)
-	}
-	resp.Bundle = bundleRel
-	a.log.Info("attested", "build", snapshot.buildID, "subjects", len(b.Subjects), "bundle", bundleRel, "actions", len(actions))
+	resp.Bundle = signed
+	a.log.Info("attested", "build", snapshot.buildID, "subjects", len(b.Subjects), "actions", len(actions))
 	return resp, nil
-}
-
-// workspaceRel turns a subject path (relative to the workspace, or absolute
-// inside it) into a clean workspace-relative path.
-func workspaceRel(workspace, p string) (string, error) {
-	if p == "" || strings.ContainsRune(p, 0) {
-		return "", fmt.Errorf("empty or invalid path %q", p)
-	}
-	if filepath.IsAbs(p) {
-		rel, err := filepath.Rel(workspace, p)
-		if err != nil {
-			return "", fmt.Errorf("%w: %s", ErrOutsideWorkspace, p)
-		}
-		p = rel
-	}
-	p = filepath.Clean(p)
-	if p == ".." || strings.HasPrefix(p, "../") || filepath.IsAbs(p) {
-		return "", fmt.Errorf("%w: %s", ErrOutsideWorkspace, p)
-	}
-	return p, nil
-}
-
-// writeInRoot writes a file inside root atomically, owned by the job user.
-func writeInRoot(root *os.Root, rel string, data []byte, uid, gid int) error {
-	tmp := fmt.Sprintf("%s.tmp-%d", rel, time.Now().UnixNano())
-	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		root.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		root.Remove(tmp)
-		return err
-	}
-	if err := root.Lchown(tmp, uid, gid); err != nil {
-		root.Remove(tmp)
-		return err
-	}
-	if err := root.Rename(tmp, rel); err != nil {
-		root.Remove(tmp)
-		return err
-	}
-	return nil
 }

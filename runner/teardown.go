@@ -30,21 +30,24 @@ func (a *Agent) teardown(ctx context.Context, out *Outcome) {
 		log.Warn("extending teardown", "err", err)
 	}
 	a.mu.Lock()
-	adm := a.admission
+	name := a.refusedRunner
+	if a.admission != nil {
+		name = a.admission.RunnerName
+	}
 	a.mu.Unlock()
 	var dereg *gateapi.DeregisterRequest
-	if adm != nil {
+	if name != "" {
 		signedAt := c.Now().UTC()
 		reason := out.Reason
 		if len(reason) > 200 {
 			reason = reason[:200]
 		}
-		digest := sha256.Sum256(gateapi.DeregisterMessage(adm.RunnerName, reason, signedAt))
+		digest := sha256.Sum256(gateapi.DeregisterMessage(name, reason, signedAt))
 		sig, err := c.Collector.Signer().Sign(rand.Reader, digest[:], crypto.SHA256)
 		if err != nil {
 			log.Warn("signing the deregistration", "err", err)
 		} else {
-			dereg = &gateapi.DeregisterRequest{RunnerName: adm.RunnerName, Reason: reason, SignedAt: signedAt, Signature: sig}
+			dereg = &gateapi.DeregisterRequest{RunnerName: name, Reason: reason, SignedAt: signedAt, Signature: sig}
 		}
 	}
 	if err := c.Collector.Close(); err != nil {

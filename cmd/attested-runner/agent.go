@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -44,9 +46,9 @@ With --tdx the agent uses the TDX guest interface instead of a TPM.
 `
 
 type agentFlags struct {
-	gate, gateCA, runnerDir, runnerUser, labels, tpm, eventLog, socket, stateDir, poweroff, logFormat string
-	tdx, insecureDiskRunnerDir                                                                        bool
-	idleTTL, admissionDeadline, jobTimeout, teardownDeadline                                          time.Duration
+	gate, gateCA, gateKeys, runnerDir, runnerUser, labels, tpm, eventLog, socket, stateDir, poweroff, logFormat string
+	tdx, insecureDiskRunnerDir, insecurePlainHTTP                                                               bool
+	idleTTL, admissionDeadline, jobTimeout, teardownDeadline                                                    time.Duration
 }
 
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -54,6 +56,8 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := cli.NewFlagSet("run", runUsage, stderr)
 	fs.StringVar(&f.gate, "gate", "", "gate base URL, e.g. https://gate.example.com (required)")
 	fs.StringVar(&f.gateCA, "gate-ca", "", "PEM CA bundle for the gate's TLS certificate (default: system roots)")
+	fs.StringVar(&f.gateKeys, "gate-key", "/etc/attested-runner/gate-keys.pem", "PEM public keys of the gate (jobgate keygen's output), pinned in the image: the admission answer and the environment certificate must be signed by one")
+	fs.BoolVar(&f.insecurePlainHTTP, "insecure-allow-plain-http-gate", false, "allow an http:// gate URL that is not loopback (tests under QEMU only: without TLS anyone on the path sees the agent's traffic)")
 	fs.StringVar(&f.runnerDir, "runner-dir", "/opt/actions-runner", "GitHub runner directory (bin/Runner.Listener)")
 	fs.StringVar(&f.runnerUser, "runner-user", "runner", "unprivileged user the runner and the job run as: a name, or uid:gid")
 	fs.BoolVar(&f.insecureDiskRunnerDir, "insecure-allow-runner-dir-on-disk", false, "allow a runner directory on a persistent filesystem (the runner writes its JIT credentials there): local demos and tests only")
@@ -79,6 +83,13 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if f.gate == "" {
 		return cli.Usagef("run: --gate is required")
+	}
+	if err := checkGateURL(f.gate, f.insecurePlainHTTP); err != nil {
+		return err
+	}
+	gateKeys, err := loadGateKeys(f.gateKeys)
+	if err != nil {
+		return err
 	}
 	var h slog.Handler = slog.NewTextHandler(stderr, nil)
 	if f.logFormat == "json" {
@@ -120,7 +131,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	a, err := runner.New(runner.Config{
-		Gate: &gateapi.Client{BaseURL: f.gate, HTTP: httpClient}, Collector: collector,
+		Gate: &gateapi.Client{BaseURL: f.gate, HTTP: httpClient}, GateKeys: gateKeys, Collector: collector,
 		AgentDigest: digest, AgentVersion: version.String("attested-runner"), AgentPath: self,
 		RunnerDir: f.runnerDir, RunnerUID: uid, RunnerGID: gid, Labels: labels,
 		SocketPath: f.socket, StateDir: f.stateDir,
@@ -141,6 +152,47 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errors.New(out.Reason)
 	}
 	return nil
+}
+
+// checkGateURL refuses a gate URL the agent cannot talk to safely: https,
+// or http to a loopback address; plain http elsewhere only with the named
+// insecure flag.
+func checkGateURL(raw string, allowPlainHTTP bool) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return cli.Usagef("--gate %q: want https://HOST[:PORT]", raw)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if allowPlainHTTP || isLoopback(u.Hostname()) {
+			return nil
+		}
+		return cli.Usagef("--gate %s is plain http to a host that is not loopback: use https (or, for a test VM only, --insecure-allow-plain-http-gate)", raw)
+	}
+	return cli.Usagef("--gate %q: scheme %q, want https", raw, u.Scheme)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// loadGateKeys reads the pinned gate keys: PEM public keys, at least one.
+func loadGateKeys(path string) ([]crypto.PublicKey, error) {
+	b, err := cli.ReadFile(path, 64<<10)
+	if err != nil {
+		return nil, fmt.Errorf("--gate-key: %w (the gate's public key, from jobgate keygen, must be pinned in the image)", err)
+	}
+	keys, err := provenance.ParseTrustedRoots(b)
+	if err != nil {
+		return nil, fmt.Errorf("--gate-key %s: %w", path, err)
+	}
+	return keys, nil
 }
 
 func lookupUser(name string) (int, int, error) {

@@ -10,9 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/attested-runner/attested-runner/internal/cli"
+	"github.com/attested-runner/attested-runner/internal/fileio"
 	"github.com/attested-runner/attested-runner/runner"
 )
 
@@ -57,13 +59,13 @@ func runHook(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer cancel()
 	if event == "job-started" {
 		var resp runner.JobStartedResponse
-		if err := c.Call(cctx, runner.SocketPathJobStarted, rep, &resp); err != nil {
+		if err := c.Call(cctx, runner.OpJobStarted, rep, &resp); err != nil {
 			return fmt.Errorf("the attested-runner agent refused this job: %w", err)
 		}
 		fmt.Fprintf(stdout, "attested-runner: job recorded as %s\nattested-runner: dispatch attestation: %s\n", resp.BuildID, resp.Dispatch)
 		return nil
 	}
-	if err := c.Call(cctx, runner.SocketPathJobCompleted, rep, nil); err != nil {
+	if err := c.Call(cctx, runner.OpJobCompleted, rep, nil); err != nil {
 		return fmt.Errorf("reporting job completion: %w", err)
 	}
 	fmt.Fprintln(stdout, "attested-runner: job completion recorded")
@@ -72,11 +74,16 @@ func runHook(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 const attestUsage = `Usage: attested-runner attest --subject-path PATTERN [--subject-path ...] [--bundle-path PATH] [--socket PATH]
 
-Run inside a job on an attested runner (the job-side action runs it): the
-agent hashes the matching files itself and writes a sigstore bundle with
-SLSA provenance signed by the attested environment key. Patterns are globs
-relative to the current directory (the workspace). Prints the bundle path;
-with GITHUB_OUTPUT set, also writes bundle-path= to it.
+Run inside a job on an attested runner (the job-side action runs it). It
+opens the matching files itself, as the job's user, and hands the agent their
+open descriptors: the agent hashes exactly those files (it never opens a path
+on the job's behalf) and returns a sigstore bundle with SLSA provenance signed
+by the attested environment key, which this command writes. Patterns are globs
+relative to the current directory; every file must be a regular file inside
+the workspace ($GITHUB_WORKSPACE, else the current directory), and is recorded
+under its workspace-relative path. At most 250 files per bundle. Prints the
+digests and the bundle path; with GITHUB_OUTPUT set, also writes bundle-path=
+to it.
 `
 
 func runAttest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -99,6 +106,12 @@ func runAttest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			if pat = strings.TrimSpace(pat); pat == "" {
 				continue
 			}
+			if !strings.ContainsAny(pat, `*?[\\`) {
+				// A plain path: opened as is, so that a file the job
+				// cannot read says so instead of "matches no file".
+				paths = append(paths, pat)
+				continue
+			}
 			m, err := filepath.Glob(pat)
 			if err != nil {
 				return cli.Usagef("bad pattern %q: %v", pat, err)
@@ -116,37 +129,109 @@ func runAttest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	req := &runner.AttestRequest{Bundle: *bundle}
-	for _, p := range paths {
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(cwd, p)
-		}
-		req.Subjects = append(req.Subjects, p)
+	ws := os.Getenv("GITHUB_WORKSPACE")
+	if ws == "" {
+		ws = cwd
 	}
-	if req.Bundle != "" && !filepath.IsAbs(req.Bundle) {
-		req.Bundle = filepath.Join(cwd, req.Bundle)
+	subs, err := openSubjects(cwd, ws, paths)
+	defer subs.close()
+	if err != nil {
+		return err
+	}
+	if len(subs.files) > runner.MaxSubjects {
+		return fmt.Errorf("%d files to attest: at most %d per bundle (attest them in several steps)", len(subs.files), runner.MaxSubjects)
+	}
+	bundlePath := *bundle
+	if bundlePath == "" {
+		bundlePath = subs.paths[0] + ".sigstore.json"
+	}
+	if !filepath.IsAbs(bundlePath) {
+		bundlePath = filepath.Join(cwd, bundlePath)
 	}
 	var resp runner.AttestResponse
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
-	if err := (&runner.Client{Socket: *socket}).Call(cctx, runner.SocketPathAttest, req, &resp); err != nil {
+	if err := (&runner.Client{Socket: *socket}).Call(cctx, runner.OpAttest, &runner.AttestRequest{Subjects: subs.names}, &resp, subs.files...); err != nil {
 		return fmt.Errorf("attest: %w", err)
 	}
-	for _, s := range resp.Subjects {
-		fmt.Fprintf(stdout, "attested %s sha256:%s\n", s.Path, s.SHA256)
+	if len(resp.Bundle) == 0 {
+		return errors.New("attest: the agent returned no bundle")
 	}
-	fmt.Fprintf(stdout, "bundle %s\n", resp.Bundle)
+	// Written as the job's user, replacing whatever is at the path (a
+	// symlink there is replaced, not followed).
+	if err := fileio.WriteFileAtomic(bundlePath, resp.Bundle, 0o644); err != nil {
+		return fmt.Errorf("writing the bundle: %w", err)
+	}
+	for _, s := range resp.Subjects {
+		fmt.Fprintf(stdout, "attested %s sha256:%s\n", s.Name, s.SHA256)
+	}
+	shown := bundlePath
+	if rel, err := filepath.Rel(ws, bundlePath); err == nil && filepath.IsLocal(rel) {
+		shown = rel
+	}
+	fmt.Fprintf(stdout, "bundle %s\n", shown)
 	if out := os.Getenv("GITHUB_OUTPUT"); out != "" {
 		f, err := os.OpenFile(out, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(f, "bundle-path=%s\n", resp.Bundle)
+		fmt.Fprintf(f, "bundle-path=%s\n", shown)
 		if err := f.Close(); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// subjectFiles are the files to attest, opened by this (job-side) process.
+type subjectFiles struct {
+	files []*os.File
+	names []string // workspace-relative, recorded in the provenance
+	paths []string // absolute
+}
+
+func (s *subjectFiles) close() {
+	for _, f := range s.files {
+		f.Close()
+	}
+}
+
+// openSubjects opens each path for reading as the job user, refusing
+// anything that is not a regular file inside the workspace. O_NONBLOCK keeps
+// a FIFO from blocking the open; the file type is then checked before
+// anything is read. A file matched twice is attested once.
+func openSubjects(cwd, ws string, paths []string) (*subjectFiles, error) {
+	s := &subjectFiles{}
+	seen := map[string]bool{}
+	for _, p := range paths {
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(cwd, p)
+		}
+		name, err := filepath.Rel(ws, p)
+		if err != nil || !filepath.IsLocal(name) {
+			return s, fmt.Errorf("subject %s is outside the job workspace %s", p, ws)
+		}
+		name = filepath.ToSlash(name)
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+		if err != nil {
+			return s, fmt.Errorf("subject %s: %w", name, err)
+		}
+		s.files = append(s.files, f)
+		fi, err := f.Stat()
+		if err != nil {
+			return s, fmt.Errorf("subject %s: %w", name, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return s, fmt.Errorf("subject %s is not a regular file (%s)", name, fi.Mode().Type())
+		}
+		s.names = append(s.names, name)
+		s.paths = append(s.paths, p)
+	}
+	return s, nil
 }
 
 func writePEM(w io.Writer, typ string, der []byte) error {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -41,5 +42,36 @@ func TestNotOnAnAttestedRunner(t *testing.T) {
 	out, code = runArgs("hook", "job-started", "--socket", sock)
 	if code != 1 || !strings.Contains(out, "refused this job") {
 		t.Fatalf("exit %d: %s", code, out)
+	}
+}
+
+// TestGateURLAndPinnedKey: the agent refuses a gate it cannot talk to
+// safely, before it touches the TPM: plain http off loopback (unless the
+// named insecure flag is given), and no pinned gate key.
+func TestGateURLAndPinnedKey(t *testing.T) {
+	for raw, ok := range map[string]bool{
+		"https://gate.example.com": true, "http://127.0.0.1:8080": true, "http://[::1]:80": true, "http://localhost:1": true,
+		"http://10.0.2.100:8080": false, "http://gate.example.com": false, "ftp://gate": false, "gate.example.com": false,
+	} {
+		if err := checkGateURL(raw, false); (err == nil) != ok {
+			t.Errorf("%s: %v", raw, err)
+		}
+	}
+	if err := checkGateURL("http://10.0.2.100:8080", true); err != nil {
+		t.Errorf("with --insecure-allow-plain-http-gate: %v", err)
+	}
+	out, code := runArgs("run", "--gate", "http://10.0.2.100:8080", "--runner-user", "1000:1000")
+	if code != 2 || !strings.Contains(out, "--insecure-allow-plain-http-gate") {
+		t.Errorf("plain http off loopback: exit %d: %s", code, out)
+	}
+	out, code = runArgs("run", "--gate", "https://gate.example.com", "--gate-key", filepath.Join(t.TempDir(), "none.pem"), "--runner-user", "1000:1000")
+	if code != 1 || !strings.Contains(out, "pinned in the image") {
+		t.Errorf("no pinned gate key: exit %d: %s", code, out)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.pem")
+	os.WriteFile(bad, []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), 0o644)
+	out, code = runArgs("run", "--gate", "https://gate.example.com", "--gate-key", bad, "--runner-user", "1000:1000")
+	if code != 1 || !strings.Contains(out, "PUBLIC KEY") {
+		t.Errorf("gate key file of the wrong type: exit %d: %s", code, out)
 	}
 }

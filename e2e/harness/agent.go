@@ -26,6 +26,8 @@ type AgentOptions struct {
 	Machine *Machine
 	// GateURL is where the agent finds the gate (required).
 	GateURL string
+	// GateKey is the PEM file of the gate keys the agent pins (required).
+	GateKey string
 	// RunnerUser is the unprivileged "uid:gid" the runner and the job run
 	// as; empty means this process's own uid:gid. Another uid needs root.
 	RunnerUser string
@@ -76,8 +78,8 @@ type AgentExit struct {
 // StartAgent starts an agent in dir. Its runner directory is a new
 // directory under o.RunnerRoot (tmpfs), owned by the runner user.
 func StartAgent(bin *Binaries, dir string, o AgentOptions) (*Agent, error) {
-	if o.Machine == nil || o.GateURL == "" {
-		return nil, errors.New("agent: a machine and a gate URL are required")
+	if o.Machine == nil || o.GateURL == "" || o.GateKey == "" {
+		return nil, errors.New("agent: a machine, a gate URL and the gate's key are required")
 	}
 	if o.Name == "" {
 		o.Name = o.Machine.Name
@@ -130,6 +132,7 @@ func StartAgent(bin *Binaries, dir string, o AgentOptions) (*Agent, error) {
 	}
 	args := []string{"run",
 		"--gate", o.GateURL,
+		"--gate-key", o.GateKey,
 		"--tpm", o.Machine.TPMArg(),
 		"--event-log", o.Machine.EventLogPath,
 		"--runner-dir", a.RunnerDir,

@@ -26,6 +26,9 @@ type Binaries struct {
 	// Listener is the fake Runner.Listener (e2e/cmd/fake-runner-listener),
 	// copied into each agent's runner directory as bin/Runner.Listener.
 	Listener string
+	// HostileClient is e2e/cmd/hostile-client: an agent socket client
+	// a hostile job could write.
+	HostileClient string
 }
 
 // packages maps each binary's file name to its package.
@@ -34,15 +37,17 @@ var packages = []struct{ name, pkg string }{
 	{"attested-runner", "./cmd/attested-runner"},
 	{"attested-verify", "./cmd/attested-verify"},
 	{"fake-runner-listener", "./e2e/cmd/fake-runner-listener"},
+	{"hostile-client", "./e2e/cmd/hostile-client"},
 }
 
 func binariesIn(dir string) *Binaries {
 	return &Binaries{
-		Dir:      dir,
-		Jobgate:  filepath.Join(dir, "jobgate"),
-		Agent:    filepath.Join(dir, "attested-runner"),
-		Verify:   filepath.Join(dir, "attested-verify"),
-		Listener: filepath.Join(dir, "fake-runner-listener"),
+		Dir:           dir,
+		Jobgate:       filepath.Join(dir, "jobgate"),
+		Agent:         filepath.Join(dir, "attested-runner"),
+		Verify:        filepath.Join(dir, "attested-verify"),
+		Listener:      filepath.Join(dir, "fake-runner-listener"),
+		HostileClient: filepath.Join(dir, "hostile-client"),
 	}
 }
 

@@ -43,6 +43,10 @@ type Gate struct {
 	// data/gate.db (the store), gate.log (its JSON log, all runs appended),
 	// roots.pem (its public keys, once Roots is called).
 	Dir, ConfigPath, KeyPath, LogPath string
+	// PublicKeyPath is the signing key's public half (what `jobgate
+	// keygen` printed), outside Dir so that agents running as another user
+	// can read it: the key an image pins (the agent's --gate-key).
+	PublicKeyPath string
 	// URL is the gate's base URL (http://127.0.0.1:PORT).
 	URL string
 
@@ -73,8 +77,13 @@ func NewGate(ctx context.Context, bin *Binaries, dir string, gh *GitHub, o GateO
 	}
 	g := &Gate{Dir: dir, ConfigPath: filepath.Join(dir, "config.json"), KeyPath: filepath.Join(dir, "signing-key.pem"),
 		LogPath: filepath.Join(dir, "gate.log"), URL: "http://" + addr, bin: bin}
-	if out, err := exec.CommandContext(ctx, bin.Jobgate, "keygen", "--out", g.KeyPath).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("jobgate keygen: %w: %s", err, out)
+	pub, err := exec.CommandContext(ctx, bin.Jobgate, "keygen", "--out", g.KeyPath).Output()
+	if err != nil {
+		return nil, fmt.Errorf("jobgate keygen: %w: %s", err, pub)
+	}
+	g.PublicKeyPath = filepath.Join(filepath.Dir(dir), filepath.Base(dir)+"-key.pub.pem")
+	if err := fileio.WriteFileAtomic(g.PublicKeyPath, pub, 0o644); err != nil {
+		return nil, err
 	}
 	g.cfg = jobgate.Config{
 		Listen:     addr,

@@ -30,6 +30,10 @@ type Exchange struct {
 // restart the gate, before the request reaches it.
 type Hook func(method, path string, body []byte) []byte
 
+// ResponseHook sees every answer of the gate (with the request as
+// forwarded) and returns the answer the client gets.
+type ResponseHook func(path string, status int, request, response []byte) []byte
+
 // Proxy is a recording HTTP proxy in front of the gate: the network
 // between the agents and the gate, which an attacker may read, replay or
 // rewrite. Agents pointed at URL reach the gate through it.
@@ -43,6 +47,7 @@ type Proxy struct {
 	mu        sync.Mutex
 	exchanges []Exchange
 	hook      Hook
+	respHook  ResponseHook
 }
 
 // StartProxy listens on a free loopback port and forwards to target.
@@ -56,6 +61,13 @@ func StartProxy(target string) (*Proxy, error) {
 	p.srv = &http.Server{Handler: http.HandlerFunc(p.serve), ReadHeaderTimeout: 10 * time.Second}
 	go p.srv.Serve(ln)
 	return p, nil
+}
+
+// SetResponseHook installs (or, with nil, removes) the response hook.
+func (p *Proxy) SetResponseHook(h ResponseHook) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.respHook = h
 }
 
 // SetHook installs (or, with nil, removes) the request hook.
@@ -97,6 +109,12 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	defer resp.Body.Close()
 	x.Status = resp.StatusCode
 	x.Response, _ = io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	p.mu.Lock()
+	respHook := p.respHook
+	p.mu.Unlock()
+	if respHook != nil {
+		x.Response = respHook(r.URL.Path, resp.StatusCode, x.Request, x.Response)
+	}
 	// Recorded before the client sees the answer, so that whoever acts on
 	// the answer finds the exchange recorded.
 	x.End = time.Now()

@@ -170,6 +170,9 @@ func (w *World) StartAgent(o AgentOptions) (*Agent, error) {
 		}
 		o.GateURL = w.Proxy.URL
 	}
+	if o.GateKey == "" && w.Gate != nil {
+		o.GateKey = w.Gate.PublicKeyPath
+	}
 	if o.RunnerRoot == "" {
 		o.RunnerRoot = w.RunnerRoot
 	}
@@ -256,7 +259,8 @@ func checkSearchable(dir string) error {
 }
 
 // stageForRunnerUser puts what the runner user executes into dir: the agent
-// binary (its hooks call it) and the job-side action. A hard link when
+// binary (its hooks call it), the hostile client (attack tests) and the
+// job-side action. A hard link when
 // possible (same content, so the same agent digest), else a copy.
 func stageForRunnerUser(bin *Binaries, repoRoot, dir string) (*Binaries, string, error) {
 	staged := *bin
@@ -266,6 +270,12 @@ func stageForRunnerUser(bin *Binaries, repoRoot, dir string) (*Binaries, string,
 	}
 	if err := linkOrCopy(bin.Agent, staged.Agent, 0o755); err != nil {
 		return nil, "", fmt.Errorf("staging the agent binary: %w", err)
+	}
+	if bin.HostileClient != "" {
+		staged.HostileClient = filepath.Join(dir, "bin", filepath.Base(bin.HostileClient))
+		if err := linkOrCopy(bin.HostileClient, staged.HostileClient, 0o755); err != nil {
+			return nil, "", fmt.Errorf("staging the hostile client: %w", err)
+		}
 	}
 	src := filepath.Join(repoRoot, "action", "attest")
 	action := filepath.Join(dir, "action", "attest")

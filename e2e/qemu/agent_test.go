@@ -59,7 +59,7 @@ func buildFixture(t *testing.T) (*fixture, error) {
 	fixRoot = root
 	dir := filepath.Join(root, "image")
 	start := time.Now()
-	if out, err := runBuild(dir); err != nil {
+	if out, err := runBuild(t, dir); err != nil {
 		return nil, fmt.Errorf("build.sh: %v\n%s", err, out)
 	}
 	t.Logf("build.sh --agent: %.1f s", time.Since(start).Seconds())
@@ -142,8 +142,8 @@ func signImage(root, dir string, rv *attest.ReferenceValues) (bundle, signerPEM 
 	return bundle, signerPEM, nil
 }
 
-func runBuild(dir string, extra ...string) (string, error) {
-	args := append(append([]string{dir}, buildArgs...), extra...)
+func runBuild(t *testing.T, dir string, extra ...string) (string, error) {
+	args := append(append([]string{dir}, buildArgs(t)...), extra...)
 	var out bytes.Buffer
 	cmd := exec.Command(script("build.sh"), args...)
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -451,7 +451,7 @@ func TestAgentImageReproducible(t *testing.T) {
 	for i := range sums {
 		dir := filepath.Join(t.TempDir(), "image")
 		var out bytes.Buffer
-		cmd := exec.Command(filepath.Join(src, "scripts", "image", "build.sh"), append([]string{dir}, buildArgs...)...)
+		cmd := exec.Command(filepath.Join(src, "scripts", "image", "build.sh"), append([]string{dir}, buildArgs(t)...)...)
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Run(); err != nil {
 			t.Fatalf("build.sh: %v\n%s", err, out.String())

@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -66,6 +64,9 @@ func TestMain(m *testing.M) {
 	if fixRoot != "" {
 		os.RemoveAll(fixRoot)
 	}
+	if gateKeyDir != "" {
+		os.RemoveAll(gateKeyDir)
+	}
 	os.Exit(code)
 }
 
@@ -95,12 +96,47 @@ func runScript(t *testing.T, args ...string) string {
 }
 
 // buildArgs are the build.sh arguments of the test image: an agent image for
-// the gate at guestHost, the fake Runner.Listener, and /dev/ttyS1 handed to
-// the runner user so the job can export its bundle.
-var buildArgs = []string{
-	"--agent", "--gate", fmt.Sprintf("http://%s:%d", guestHost, guestGatePort),
-	"--runner", "fake", "--runner-user", "1000:1000", "--runner-device", "/dev/ttyS1",
-	"--agent-flag", "--admission-deadline=40s", "--agent-flag", "--idle-ttl=60s", "--agent-flag", "--teardown-deadline=20s",
+// the gate at guestHost (plain http through QEMU's relay to the host's
+// loopback, hence the named insecure flag) pinning the test gate's key, the
+// fake Runner.Listener, and /dev/ttyS1 handed to the runner user so the job
+// can export its bundle.
+func buildArgs(t *testing.T) []string {
+	_, pub := testGateKey(t)
+	return []string{
+		"--agent", "--gate", fmt.Sprintf("http://%s:%d", guestHost, guestGatePort), "--gate-key", pub,
+		"--runner", "fake", "--runner-user", "1000:1000", "--runner-device", "/dev/ttyS1",
+		"--agent-flag", "--insecure-allow-plain-http-gate",
+		"--agent-flag", "--admission-deadline=40s", "--agent-flag", "--idle-ttl=60s", "--agent-flag", "--teardown-deadline=20s",
+	}
+}
+
+var (
+	gateKeyOnce             sync.Once
+	gateKeyDir              string
+	gateKeyPriv, gateKeyPub string
+	gateKeyErr              error
+)
+
+// testGateKey is the gate signing key of every test gate in this package
+// (private and public PEM files): the images pin its public half, as an
+// admin's images pin their gate's.
+func testGateKey(t *testing.T) (priv, pub string) {
+	t.Helper()
+	gateKeyOnce.Do(func() {
+		if gateKeyDir, gateKeyErr = os.MkdirTemp("", "attested-qemu-gate-key"); gateKeyErr != nil {
+			return
+		}
+		gateKeyPriv = filepath.Join(gateKeyDir, "signing.pem")
+		gateKeyPub = filepath.Join(gateKeyDir, "gate-key.pub.pem")
+		var pem []byte
+		if pem, gateKeyErr = jobgate.GenerateSigningKey(gateKeyPriv); gateKeyErr == nil {
+			gateKeyErr = os.WriteFile(gateKeyPub, pem, 0o644)
+		}
+	})
+	if gateKeyErr != nil {
+		t.Fatalf("test gate key: %v", gateKeyErr)
+	}
+	return gateKeyPriv, gateKeyPub
 }
 
 // machine is one simulated host: a swtpm state directory whose endorsement
@@ -224,15 +260,12 @@ func newWorld(t *testing.T, m *machine, spec gateSpec) *world {
 		return p
 	}
 	write("app.pem", pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(appKey)}), 0o600)
-	signKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	privPath, _ := testGateKey(t)
+	signingKey, err := os.ReadFile(privPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	der, err := x509.MarshalECPrivateKey(signKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	write("signing.pem", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600)
+	write("signing.pem", signingKey, 0o600)
 	policyCfg := map[string]any{
 		"trustedAKs": []string{"ak.pem"},
 		// A QEMU -kernel boot: OVMF measures the kernel before

@@ -5,7 +5,13 @@
 package gateapi
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
 )
 
@@ -47,6 +53,58 @@ type AdmitResponse struct {
 	// EnvironmentCertificate is the gate-signed VSA (a sigstore bundle).
 	EnvironmentCertificate json.RawMessage `json:"environmentCertificate"`
 	ExpiresAt              time.Time       `json:"expiresAt"`
+	// DeliverySignature is the gate's signature (ECDSA P-256, ASN.1, by
+	// its certificate key) over DeliveryDigest: it binds the sealed
+	// configuration and the certificate to this admission, so a party
+	// between agent and gate cannot swap either (see VerifyDelivery).
+	DeliverySignature []byte `json:"deliverySignature"`
+}
+
+// deliveryDomain separates delivery signatures from every other use of the
+// gate's key.
+const deliveryDomain = "attested-runner/v1/jit-delivery"
+
+// DeliveryDigest is the SHA-256 the gate signs when it answers an
+// admission: the runner's name and id, the admission nonce, and the
+// digests of the agent's evidence, of the sealed JIT configuration and of
+// the environment certificate, each length-prefixed.
+func DeliveryDigest(nonce, evidence []byte, r *AdmitResponse) []byte {
+	ev := sha256.Sum256(evidence)
+	sealed := sha256.Sum256(r.SealedJITConfig)
+	cert := sha256.Sum256(r.EnvironmentCertificate)
+	var id [8]byte
+	binary.BigEndian.PutUint64(id[:], uint64(r.RunnerID))
+	h := sha256.New()
+	for _, part := range [][]byte{[]byte(deliveryDomain), []byte(r.RunnerName), id[:], nonce, ev[:], sealed[:], cert[:]} {
+		var n [4]byte
+		binary.BigEndian.PutUint32(n[:], uint32(len(part)))
+		h.Write(n[:])
+		h.Write(part)
+	}
+	return h.Sum(nil)
+}
+
+// ErrDeliveryForged: an admission answer that no trusted gate key signed
+// for this admission.
+var ErrDeliveryForged = errors.New("the admission answer is not signed by a pinned gate key for this admission")
+
+// VerifyDelivery checks an admission answer's signature against the gate
+// keys the agent trusts (pinned in its measured image, never fetched from
+// the gate), for the nonce and evidence the agent sent.
+func VerifyDelivery(gateKeys []crypto.PublicKey, nonce, evidence []byte, r *AdmitResponse) error {
+	if len(gateKeys) == 0 {
+		return fmt.Errorf("%w: no pinned gate key", ErrDeliveryForged)
+	}
+	if len(r.DeliverySignature) == 0 {
+		return fmt.Errorf("%w: unsigned", ErrDeliveryForged)
+	}
+	d := DeliveryDigest(nonce, evidence, r)
+	for _, k := range gateKeys {
+		if ek, ok := k.(*ecdsa.PublicKey); ok && ecdsa.VerifyASN1(ek, d, r.DeliverySignature) {
+			return nil
+		}
+	}
+	return ErrDeliveryForged
 }
 
 // JITContext is the HPKE context a JIT configuration is sealed under.

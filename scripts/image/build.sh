@@ -15,7 +15,7 @@
 # Usage: scripts/image/build.sh OUTDIR [--init STATIC-BINARY] [--extra DIR]...
 #          [--cmdline STRING] [--kernel-deb FILE | --kernel-package NAME[=VERSION]]
 #          [--cache DIR] [--no-compress]
-#        scripts/image/build.sh OUTDIR --agent --gate URL [--gate-ca FILE]
+#        scripts/image/build.sh OUTDIR --agent --gate URL --gate-key FILE [--gate-ca FILE]
 #          [--runner fake|DIR] [--runner-user UID:GID] [--net ADDR/PREFIX[@GW]]
 #          [--module NAME]... [--package NAME=VERSION]... [--agent-flag FLAG]...
 #          [--runner-device PATH]... [--extra DIR]... [common options]
@@ -43,6 +43,10 @@
 #                             kernel .deb's .modinfo), loaded in order
 #   /opt/attested-runner/action/attest  the job-side action
 # --gate      gate URL the agent dials (required), e.g. https://gate.example
+# --gate-key  PEM public key(s) of the gate (`jobgate keygen` prints it), pinned
+#             in the image as /etc/attested-runner/gate-keys.pem: the agent
+#             accepts an admission answer and a certificate only if one of
+#             them signed it (required; list several to rotate keys)
 # --gate-ca   PEM CA bundle for the gate's TLS certificate
 # --runner    'fake': e2e/cmd/fake-runner-listener as bin/Runner.Listener
 #             (tests); DIR: copy an actions-runner directory (default: fake)
@@ -86,6 +90,7 @@ compress=gzip
 agent_mode=0
 gate=""
 gate_ca=""
+gate_key=""
 runner_src=fake
 runner_user=1000:1000
 net_spec=10.0.2.15/24@10.0.2.2
@@ -107,6 +112,7 @@ while [[ $# -gt 0 ]]; do
     --agent) agent_mode=1; shift ;;
     --gate) [[ $# -ge 2 ]] || die "--gate needs a URL"; gate=$2; agent_opts=1; shift 2 ;;
     --gate-ca) [[ $# -ge 2 ]] || die "--gate-ca needs a file"; gate_ca=$2; agent_opts=1; shift 2 ;;
+    --gate-key) [[ $# -ge 2 ]] || die "--gate-key needs a file"; gate_key=$2; agent_opts=1; shift 2 ;;
     --runner) [[ $# -ge 2 ]] || die "--runner needs 'fake' or a directory"; runner_src=$2; agent_opts=1; shift 2 ;;
     --runner-user) [[ $# -ge 2 ]] || die "--runner-user needs uid:gid"; runner_user=$2; agent_opts=1; shift 2 ;;
     --net) [[ $# -ge 2 ]] || die "--net needs ADDR/PREFIX[@GATEWAY] or none"; net_spec=$2; agent_opts=1; shift 2 ;;
@@ -124,6 +130,9 @@ done
 if [[ $agent_mode -eq 1 ]]; then
   [[ -z "$init" ]] || die "--agent and --init exclude each other (the agent image's init is scripts/image/agentinit)"
   [[ -n "$gate" ]] || die "--agent needs --gate URL"
+  [[ -n "$gate_key" ]] || die "--agent needs --gate-key FILE: the gate's public key (jobgate keygen prints it), pinned in the image"
+  [[ -f "$gate_key" ]] || die "--gate-key $gate_key not found"
+  grep -q -- '-----BEGIN PUBLIC KEY-----' "$gate_key" || die "--gate-key $gate_key has no PEM PUBLIC KEY block"
   [[ "$gate" =~ ^https?://[A-Za-z0-9.:-]+(/[A-Za-z0-9._~/-]*)?$ ]] || die "--gate $gate: want http(s)://HOST[:PORT][/PATH]"
   [[ "$runner_user" =~ ^[1-9][0-9]*:[1-9][0-9]*$ ]] || die "--runner-user $runner_user: want uid:gid, not root"
   [[ "$net_spec" == none || "$net_spec" =~ ^[0-9.]+/[0-9]+(@[0-9.]+)?$ ]] || die "--net $net_spec: want ADDR/PREFIX[@GATEWAY] or none"
@@ -136,7 +145,7 @@ if [[ $agent_mode -eq 1 ]]; then
   done
   command -v go >/dev/null || die "go not found: --agent builds the agent"
 elif [[ $agent_opts -eq 1 ]]; then
-  die "--gate, --gate-ca, --runner, --runner-user, --net, --module, --package, --agent-flag and --runner-device need --agent"
+  die "--gate, --gate-key, --gate-ca, --runner, --runner-user, --net, --module, --package, --agent-flag and --runner-device need --agent"
 fi
 for tool in dpkg-deb tar cpio gzip sha256sum find sort; do
   command -v "$tool" >/dev/null || die "$tool not found (Debian: apt-get install dpkg tar cpio gzip coreutils findutils)"
@@ -368,8 +377,10 @@ if [[ $agent_mode -eq 1 ]]; then
   uid=${runner_user%%:*} gid=${runner_user#*:}
   printf 'root:x:0:0:root:/root:/bin/bash\nrunner:x:%s:%s:runner:/runner:/bin/bash\n' "$uid" "$gid" >"$agentroot/etc/passwd"
   printf 'root:x:0:\nrunner:x:%s:\n' "$gid" >"$agentroot/etc/group"
-  argv=(/usr/bin/attested-runner run --gate "$gate" --tpm /dev/tpmrm0 --runner-dir /runner
-    --runner-user "$runner_user" --poweroff-command reboot-syscall)
+  install -m 0644 "$gate_key" "$agentroot/etc/attested-runner/gate-keys.pem"
+  gate_key_sha=$(sha256sum "$gate_key" | cut -d' ' -f1)
+  argv=(/usr/bin/attested-runner run --gate "$gate" --gate-key /etc/attested-runner/gate-keys.pem
+    --tpm /dev/tpmrm0 --runner-dir /runner --runner-user "$runner_user" --poweroff-command reboot-syscall)
   if [[ -n "$gate_ca" ]]; then
     [[ -f "$gate_ca" ]] || die "--gate-ca $gate_ca not found"
     install -m 0644 "$gate_ca" "$agentroot/etc/attested-runner/gate-ca.pem"
@@ -402,6 +413,7 @@ EOF
   \"agent\": {
     \"sha256\": \"$agent_sha\",
     \"gate\": $(json_string "$gate"),
+    \"gateKeysSHA256\": \"$gate_key_sha\",
     \"runner\": $(json_string "$runner_src"),
     \"runnerListenerSHA256\": \"$listener_sha\",
     \"runnerUser\": \"$runner_user\",
