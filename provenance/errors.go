@@ -2,7 +2,9 @@ package provenance
 
 import "errors"
 
-// Sentinel errors; every rejection wraps exactly one.
+// Sentinel errors; every rejection wraps one of them. A few name a cause
+// and always come with the more general one they refine (said below), so
+// callers can test either.
 var (
 	// ErrTooLarge: a bundle or embedded document over its size limit.
 	ErrTooLarge = errors.New("input exceeds size limit")
@@ -30,6 +32,11 @@ var (
 	ErrBuildMismatch = errors.New("hardware evidence is for another build")
 	// ErrLevelTooLow: the environment's BuildEnv level is below the minimum.
 	ErrLevelTooLow = errors.New("build environment level below the required minimum")
+	// ErrSoftwareTPM (always with ErrLevelTooLow): the environment runs on a
+	// software TPM (level 0), said by the gate's certificate, the consumer's
+	// policy or the evidence's own label, and insecure mode was not asked
+	// for, or an explicit minimum level was.
+	ErrSoftwareTPM = errors.New("environment runs on a software TPM (simulator or swtpm)")
 	// ErrRepositoryMismatch, ErrRefMismatch, ErrWorkflowMismatch,
 	// ErrCommitMismatch, ErrRunMismatch, ErrBuilderMismatch: the build is
 	// not the one the caller expects.

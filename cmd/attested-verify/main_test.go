@@ -14,6 +14,7 @@ import (
 
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/attest/attesttest"
+	"github.com/attested-runner/attested-runner/provenance"
 	"github.com/attested-runner/attested-runner/provenance/provenancetest"
 )
 
@@ -57,6 +58,12 @@ type fixture struct {
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
+	return newFixtureSigned(t, (*provenancetest.Env).Sign)
+}
+
+// newFixtureSigned is newFixture with the bundle signed by sign.
+func newFixtureSigned(t testing.TB, sign func(*provenancetest.Env, testing.TB, *provenance.Build) []byte) *fixture {
+	t.Helper()
 	e := provenancetest.NewEnv(t)
 	dir := t.TempDir()
 	content := []byte("release tarball\n")
@@ -64,7 +71,7 @@ func newFixture(t testing.TB) *fixture {
 	f.bundle = f.artifact + ".sigstore.json"
 	f.root = filepath.Join(dir, "gate.pem")
 	must(t, os.WriteFile(f.artifact, content, 0o644))
-	must(t, os.WriteFile(f.bundle, e.Sign(t, e.Build(map[string][]byte{"app.tar.gz": content})), 0o644))
+	must(t, os.WriteFile(f.bundle, sign(e, t, e.Build(map[string][]byte{"app.tar.gz": content})), 0o644))
 	spki, err := x509.MarshalPKIXPublicKey(e.GateKey.Public())
 	must(t, err)
 	must(t, os.WriteFile(f.root, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}), 0o644))
@@ -131,8 +138,44 @@ func TestArtifact(t *testing.T) {
 func TestArtifactRejectsWithoutInsecureFlag(t *testing.T) {
 	f := newFixture(t)
 	out, code := runCLI(t, "artifact", f.artifact, "--trusted-root", f.root, "--repo", "octo-org/app")
-	if code != 1 || !strings.Contains(out, "level below the required minimum") {
+	if code != 1 || !strings.Contains(out, "level below the required minimum") || !strings.Contains(out, "software TPM") ||
+		!strings.Contains(out, "--insecure-allow-software-tpm") {
 		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+// TestArtifactSoftwareTPMLabelDropped: the gate certified a software TPM at
+// level 0; whoever holds its state dropped the label from the response-time
+// evidence and signed with the environment key. The level comes from the
+// certificate, not from the label.
+func TestArtifactSoftwareTPMLabelDropped(t *testing.T) {
+	f := newFixtureSigned(t, (*provenancetest.Env).SignUnlabelled)
+	base := []string{"artifact", f.artifact, "--trusted-root", f.root, "--repo", "octo-org/app"}
+	for _, tc := range []struct {
+		name  string
+		extra []string
+		code  int
+		want  []string
+	}{
+		{"no insecure flag", nil, 1, []string{"NOT VERIFIED", "software TPM", "the gate's certificate says so", "--insecure-allow-software-tpm"}},
+		{"explicit --min-level 2", []string{"--insecure-allow-software-tpm", "--min-level", "2"}, 1,
+			[]string{"NOT VERIFIED", "software TPM", "not an explicit --min-level"}},
+		{"insecure flag", []string{"--insecure-allow-software-tpm"}, 0, []string{"VERIFIED sha256:", "SLSA_BUILDENV_LEVEL_0 (SOFTWARE TPM, insecure mode)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, code := runCLI(t, append(base, tc.extra...)...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d:\n%s", code, tc.code, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			if strings.Contains(out, "image test-image, SLSA_BUILDENV_LEVEL_2") {
+				t.Errorf("verified at level 2:\n%s", out)
+			}
+		})
 	}
 }
 
@@ -144,6 +187,8 @@ func TestUsageErrors(t *testing.T) {
 		{"artifact", "x", "--repo", "o/r"},
 		{"artifact", "x", "--repo", "o/r", "--evidence"},
 		{"artifact", "x", "--repo", "o/r", "--trusted-root", "r", "--format", "xml"},
+		{"artifact", "x", "--repo", "o/r", "--trusted-root", "r", "--min-level", "0"},
+		{"artifact", "x", "--repo", "o/r", "--trusted-root", "r", "--min-level", "4"},
 		{"evidence"},
 		{"evidence", "a", "b"},
 		{"evidence", "a", "--kind", "sev"},
