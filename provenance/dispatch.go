@@ -111,8 +111,9 @@ var dispatchQuoteSlot = quoteSlot{
 }
 
 // VerifyDispatch checks a dispatch attestation: signed by a gate-certified
-// environment key, with a dispatch quote from the same boot whose lifecycle
-// log shows job-start for the attested build. It returns the build id.
+// environment key, with a dispatch quote from the same boot, certifying the
+// same key (ErrEnvKeyMismatch), whose lifecycle log shows job-start for the
+// attested build (ErrBuildMismatch). It returns the build id.
 func VerifyDispatch(raw []byte, trustedGates []crypto.PublicKey) (string, *EnvCertificate, error) {
 	p, err := parseBundle(raw)
 	if err != nil {
@@ -167,6 +168,11 @@ func VerifyDispatch(raw []byte, trustedGates []crypto.PublicKey) (string, *EnvCe
 	claims, err := attest.Verify(ev, attest.DispatchChallenge(digest), certPolicy(cert, cert.IssuedAt))
 	if err != nil {
 		return "", nil, fmt.Errorf("%w: %w", ErrEvidence, err)
+	}
+	// The quote must speak for the key that signed the dispatch (and the
+	// gate certified), not for another key of the same TPM and boot.
+	if !claims.EnvKey.Equal(envKey) {
+		return "", nil, fmt.Errorf("%w: %s, the signer is %s", ErrEnvKeyMismatch, keyName(claims.EnvKey), keyName(envKey))
 	}
 	if claims.Lifecycle.BuildID != buildID || claims.Lifecycle.JobEnded {
 		return "", nil, fmt.Errorf("%w: lifecycle says %q", ErrBuildMismatch, claims.Lifecycle.BuildID)

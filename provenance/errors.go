@@ -28,6 +28,10 @@ var (
 	// ErrEvidence: the response-time evidence does not verify (wraps the
 	// attest error: quote over another statement, other boot, ...).
 	ErrEvidence = errors.New("response-time evidence rejected")
+	// ErrEnvKeyMismatch (with ErrEvidence in Verify): the hardware evidence
+	// certifies another environment key than the one the gate certified
+	// and that signed the statement.
+	ErrEnvKeyMismatch = errors.New("hardware evidence certifies another environment key")
 	// ErrBuildMismatch: the lifecycle log's build id is not this build's.
 	ErrBuildMismatch = errors.New("hardware evidence is for another build")
 	// ErrLevelTooLow: the environment's BuildEnv level is below the minimum.

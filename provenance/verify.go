@@ -200,7 +200,7 @@ func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, err
 		return r, r.fail("evidence", fmt.Errorf("%w: %w", ErrEvidence, err))
 	}
 	if !claims.EnvKey.Equal(envKey) {
-		return r, r.fail("evidence", fmt.Errorf("%w: the quote certifies another environment key", ErrEvidence))
+		return r, r.fail("evidence", fmt.Errorf("%w: %w: %s, the signer is %s", ErrEvidence, ErrEnvKeyMismatch, keyName(claims.EnvKey), keyName(envKey)))
 	}
 	if claims.Lifecycle.BuildID != prov.buildID || claims.Lifecycle.BuildID == "" {
 		return r, r.fail("evidence", fmt.Errorf("%w: lifecycle log says %q, provenance says %q", ErrBuildMismatch, claims.Lifecycle.BuildID, prov.buildID))
