@@ -34,6 +34,10 @@ var (
 	ErrEnvKeyMismatch = errors.New("hardware evidence certifies another environment key")
 	// ErrBuildMismatch: the lifecycle log's build id is not this build's.
 	ErrBuildMismatch = errors.New("hardware evidence is for another build")
+	// ErrJobEnded: the quote's lifecycle log already shows job-end or
+	// teardown: the statement was signed after the job, by whoever had the
+	// environment then.
+	ErrJobEnded = errors.New("hardware evidence was taken after the job ended")
 	// ErrLevelTooLow: the environment's BuildEnv level is below the minimum.
 	ErrLevelTooLow = errors.New("build environment level below the required minimum")
 	// ErrSoftwareTPM (always with ErrLevelTooLow): the environment runs on a

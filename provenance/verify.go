@@ -93,8 +93,9 @@ const clockSkew = 2 * time.Minute
 // in evidence mode, by hardware evidence verified against reference values;
 // the DSSE signature verifies with that key (ErrSignature); the response-time
 // evidence verifies with the statement's digest as challenge, from the same
-// AK, boot and environment key, and its lifecycle log names this build
-// (ErrEvidence, ErrBuildMismatch); the build's times lie within the
+// AK, boot and environment key (ErrEvidence, ErrEnvKeyMismatch), and its
+// lifecycle log names this build (ErrBuildMismatch) and shows neither
+// job-end nor teardown yet (ErrJobEnded); the build's times lie within the
 // certificate (ErrEnvCertValidity); the level is high enough
 // (ErrLevelTooLow, with ErrSoftwareTPM for a software TPM); repository,
 // ref, workflow, commit, run and builder are the expected ones.
@@ -205,6 +206,9 @@ func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, err
 	if claims.Lifecycle.BuildID != prov.buildID || claims.Lifecycle.BuildID == "" {
 		return r, r.fail("evidence", fmt.Errorf("%w: lifecycle log says %q, provenance says %q", ErrBuildMismatch, claims.Lifecycle.BuildID, prov.buildID))
 	}
+	if err := jobRunning(claims.Lifecycle); err != nil {
+		return r, r.fail("evidence", err)
+	}
 	r.Claims = claims
 	r.ImageID = claims.ImageID
 	r.pass("evidence", fmt.Sprintf("%s quote over this statement; lifecycle: %s", claims.Kind, lifecycleSummary(claims.Lifecycle)))
@@ -302,6 +306,17 @@ func keyName(pub crypto.PublicKey) string {
 		return "?"
 	}
 	return "sha256:" + attest.KeyDigest(spki)[:16]
+}
+
+// jobRunning refuses a lifecycle log that already shows job-end or
+// teardown: the agent attests only while the job runs (seed: response-time
+// attestation, signed by the environment that ran the build), so a quote
+// taken afterwards speaks for whoever had the environment then.
+func jobRunning(lc *attest.Lifecycle) error {
+	if lc.JobEnded || lc.TornDown {
+		return fmt.Errorf("%w: lifecycle: %s", ErrJobEnded, lifecycleSummary(lc))
+	}
+	return nil
 }
 
 func lifecycleSummary(lc *attest.Lifecycle) string {

@@ -29,7 +29,8 @@ single-use attested-runner environment for the build you expect:
     (or, with --evidence, its hardware evidence matches --reference-values);
   - its DSSE signature is by that certified environment key;
   - its response-time hardware quote covers this exact statement, from the
-    same TPM/TD and boot, after the job-start event for this build;
+    same TPM/TD and boot, after the job-start event for this build and
+    before its job-end and the environment's teardown;
   - it was built from --repo (and --ref, --workflow, --commit, --run-id,
     --builder-id when given);
   - its BuildEnv level is at least --min-level (default 2): the lower of
