@@ -275,6 +275,93 @@ func TestEvidenceOwnFormat(t *testing.T) {
 	}
 }
 
+// TestEvidenceSkippedChecks: a check whose input is missing is shown as
+// skipped, never as passed, and a TPM quote whose signer was checked
+// against no trust anchor is never VERIFIED.
+func TestEvidenceSkippedChecks(t *testing.T) {
+	m := attesttest.SimulatedMachine(t)
+	nonce := bytes.Repeat([]byte{9}, 32)
+	ev, err := m.Collector.Collect(attest.AdmissionChallenge(nonce))
+	must(t, err)
+	dir := t.TempDir()
+	evFile, akFile := filepath.Join(dir, "ev.json"), filepath.Join(dir, "ak.pem")
+	b, err := ev.Encode()
+	must(t, err)
+	must(t, os.WriteFile(evFile, b, 0o644))
+	spki, err := x509.MarshalPKIXPublicKey(m.Policy.TrustedAKs[0])
+	must(t, err)
+	must(t, os.WriteFile(akFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}), 0o644))
+	td := "../../attest/testdata/tdx/"
+	tdxNonce, err := os.ReadFile(td + "nonce.dat")
+	must(t, err)
+	tdx := []string{"evidence", td + "cos-113-tdx-quote.dat", "--time", "2024-09-01T00:00:00Z"}
+
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		code    int
+		want    []string
+		notWant []string
+	}{
+		{"TPM quote, no trust anchor", []string{"evidence", evFile, "--insecure-allow-software-tpm"}, 1,
+			[]string{"  - attestation key   SKIPPED: no trusted AK or AK root given", "; give --trusted-ak or --trusted-ak-root",
+				"  - nonce             SKIPPED: no nonce given", "; give --nonce", "unverified AK", "Measured:",
+				"Result: NOT VERIFIED: policy trusts no attestation key: the TPM quote's signer", "; give --trusted-ak or --trusted-ak-root"},
+			[]string{"✓ attestation key", "NOT CHECKED", "Result: VERIFIED"}},
+		{"TPM quote, trusted AK, no nonce", []string{"evidence", evFile, "--insecure-allow-software-tpm", "--trusted-ak", akFile}, 0,
+			[]string{"  ✓ attestation key   trusted AK", "  - nonce             SKIPPED", "Result: VERIFIED"},
+			[]string{"NOT CHECKED", "unverified AK"}},
+		{"TDX quote without CCEL", append(tdx, "--nonce", hexOf(tdxNonce)), 0,
+			[]string{"  ✓ quote", "  - event log         SKIPPED: no CCEL given", "; give --ccel and --ccel-table", "MRTD", "Result: VERIFIED"},
+			[]string{"✓ event log", "✗"}},
+		{"TDX quote without nonce", append(tdx, "--ccel", td+"ccel_data.dat", "--ccel-table", td+"ccel_table.dat"), 0,
+			[]string{"  - nonce             SKIPPED", "  ✓ event log         CCEL replays", "Result: VERIFIED"},
+			[]string{"NOT CHECKED"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, code := runCLI(t, tc.args...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d:\n%s", code, tc.code, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			for _, w := range tc.notWant {
+				if strings.Contains(out, w) {
+					t.Errorf("output has %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+
+	// JSON and --reference-values-out follow the same verdict.
+	out, code := runCLI(t, "evidence", evFile, "--insecure-allow-software-tpm", "--format", "json")
+	var rep struct {
+		Verified        bool
+		Error           string
+		ReferenceValues any
+		Checks          []attest.Check
+	}
+	must(t, json.Unmarshal([]byte(out), &rep))
+	if code != 1 || rep.Verified || rep.ReferenceValues != nil || !strings.Contains(rep.Error, "--trusted-ak") {
+		t.Errorf("json without anchor: exit %d, %+v", code, rep)
+	}
+	for _, c := range rep.Checks {
+		if c.Name == "attestation key" && c.Status != attest.StatusSkipped {
+			t.Errorf("json: %+v", c)
+		}
+	}
+	rv := filepath.Join(dir, "rv.json")
+	if out, code := runCLI(t, "evidence", evFile, "--insecure-allow-software-tpm", "--reference-values-out", rv); code != 1 {
+		t.Errorf("--reference-values-out without anchor: exit %d:\n%s", code, out)
+	}
+	if _, err := os.Stat(rv); err == nil {
+		t.Error("candidate reference values written from an unanchored quote")
+	}
+}
+
 // BenchmarkCLIVerify is the whole attested-verify process on one artifact.
 func BenchmarkCLIVerify(b *testing.B) {
 	f := newFixture(b)
