@@ -140,6 +140,14 @@ func TestCraftedEvidence(t *testing.T) {
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("Verify: got %v, want %v", err, tc.want)
 			}
+			if tc.ak != nil {
+				// Inspected with no AK root, the AK's attributes are still
+				// checked (a quote by it would prove nothing even then).
+				in := attest.InspectEvidence(ev, attest.InspectOptions{Policy: &attest.Policy{AllowSoftwareTPMUnsafe: true}})
+				if !errors.Is(in.Err, tc.want) || in.Checks[len(in.Checks)-1].Name != "attestation key" {
+					t.Fatalf("Inspect without AK roots: got %v, want %v (%+v)", in.Err, tc.want, in.Checks)
+				}
+			}
 		})
 	}
 }

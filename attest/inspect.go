@@ -33,9 +33,23 @@ type Inspection struct {
 	Err error
 }
 
-// Verified reports whether no check failed. Skipped checks do not fail an
-// inspection; callers that require them say so by passing their inputs.
+// Verified reports whether no check failed and the quote's signer was
+// checked against a trust anchor (a TPM quote against a trusted AK or AK
+// root, a TDX quote against Intel's root). Other skipped checks do not fail
+// an inspection; callers that require them say so by passing their inputs.
 func (i *Inspection) Verified() bool { return i.Err == nil }
+
+// finish records the checks and the verdict: the first failure err or,
+// when every check passed or was skipped but the quote's signer was not
+// checked against any trust anchor, ErrNoTrustRoot: a quote that anyone
+// could have made verifies nothing.
+func (i *Inspection) finish(s *steps, err error) *Inspection {
+	if err == nil && s.unanchored != "" {
+		err = fmt.Errorf("%w: %s", ErrNoTrustRoot, s.unanchored)
+	}
+	i.Err, i.Checks = err, s.checks
+	return i
+}
 
 func (o InspectOptions) policy() *Policy {
 	if o.Policy == nil {
@@ -50,33 +64,27 @@ func InspectEvidence(ev *Evidence, o InspectOptions) *Inspection {
 	in := &Inspection{Source: "attested-runner evidence", Kind: ev.Kind}
 	s := &steps{}
 	if err := ev.checkShape(); err != nil {
-		in.Err = s.fail("decode", err)
-		in.Checks = s.checks
-		return in
+		return in.finish(s, s.fail("decode", err))
 	}
 	p := o.policy()
 	if o.Challenge != nil {
 		if err := o.Challenge.validate(); err != nil {
-			in.Err = s.fail("decode", err)
-			in.Checks = s.checks
-			return in
+			return in.finish(s, s.fail("decode", err))
 		}
 	}
 	if p.Reference != nil {
 		if err := p.Reference.Validate(); err != nil {
-			in.Err = s.fail("reference values", err)
-			in.Checks = s.checks
-			return in
+			return in.finish(s, s.fail("reference values", err))
 		}
 	}
 	inspect := *p
 	inspect.AllowSoftwareTPMUnsafe = true // reported, not refused, when inspecting
-	in.Claims, in.Err = verifyEvidence(ev, o.Challenge, &inspect, s)
-	if in.Err == nil && ev.SoftwareTPMUnsafe && !p.AllowSoftwareTPMUnsafe {
-		in.Err = s.fail("software TPM", ErrSoftwareTPM)
+	c, err := verifyEvidence(ev, o.Challenge, &inspect, s)
+	in.Claims = c
+	if err == nil && ev.SoftwareTPMUnsafe && !p.AllowSoftwareTPMUnsafe {
+		err = s.fail("software TPM", ErrSoftwareTPM)
 	}
-	in.Checks = s.checks
-	return in
+	return in.finish(s, err)
 }
 
 // InspectTPMAttestation checks a bare go-tpm-tools Attestation (as made by
@@ -86,30 +94,24 @@ func InspectTPMAttestation(att *pb.Attestation, o InspectOptions) (in *Inspectio
 	s := &steps{}
 	defer func() {
 		if r := recover(); r != nil {
-			in.Err = s.fail("decode", fmt.Errorf("%w: parser panic: %v", ErrMalformedEvidence, r))
-			in.Checks = s.checks
+			in.finish(s, s.fail("decode", fmt.Errorf("%w: parser panic: %v", ErrMalformedEvidence, r)))
 		}
 	}()
 	in.Claims = &Claims{Kind: KindTPM}
-	in.Err = verifyTPMInput(tpmInput{att: att, cel: att.GetCanonicalEventLog(), nonce: o.RawNonce}, o.policy(), in.Claims, s)
-	in.Checks = s.checks
-	return in
+	return in.finish(s, verifyTPMInput(tpmInput{att: att, cel: att.GetCanonicalEventLog(), nonce: o.RawNonce}, o.policy(), in.Claims, s))
 }
 
-// InspectTDXQuote checks a raw TDX quote and its CCEL.
+// InspectTDXQuote checks a raw TDX quote and its CCEL (table and log both
+// nil: the replay is skipped).
 func InspectTDXQuote(quote, table, ccel []byte, o InspectOptions) *Inspection {
 	in := &Inspection{Source: "TDX quote", Kind: KindTDX}
 	s := &steps{}
 	q, err := ParseTDXQuote(quote)
 	if err != nil {
-		in.Err = s.fail("decode", err)
-		in.Checks = s.checks
-		return in
+		return in.finish(s, s.fail("decode", err))
 	}
 	in.Claims = &Claims{Kind: KindTDX}
-	in.Err = verifyTDXQuoteInput(tdxInput{quote: q, table: table, ccel: ccel, reportData: o.RawNonce}, o.policy(), in.Claims, s)
-	in.Checks = s.checks
-	return in
+	return in.finish(s, verifyTDXQuoteInput(tdxInput{quote: q, table: table, ccel: ccel, reportData: o.RawNonce}, o.policy(), in.Claims, s))
 }
 
 // CandidateReferenceValues turns what an inspection measured into a

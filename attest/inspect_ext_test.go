@@ -2,6 +2,7 @@ package attest_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/attested-runner/attested-runner/attest"
@@ -18,25 +19,41 @@ func TestInspectEvidence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Nothing but the evidence: everything that can be checked passes, the
-	// rest is reported as skipped.
+	// Nothing but the evidence: everything that can be checked is, the
+	// rest is reported as skipped, and since nothing says who signed the
+	// quote, the inspection is not verified.
 	in := attest.InspectEvidence(ev, attest.InspectOptions{Policy: &attest.Policy{AllowSoftwareTPMUnsafe: true}})
+	if in.Verified() || !errors.Is(in.Err, attest.ErrNoTrustRoot) {
+		t.Fatalf("no AK root: got %v, want %v", in.Err, attest.ErrNoTrustRoot)
+	}
+	wantStatus(t, in, map[string]attest.Status{
+		"attestation key": attest.StatusSkipped, "quote": attest.StatusPass, "nonce": attest.StatusSkipped,
+		"event log": attest.StatusPass, "environment key": attest.StatusPass,
+		"reference values": attest.StatusSkipped, "agent": attest.StatusSkipped,
+	})
+	if in.Claims == nil || len(in.Claims.PCRs) == 0 {
+		t.Errorf("measurements not reported: %+v", in.Claims)
+	}
+	for _, c := range in.Checks {
+		if c.Name == "quote" && !strings.Contains(c.Detail, "unverified AK") {
+			t.Errorf("quote check does not say its signer is unverified: %s", c.Detail)
+		}
+	}
+	// The AK trusted, nothing else: verified, with the rest skipped.
+	in = attest.InspectEvidence(ev, attest.InspectOptions{Policy: &attest.Policy{AllowSoftwareTPMUnsafe: true, TrustedAKs: m.Policy.TrustedAKs}})
 	if !in.Verified() {
 		t.Fatalf("%v %+v", in.Err, in.Checks)
 	}
-	skipped := map[string]bool{}
-	for _, c := range in.Checks {
-		if c.Status == attest.StatusSkipped {
-			skipped[c.Name] = true
-		}
-	}
-	if !skipped["reference values"] || !skipped["agent"] {
-		t.Errorf("checks %+v", in.Checks)
-	}
-	// Full inputs: same as Verify.
+	wantStatus(t, in, map[string]attest.Status{"attestation key": attest.StatusPass, "nonce": attest.StatusSkipped, "reference values": attest.StatusSkipped})
+	// Full inputs: same as Verify, nothing skipped.
 	in = attest.InspectEvidence(ev, attest.InspectOptions{Challenge: &ch, Policy: m.Policy})
 	if !in.Verified() || in.Claims.ImageID != "test-image" {
 		t.Fatalf("%v %+v", in.Err, in.Checks)
+	}
+	for _, c := range in.Checks {
+		if c.Status != attest.StatusPass {
+			t.Errorf("full inputs: %+v", c)
+		}
 	}
 	// A candidate derived from the evidence admits it.
 	rv := in.CandidateReferenceValues("candidate")
@@ -87,4 +104,18 @@ func TestInspectBareAttestation(t *testing.T) {
 	if !errors.Is(in.Err, attest.ErrNonceMismatch) {
 		t.Fatalf("wrong nonce: %v", in.Err)
 	}
+	// No AK root: whoever made the quote, it is not verified.
+	in = attest.InspectTPMAttestation(&back, attest.InspectOptions{RawNonce: n, Policy: &attest.Policy{Reference: p.Reference}})
+	if in.Verified() || !errors.Is(in.Err, attest.ErrNoTrustRoot) {
+		t.Fatalf("no AK root: got %v, want %v", in.Err, attest.ErrNoTrustRoot)
+	}
+	wantStatus(t, in, map[string]attest.Status{"attestation key": attest.StatusSkipped, "quote": attest.StatusPass, "reference values": attest.StatusPass})
+	// No nonce: skipped, not passed.
+	in = attest.InspectTPMAttestation(&back, attest.InspectOptions{Policy: p})
+	if !in.Verified() {
+		t.Fatalf("no nonce: %v", in.Err)
+	}
+	wantStatus(t, in, map[string]attest.Status{"attestation key": attest.StatusPass, "quote": attest.StatusPass, "nonce": attest.StatusSkipped})
 }
+
+var wantStatus = attest.WantStatusForTest

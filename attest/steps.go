@@ -26,6 +26,9 @@ type Check struct {
 // same step functions; only Inspect lets inputs be absent (skipped checks).
 type steps struct {
 	checks []Check
+	// unanchored says why the quote's signer was not checked against a
+	// trust anchor (inspection without AK roots); empty when it was.
+	unanchored string
 }
 
 // run executes one check and records its outcome; an error stops the caller.

@@ -111,8 +111,10 @@ var dispatchQuoteSlot = quoteSlot{
 }
 
 // VerifyDispatch checks a dispatch attestation: signed by a gate-certified
-// environment key, with a dispatch quote from the same boot whose lifecycle
-// log shows job-start for the attested build. It returns the build id.
+// environment key, with a dispatch quote from the same boot, certifying the
+// same key (ErrEnvKeyMismatch), whose lifecycle log shows job-start for the
+// attested build (ErrBuildMismatch) and neither job-end nor teardown
+// (ErrJobEnded). It returns the build id.
 func VerifyDispatch(raw []byte, trustedGates []crypto.PublicKey) (string, *EnvCertificate, error) {
 	p, err := parseBundle(raw)
 	if err != nil {
@@ -168,8 +170,16 @@ func VerifyDispatch(raw []byte, trustedGates []crypto.PublicKey) (string, *EnvCe
 	if err != nil {
 		return "", nil, fmt.Errorf("%w: %w", ErrEvidence, err)
 	}
-	if claims.Lifecycle.BuildID != buildID || claims.Lifecycle.JobEnded {
+	// The quote must speak for the key that signed the dispatch (and the
+	// gate certified), not for another key of the same TPM and boot.
+	if !claims.EnvKey.Equal(envKey) {
+		return "", nil, fmt.Errorf("%w: %s, the signer is %s", ErrEnvKeyMismatch, keyName(claims.EnvKey), keyName(envKey))
+	}
+	if claims.Lifecycle.BuildID != buildID {
 		return "", nil, fmt.Errorf("%w: lifecycle says %q", ErrBuildMismatch, claims.Lifecycle.BuildID)
+	}
+	if err := jobRunning(claims.Lifecycle); err != nil {
+		return "", nil, err
 	}
 	return buildID, cert, nil
 }

@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -236,13 +237,25 @@ func (c *EnvCertificate) clone() *EnvCertificate {
 	return &out
 }
 
+// envCertCacheKey names a (certificate, trusted keys) pair. Every part is
+// length-framed: without framing, bytes could
+// move between the certificate and the keys ((cert, [A, B]) and
+// (cert || SPKI(A), [B]) would hash the same bytes) and a pair that never
+// verified would be served from the cache.
 func envCertCacheKey(raw []byte, roots []crypto.PublicKey) [32]byte {
 	h := sha256.New()
-	h.Write(raw)
+	frame := func(b []byte) {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	frame(raw)
 	for _, r := range roots {
-		if spki, err := x509.MarshalPKIXPublicKey(r); err == nil {
-			h.Write(spki)
-		}
+		// Framed too, though DER already delimits an SPKI. A key that does
+		// not marshal frames as empty: it verifies nothing.
+		spki, _ := x509.MarshalPKIXPublicKey(r)
+		frame(spki)
 	}
 	var k [32]byte
 	h.Sum(k[:0])

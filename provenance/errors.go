@@ -2,7 +2,9 @@ package provenance
 
 import "errors"
 
-// Sentinel errors; every rejection wraps exactly one.
+// Sentinel errors; every rejection wraps one of them. A few name a cause
+// and always come with the more general one they refine (said below), so
+// callers can test either.
 var (
 	// ErrTooLarge: a bundle or embedded document over its size limit.
 	ErrTooLarge = errors.New("input exceeds size limit")
@@ -26,10 +28,23 @@ var (
 	// ErrEvidence: the response-time evidence does not verify (wraps the
 	// attest error: quote over another statement, other boot, ...).
 	ErrEvidence = errors.New("response-time evidence rejected")
+	// ErrEnvKeyMismatch (with ErrEvidence in Verify): the hardware evidence
+	// certifies another environment key than the one the gate certified
+	// and that signed the statement.
+	ErrEnvKeyMismatch = errors.New("hardware evidence certifies another environment key")
 	// ErrBuildMismatch: the lifecycle log's build id is not this build's.
 	ErrBuildMismatch = errors.New("hardware evidence is for another build")
+	// ErrJobEnded: the quote's lifecycle log already shows job-end or
+	// teardown: the statement was signed after the job, by whoever had the
+	// environment then.
+	ErrJobEnded = errors.New("hardware evidence was taken after the job ended")
 	// ErrLevelTooLow: the environment's BuildEnv level is below the minimum.
 	ErrLevelTooLow = errors.New("build environment level below the required minimum")
+	// ErrSoftwareTPM (always with ErrLevelTooLow): the environment runs on a
+	// software TPM (level 0), said by the gate's certificate, the consumer's
+	// policy or the evidence's own label, and insecure mode was not asked
+	// for, or an explicit minimum level was.
+	ErrSoftwareTPM = errors.New("environment runs on a software TPM (simulator or swtpm)")
 	// ErrRepositoryMismatch, ErrRefMismatch, ErrWorkflowMismatch,
 	// ErrCommitMismatch, ErrRunMismatch, ErrBuilderMismatch: the build is
 	// not the one the caller expects.

@@ -34,10 +34,14 @@ type VerifyOptions struct {
 	// evidence is verified against this policy (reference values and AK
 	// roots) and the gate is not trusted at all.
 	ReferenceValues *attest.Policy
-	// MinLevel is the lowest BuildEnv level accepted (default 2).
+	// MinLevel is the lowest BuildEnv level accepted, 1 to 3; 0 means the
+	// default, 2. AllowSoftwareTPMInsecure lowers only the default.
 	MinLevel int
-	// AllowSoftwareTPMInsecure accepts level-0 environments (simulator or
-	// swtpm), for demos and tests. Never in production.
+	// AllowSoftwareTPMInsecure accepts software-TPM environments (simulator
+	// or swtpm; level 0) when MinLevel is the default, for demos and tests.
+	// Never in production. In evidence mode it is meant to go with
+	// ReferenceValues.AllowSoftwareTPMUnsafe, which makes every result a
+	// software-TPM result (see Verify).
 	AllowSoftwareTPMInsecure bool
 }
 
@@ -50,18 +54,20 @@ type Check struct {
 
 // Result is what a verified provenance establishes.
 type Result struct {
-	Checks     []Check         `json:"checks"`
-	Job        Job             `json:"job"`
-	BuilderID  string          `json:"builderId"`
-	BuildID    string          `json:"buildId"`
-	Subjects   []Subject       `json:"-"`
-	EnvCert    *EnvCertificate `json:"environment,omitempty"`
-	Level      int             `json:"buildEnvLevel"`
-	ImageID    string          `json:"imageId"`
-	StartedOn  time.Time       `json:"startedOn"`
-	FinishedOn time.Time       `json:"finishedOn"`
-	Actions    []string        `json:"actions"`
-	Claims     *attest.Claims  `json:"-"`
+	Checks    []Check         `json:"checks"`
+	Job       Job             `json:"job"`
+	BuilderID string          `json:"builderId"`
+	BuildID   string          `json:"buildId"`
+	Subjects  []Subject       `json:"-"`
+	EnvCert   *EnvCertificate `json:"environment,omitempty"`
+	Level     int             `json:"buildEnvLevel"`
+	// SoftwareTPM: the environment is a software TPM (then Level is 0).
+	SoftwareTPM bool           `json:"softwareTpm,omitempty"`
+	ImageID     string         `json:"imageId"`
+	StartedOn   time.Time      `json:"startedOn"`
+	FinishedOn  time.Time      `json:"finishedOn"`
+	Actions     []string       `json:"actions"`
+	Claims      *attest.Claims `json:"-"`
 }
 
 func (r *Result) pass(name, detail string) { r.Checks = append(r.Checks, Check{name, true, detail}) }
@@ -87,11 +93,23 @@ const clockSkew = 2 * time.Minute
 // in evidence mode, by hardware evidence verified against reference values;
 // the DSSE signature verifies with that key (ErrSignature); the response-time
 // evidence verifies with the statement's digest as challenge, from the same
-// AK, boot and environment key, and its lifecycle log names this build
-// (ErrEvidence, ErrBuildMismatch); the build's times lie within the
+// AK, boot and environment key (ErrEvidence, ErrEnvKeyMismatch), and its
+// lifecycle log names this build (ErrBuildMismatch) and shows neither
+// job-end nor teardown yet (ErrJobEnded); the build's times lie within the
 // certificate (ErrEnvCertValidity); the level is high enough
-// (ErrLevelTooLow); repository, ref, workflow, commit, run and builder are
-// the expected ones.
+// (ErrLevelTooLow, with ErrSoftwareTPM for a software TPM); repository,
+// ref, workflow, commit, run and builder are the expected ones.
+//
+// The level: with a gate, the lower of the certificate's level and the
+// response-time evidence's (under the certificate's policy); in evidence
+// mode, what the consumer's policy gives the verified hardware
+// (attest.Policy.TPMLevel, 3 for TDX). It is 0, a software-TPM result,
+// when the certificate says software TPM, when the consumer's policy
+// allows software TPMs (ReferenceValues.AllowSoftwareTPMUnsafe: its trust
+// roots may then be software TPMs), or when the evidence
+// is labelled so. The label is the agent's own word, outside the quote: it
+// can lower the level, never raise it. A software-TPM result passes only
+// with AllowSoftwareTPMInsecure and the default MinLevel.
 //
 // Not checked: anything online (revocation, Rekor), and the truth of what the
 // attested agent recorded: the hardware evidence shows which agent binary,
@@ -106,6 +124,9 @@ func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, err
 	}
 	if len(artifactSHA256) != 32 {
 		return r, r.fail("expectations", fmt.Errorf("%w: artifact SHA-256 digest", ErrNoExpectation))
+	}
+	if opts.MinLevel < 0 || opts.MinLevel > 3 {
+		return r, r.fail("expectations", fmt.Errorf("%w: minimum level %d is not 1, 2 or 3", ErrNoExpectation, opts.MinLevel))
 	}
 	p, err := parseBundle(raw)
 	if err != nil {
@@ -171,18 +192,24 @@ func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, err
 	if err != nil {
 		return r, r.fail("evidence", err)
 	}
-	claims, err := attest.Verify(ev, attest.StatementChallenge(digest), policy)
+	// The software-TPM label is reported, not refused, here: the level step
+	// below decides, and the label can only lower the level.
+	labelled := *policy
+	labelled.AllowSoftwareTPMUnsafe = true
+	claims, err := attest.Verify(ev, attest.StatementChallenge(digest), &labelled)
 	if err != nil {
 		return r, r.fail("evidence", fmt.Errorf("%w: %w", ErrEvidence, err))
 	}
 	if !claims.EnvKey.Equal(envKey) {
-		return r, r.fail("evidence", fmt.Errorf("%w: the quote certifies another environment key", ErrEvidence))
+		return r, r.fail("evidence", fmt.Errorf("%w: %w: %s, the signer is %s", ErrEvidence, ErrEnvKeyMismatch, keyName(claims.EnvKey), keyName(envKey)))
 	}
 	if claims.Lifecycle.BuildID != prov.buildID || claims.Lifecycle.BuildID == "" {
 		return r, r.fail("evidence", fmt.Errorf("%w: lifecycle log says %q, provenance says %q", ErrBuildMismatch, claims.Lifecycle.BuildID, prov.buildID))
 	}
+	if err := jobRunning(claims.Lifecycle); err != nil {
+		return r, r.fail("evidence", err)
+	}
 	r.Claims = claims
-	r.Level = claims.Level
 	r.ImageID = claims.ImageID
 	r.pass("evidence", fmt.Sprintf("%s quote over this statement; lifecycle: %s", claims.Kind, lifecycleSummary(claims.Lifecycle)))
 
@@ -198,19 +225,46 @@ func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, err
 		r.pass("validity", "built within the certificate's validity, on the certified runner")
 	}
 
+	var softwareWhy []string
+	r.Level = claims.Level
+	if claims.SoftwareTPM {
+		softwareWhy = append(softwareWhy, "the evidence is labelled so")
+	}
+	if c := r.EnvCert; c != nil {
+		// BuildEnv L2.verify-before-dispatch: the gate's verdict caps what
+		// the response-time evidence can show.
+		r.Level = min(r.Level, c.Level)
+		if c.SoftwareTPM {
+			softwareWhy = append(softwareWhy, "the gate's certificate says so")
+		}
+	} else if opts.ReferenceValues.AllowSoftwareTPMUnsafe {
+		softwareWhy = append(softwareWhy, "the policy allows software TPMs")
+	}
+	if len(softwareWhy) > 0 {
+		r.SoftwareTPM, r.Level = true, 0
+	}
 	minLevel := opts.MinLevel
 	if minLevel == 0 {
 		minLevel = 2
-	}
-	if opts.AllowSoftwareTPMInsecure && claims.SoftwareTPM {
-		minLevel = 0
+		if r.SoftwareTPM && opts.AllowSoftwareTPMInsecure {
+			minLevel = 0
+		}
 	}
 	if r.Level < minLevel {
-		return r, r.fail("level", fmt.Errorf("%w: %s < %s", ErrLevelTooLow, LevelName(r.Level), LevelName(minLevel)))
+		err := fmt.Errorf("%w: %s < %s", ErrLevelTooLow, LevelName(r.Level), LevelName(minLevel))
+		if r.SoftwareTPM {
+			hint := "accepted only with --insecure-allow-software-tpm (AllowSoftwareTPMInsecure), for demos and tests"
+			if opts.AllowSoftwareTPMInsecure {
+				hint = "--insecure-allow-software-tpm lowers only the default minimum level, not an explicit --min-level"
+			}
+			err = fmt.Errorf("%w: %w (%s): %s < %s; %s", ErrLevelTooLow, ErrSoftwareTPM, strings.Join(softwareWhy, ", "),
+				LevelName(r.Level), LevelName(minLevel), hint)
+		}
+		return r, r.fail("level", err)
 	}
 	detail := LevelName(r.Level)
-	if claims.SoftwareTPM {
-		detail += " (SOFTWARE TPM: accepted because insecure mode was asked for)"
+	if r.SoftwareTPM {
+		detail += " (SOFTWARE TPM: " + strings.Join(softwareWhy, ", ") + "; accepted because insecure mode was asked for)"
 	}
 	r.pass("level", detail)
 
@@ -252,6 +306,17 @@ func keyName(pub crypto.PublicKey) string {
 		return "?"
 	}
 	return "sha256:" + attest.KeyDigest(spki)[:16]
+}
+
+// jobRunning refuses a lifecycle log that already shows job-end or
+// teardown: the agent attests only while the job runs (seed: response-time
+// attestation, signed by the environment that ran the build), so a quote
+// taken afterwards speaks for whoever had the environment then.
+func jobRunning(lc *attest.Lifecycle) error {
+	if lc.JobEnded || lc.TornDown {
+		return fmt.Errorf("%w: lifecycle: %s", ErrJobEnded, lifecycleSummary(lc))
+	}
+	return nil
 }
 
 func lifecycleSummary(lc *attest.Lifecycle) string {

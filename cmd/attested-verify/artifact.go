@@ -29,9 +29,15 @@ single-use attested-runner environment for the build you expect:
     (or, with --evidence, its hardware evidence matches --reference-values);
   - its DSSE signature is by that certified environment key;
   - its response-time hardware quote covers this exact statement, from the
-    same TPM/TD and boot, after the job-start event for this build;
+    same TPM/TD and boot, after the job-start event for this build and
+    before its job-end and the environment's teardown;
   - it was built from --repo (and --ref, --workflow, --commit, --run-id,
-    --builder-id when given).
+    --builder-id when given);
+  - its BuildEnv level is at least --min-level (default 2): the lower of
+    the certificate's level and the evidence's (with --evidence: what your
+    reference values and AKs give it). A software TPM (simulator, swtpm)
+    is level 0, whatever the evidence claims, and passes only with
+    --insecure-allow-software-tpm and no --min-level.
 
 Examples:
   attested-verify artifact dist/app.tar.gz --trusted-root gate.pem --repo octo-org/app
@@ -69,8 +75,10 @@ func parseArtifact(args []string, stderr io.Writer) (*artifactConfig, error) {
 	fs.StringVar(&c.referenceVals, "reference-values", "", "reference-values file (evidence mode)")
 	fs.Var(&c.trustedAKs, "trusted-ak", "PEM file of trusted TPM attestation keys (evidence mode; repeatable)")
 	fs.Var(&c.trustedAKRoots, "trusted-ak-root", "PEM file of trusted AK certificate roots, e.g. a cloud vTPM CA (evidence mode; repeatable)")
-	fs.IntVar(&c.opts.MinLevel, "min-level", 2, "lowest BuildEnv level accepted (2: attested vTPM, 3: hardware TPM or TDX)")
-	fs.BoolVar(&c.opts.AllowSoftwareTPMInsecure, "insecure-allow-software-tpm", false, "accept environments on a software TPM (simulator, swtpm): demos and tests only")
+	// Default 0 (the library's default, 2) so that a given --min-level,
+	// even 2, is told apart: --insecure-allow-software-tpm never lowers it.
+	fs.IntVar(&c.opts.MinLevel, "min-level", 0, "lowest BuildEnv level accepted, 1 to 3 (2: attested vTPM, 3: hardware TPM or TDX); default 2, which --insecure-allow-software-tpm lowers to 0 for a software TPM: a given --min-level is never lowered")
+	fs.BoolVar(&c.opts.AllowSoftwareTPMInsecure, "insecure-allow-software-tpm", false, "accept environments on a software TPM (simulator, swtpm; level 0) under the default --min-level: demos and tests only. With --evidence, every environment counts as a software TPM (the trusted AKs may be software TPMs)")
 	fs.StringVar(&c.format, "format", "text", "output format: text or json")
 	fs.StringVar(&c.stepSummary, "step-summary", "", "append a Markdown summary table to this file (in GitHub Actions: $GITHUB_STEP_SUMMARY)")
 	fs.StringVar(&c.vsaOut, "vsa-out", "", "write a SLSA verification summary attestation (in-toto vsa/v1) for the verified artifacts to this file")
@@ -82,7 +90,11 @@ func parseArtifact(args []string, stderr io.Writer) (*artifactConfig, error) {
 		return nil, cli.Usagef("%v", err)
 	}
 	c.paths = paths
+	minLevelSet := false
+	fs.Visit(func(f *flag.Flag) { minLevelSet = minLevelSet || f.Name == "min-level" })
 	switch {
+	case minLevelSet && (c.opts.MinLevel < 1 || c.opts.MinLevel > 3):
+		return nil, cli.Usagef("artifact: --min-level must be 1, 2 or 3 (a software TPM, level 0, is accepted only by --insecure-allow-software-tpm with the default minimum)")
 	case len(c.paths) == 0:
 		return nil, cli.Usagef("artifact: no artifact PATH given")
 	case c.opts.ExpectedRepository == "":
@@ -224,7 +236,11 @@ func printArtifactText(w io.Writer, r artifactReport) {
 	fmt.Fprintf(w, "  source    %s/%s @ %s (%s)\n", strings.TrimSuffix(j.ServerURL, "/"), j.Repository, j.SHA, j.Ref)
 	fmt.Fprintf(w, "  workflow  %s (%s by %s)\n", j.WorkflowRef, j.EventName, j.Actor)
 	fmt.Fprintf(w, "  run       %s (job %s)\n", j.InvocationURL(), j.Job)
-	fmt.Fprintf(w, "  runner    %s, image %s, %s\n", j.RunnerName, res.ImageID, provenance.LevelName(res.Level))
+	level := provenance.LevelName(res.Level)
+	if res.SoftwareTPM {
+		level += " (SOFTWARE TPM, insecure mode)"
+	}
+	fmt.Fprintf(w, "  runner    %s, image %s, %s\n", j.RunnerName, res.ImageID, level)
 	fmt.Fprintf(w, "  built     %s .. %s\n", res.StartedOn.Format(time.RFC3339), res.FinishedOn.Format(time.RFC3339))
 	for _, a := range res.Actions {
 		fmt.Fprintf(w, "  input     %s\n", a)

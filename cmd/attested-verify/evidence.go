@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -31,15 +32,27 @@ FILE is one of (detected, or forced with --kind):
   - a go-tpm-tools Attestation protobuf, binary or JSON (gotpm attest);
   - a raw TDX quote (v4), with --ccel and --ccel-table for its event log.
 
-Checks whose inputs are missing are reported as skipped, not passed:
+Checks whose inputs are missing are reported as skipped (-), never as
+passed (✓):
   --nonce             the challenge (attested-runner evidence, with --purpose)
-                      or the raw nonce (go-tpm-tools attestation, TDX quote)
+                      or the raw nonce (go-tpm-tools attestation, TDX quote);
+                      without it, freshness is not checked
   --trusted-ak / --trusted-ak-root   who may have made a TPM quote
   --reference-values  what the boot must have measured
+  --ccel / --ccel-table   a raw TDX quote's event log; without them, RTMR 0-2
+                      are shown but not replayed
+
+Result: VERIFIED (exit 0) when no check failed and the quote's signer was
+checked against a trust anchor: for a TPM quote --trusted-ak or
+--trusted-ak-root, for a TDX quote Intel's SGX root CA (built in). Without
+an anchor a TPM quote is NOT VERIFIED (exit 1): anyone could have made it;
+the other checks still run and what was measured is still printed. Other
+skipped checks do not fail the result: give their inputs to require them.
 
 With --format json the report includes "referenceValues": a candidate
-reference-values document built from the verified measurements. Review it,
-then load it into the gate (--reference-values-out writes it alone).
+reference-values document built from the measurements of a VERIFIED
+inspection. Review it, then load it into the gate (--reference-values-out
+writes it alone).
 
 Examples:
   attested-verify evidence boot.json --trusted-ak ak.pem --reference-values rv.json
@@ -159,6 +172,9 @@ func runEvidence(_ context.Context, args []string, stdout, stderr io.Writer) err
 	rep := evidenceReport{Source: in.Source, Kind: in.Kind, Verified: in.Verified(), Checks: in.Checks}
 	if in.Err != nil {
 		rep.Error = in.Err.Error()
+		if errors.Is(in.Err, attest.ErrNoTrustRoot) {
+			rep.Error += "; give " + skipHints["attestation key"]
+		}
 	}
 	rep.Measured = measurements(in.Claims)
 	if in.Verified() {
@@ -300,11 +316,30 @@ func measurements(c *attest.Claims) *measured {
 	return m
 }
 
+// skipHints name the flags that would have let a skipped check run.
+var skipHints = map[string]string{
+	"attestation key":  "--trusted-ak or --trusted-ak-root",
+	"nonce":            "--nonce",
+	"reference values": "--reference-values",
+	"agent":            "--reference-values",
+	"event log":        "--ccel and --ccel-table",
+}
+
 func printEvidenceText(w io.Writer, r evidenceReport, refOut string) {
 	fmt.Fprintf(w, "%s (%s)\n", r.Source, r.Kind)
 	for _, ch := range r.Checks {
-		mark := map[attest.Status]string{attest.StatusPass: "✓", attest.StatusFail: "✗", attest.StatusSkipped: "-"}[ch.Status]
-		fmt.Fprintf(w, "  %s %-17s %s\n", mark, ch.Name, ch.Detail)
+		switch ch.Status {
+		case attest.StatusPass:
+			fmt.Fprintf(w, "  ✓ %-17s %s\n", ch.Name, ch.Detail)
+		case attest.StatusSkipped:
+			detail := ch.Detail
+			if h, ok := skipHints[ch.Name]; ok {
+				detail += "; give " + h
+			}
+			fmt.Fprintf(w, "  - %-17s SKIPPED: %s\n", ch.Name, detail)
+		default:
+			fmt.Fprintf(w, "  ✗ %-17s %s\n", ch.Name, ch.Detail)
+		}
 	}
 	if m := r.Measured; m != nil {
 		fmt.Fprintln(w, "Measured:")
@@ -338,7 +373,7 @@ func printEvidenceText(w io.Writer, r evidenceReport, refOut string) {
 		fmt.Fprintf(w, "Candidate reference values written to %s: review before loading into the gate.\n", refOut)
 	}
 	if r.Verified {
-		fmt.Fprintln(w, "Result: VERIFIED (checks marked - were not requested)")
+		fmt.Fprintln(w, "Result: VERIFIED (checks marked - were skipped: their inputs were not given)")
 	} else {
 		fmt.Fprintf(w, "Result: NOT VERIFIED: %s\n", r.Error)
 	}

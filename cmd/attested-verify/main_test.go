@@ -14,6 +14,7 @@ import (
 
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/attest/attesttest"
+	"github.com/attested-runner/attested-runner/provenance"
 	"github.com/attested-runner/attested-runner/provenance/provenancetest"
 )
 
@@ -57,6 +58,12 @@ type fixture struct {
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
+	return newFixtureSigned(t, (*provenancetest.Env).Sign)
+}
+
+// newFixtureSigned is newFixture with the bundle signed by sign.
+func newFixtureSigned(t testing.TB, sign func(*provenancetest.Env, testing.TB, *provenance.Build) []byte) *fixture {
+	t.Helper()
 	e := provenancetest.NewEnv(t)
 	dir := t.TempDir()
 	content := []byte("release tarball\n")
@@ -64,7 +71,7 @@ func newFixture(t testing.TB) *fixture {
 	f.bundle = f.artifact + ".sigstore.json"
 	f.root = filepath.Join(dir, "gate.pem")
 	must(t, os.WriteFile(f.artifact, content, 0o644))
-	must(t, os.WriteFile(f.bundle, e.Sign(t, e.Build(map[string][]byte{"app.tar.gz": content})), 0o644))
+	must(t, os.WriteFile(f.bundle, sign(e, t, e.Build(map[string][]byte{"app.tar.gz": content})), 0o644))
 	spki, err := x509.MarshalPKIXPublicKey(e.GateKey.Public())
 	must(t, err)
 	must(t, os.WriteFile(f.root, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}), 0o644))
@@ -131,8 +138,44 @@ func TestArtifact(t *testing.T) {
 func TestArtifactRejectsWithoutInsecureFlag(t *testing.T) {
 	f := newFixture(t)
 	out, code := runCLI(t, "artifact", f.artifact, "--trusted-root", f.root, "--repo", "octo-org/app")
-	if code != 1 || !strings.Contains(out, "level below the required minimum") {
+	if code != 1 || !strings.Contains(out, "level below the required minimum") || !strings.Contains(out, "software TPM") ||
+		!strings.Contains(out, "--insecure-allow-software-tpm") {
 		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+// TestArtifactSoftwareTPMLabelDropped: the gate certified a software TPM at
+// level 0; whoever holds its state dropped the label from the response-time
+// evidence and signed with the environment key. The level comes from the
+// certificate, not from the label.
+func TestArtifactSoftwareTPMLabelDropped(t *testing.T) {
+	f := newFixtureSigned(t, (*provenancetest.Env).SignUnlabelled)
+	base := []string{"artifact", f.artifact, "--trusted-root", f.root, "--repo", "octo-org/app"}
+	for _, tc := range []struct {
+		name  string
+		extra []string
+		code  int
+		want  []string
+	}{
+		{"no insecure flag", nil, 1, []string{"NOT VERIFIED", "software TPM", "the gate's certificate says so", "--insecure-allow-software-tpm"}},
+		{"explicit --min-level 2", []string{"--insecure-allow-software-tpm", "--min-level", "2"}, 1,
+			[]string{"NOT VERIFIED", "software TPM", "not an explicit --min-level"}},
+		{"insecure flag", []string{"--insecure-allow-software-tpm"}, 0, []string{"VERIFIED sha256:", "SLSA_BUILDENV_LEVEL_0 (SOFTWARE TPM, insecure mode)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, code := runCLI(t, append(base, tc.extra...)...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d:\n%s", code, tc.code, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			if strings.Contains(out, "image test-image, SLSA_BUILDENV_LEVEL_2") {
+				t.Errorf("verified at level 2:\n%s", out)
+			}
+		})
 	}
 }
 
@@ -144,6 +187,8 @@ func TestUsageErrors(t *testing.T) {
 		{"artifact", "x", "--repo", "o/r"},
 		{"artifact", "x", "--repo", "o/r", "--evidence"},
 		{"artifact", "x", "--repo", "o/r", "--trusted-root", "r", "--format", "xml"},
+		{"artifact", "x", "--repo", "o/r", "--trusted-root", "r", "--min-level", "0"},
+		{"artifact", "x", "--repo", "o/r", "--trusted-root", "r", "--min-level", "4"},
 		{"evidence"},
 		{"evidence", "a", "b"},
 		{"evidence", "a", "--kind", "sev"},
@@ -227,6 +272,93 @@ func TestEvidenceOwnFormat(t *testing.T) {
 	out, code = runCLI(t, append(args, "--insecure-allow-software-tpm", "--purpose", "statement")...)
 	if code != 1 || !strings.Contains(out, "does not bind") {
 		t.Fatalf("wrong purpose: exit %d:\n%s", code, out)
+	}
+}
+
+// TestEvidenceSkippedChecks: a check whose input is missing is shown as
+// skipped, never as passed, and a TPM quote whose signer was checked
+// against no trust anchor is never VERIFIED.
+func TestEvidenceSkippedChecks(t *testing.T) {
+	m := attesttest.SimulatedMachine(t)
+	nonce := bytes.Repeat([]byte{9}, 32)
+	ev, err := m.Collector.Collect(attest.AdmissionChallenge(nonce))
+	must(t, err)
+	dir := t.TempDir()
+	evFile, akFile := filepath.Join(dir, "ev.json"), filepath.Join(dir, "ak.pem")
+	b, err := ev.Encode()
+	must(t, err)
+	must(t, os.WriteFile(evFile, b, 0o644))
+	spki, err := x509.MarshalPKIXPublicKey(m.Policy.TrustedAKs[0])
+	must(t, err)
+	must(t, os.WriteFile(akFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}), 0o644))
+	td := "../../attest/testdata/tdx/"
+	tdxNonce, err := os.ReadFile(td + "nonce.dat")
+	must(t, err)
+	tdx := []string{"evidence", td + "cos-113-tdx-quote.dat", "--time", "2024-09-01T00:00:00Z"}
+
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		code    int
+		want    []string
+		notWant []string
+	}{
+		{"TPM quote, no trust anchor", []string{"evidence", evFile, "--insecure-allow-software-tpm"}, 1,
+			[]string{"  - attestation key   SKIPPED: no trusted AK or AK root given", "; give --trusted-ak or --trusted-ak-root",
+				"  - nonce             SKIPPED: no nonce given", "; give --nonce", "unverified AK", "Measured:",
+				"Result: NOT VERIFIED: policy trusts no attestation key: the TPM quote's signer", "; give --trusted-ak or --trusted-ak-root"},
+			[]string{"✓ attestation key", "NOT CHECKED", "Result: VERIFIED"}},
+		{"TPM quote, trusted AK, no nonce", []string{"evidence", evFile, "--insecure-allow-software-tpm", "--trusted-ak", akFile}, 0,
+			[]string{"  ✓ attestation key   trusted AK", "  - nonce             SKIPPED", "Result: VERIFIED"},
+			[]string{"NOT CHECKED", "unverified AK"}},
+		{"TDX quote without CCEL", append(tdx, "--nonce", hexOf(tdxNonce)), 0,
+			[]string{"  ✓ quote", "  - event log         SKIPPED: no CCEL given", "; give --ccel and --ccel-table", "MRTD", "Result: VERIFIED"},
+			[]string{"✓ event log", "✗"}},
+		{"TDX quote without nonce", append(tdx, "--ccel", td+"ccel_data.dat", "--ccel-table", td+"ccel_table.dat"), 0,
+			[]string{"  - nonce             SKIPPED", "  ✓ event log         CCEL replays", "Result: VERIFIED"},
+			[]string{"NOT CHECKED"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, code := runCLI(t, tc.args...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d:\n%s", code, tc.code, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			for _, w := range tc.notWant {
+				if strings.Contains(out, w) {
+					t.Errorf("output has %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+
+	// JSON and --reference-values-out follow the same verdict.
+	out, code := runCLI(t, "evidence", evFile, "--insecure-allow-software-tpm", "--format", "json")
+	var rep struct {
+		Verified        bool
+		Error           string
+		ReferenceValues any
+		Checks          []attest.Check
+	}
+	must(t, json.Unmarshal([]byte(out), &rep))
+	if code != 1 || rep.Verified || rep.ReferenceValues != nil || !strings.Contains(rep.Error, "--trusted-ak") {
+		t.Errorf("json without anchor: exit %d, %+v", code, rep)
+	}
+	for _, c := range rep.Checks {
+		if c.Name == "attestation key" && c.Status != attest.StatusSkipped {
+			t.Errorf("json: %+v", c)
+		}
+	}
+	rv := filepath.Join(dir, "rv.json")
+	if out, code := runCLI(t, "evidence", evFile, "--insecure-allow-software-tpm", "--reference-values-out", rv); code != 1 {
+		t.Errorf("--reference-values-out without anchor: exit %d:\n%s", code, out)
+	}
+	if _, err := os.Stat(rv); err == nil {
+		t.Error("candidate reference values written from an unanchored quote")
 	}
 }
 

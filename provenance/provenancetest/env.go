@@ -122,3 +122,40 @@ func (e *Env) Options() provenance.VerifyOptions {
 		AllowSoftwareTPMInsecure: true,
 	}
 }
+
+// unlabelled is a Quoter whose evidence lost its software-TPM label.
+type unlabelled struct{ q provenance.Quoter }
+
+func (u unlabelled) Collect(ch attest.Challenge) (*attest.Evidence, error) {
+	ev, err := u.q.Collect(ch)
+	if ev != nil {
+		ev.SoftwareTPMUnsafe = false
+	}
+	return ev, err
+}
+
+// SignUnlabelled is Sign with the software-TPM label dropped from the
+// response-time evidence. The label is not covered by the quote: whoever
+// holds a software TPM's state can drop it and sign with the environment
+// key. Tests use it to show that the label never raises a level.
+func (e *Env) SignUnlabelled(t testing.TB, b *provenance.Build) []byte {
+	t.Helper()
+	out, err := provenance.Sign(context.Background(), b, e.Machine.Collector.Signer(), unlabelled{e.Machine.Collector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Reissue signs a copy of the env's certificate, changed by edit, with the
+// env's gate key: a certificate the trusted gate really issued.
+func (e *Env) Reissue(t testing.TB, edit func(*provenance.EnvCertificate)) []byte {
+	t.Helper()
+	c := *e.Cert
+	edit(&c)
+	out, err := provenance.IssueEnvCert(context.Background(), e.GateKey, &c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
