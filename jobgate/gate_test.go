@@ -589,3 +589,30 @@ func TestCheckGitHub(t *testing.T) {
 		t.Fatalf("missing permission not reported: %q", failed)
 	}
 }
+
+// TestSoftwareTPMLabelDroppedStillLevel0: evidence from a software TPM
+// whose label was dropped (the label is not covered by the quote) is still
+// certified as a software TPM at level 0 by a gate that admits software
+// TPMs: the gate does not take the agent's word for its level.
+func TestSoftwareTPMLabelDroppedStillLevel0(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	nonce, raw := h.evidence(ctx)
+	ev, err := attest.DecodeEvidence(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.SoftwareTPMUnsafe = false
+	unlabelled, _ := ev.Encode()
+	resp, err := h.client.Admit(ctx, &gateapi.AdmitRequest{Nonce: nonce, Evidence: unlabelled})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := provenance.VerifyEnvCert(resp.EnvironmentCertificate, []crypto.PublicKey{h.signer.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cert.SoftwareTPM || cert.Level != 0 {
+		t.Fatalf("certificate says software TPM %v, level %d: want true, 0", cert.SoftwareTPM, cert.Level)
+	}
+}

@@ -232,6 +232,12 @@ func (g *Gate) admit(ctx context.Context, req *gateapi.AdmitRequest, from string
 	rec.ID = id
 
 	cert := provenance.CertificateFor(claims)
+	if g.policy.AllowSoftwareTPMUnsafe {
+		// The software-TPM label is the agent's own word, and whoever holds
+		// a swtpm's state can drop it: a gate that admits software TPMs
+		// certifies every environment as one (level 0).
+		cert.SoftwareTPM, cert.Level = true, 0
+	}
 	cert.GateID, cert.BuilderID = g.gateID, g.builderID
 	cert.RunnerName, cert.Labels = name, labels
 	cert.EvidenceDigest, cert.PolicyDigest = evDigest, g.policyDigest
