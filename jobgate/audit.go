@@ -28,7 +28,10 @@ type AuditRecord struct {
 	RunnerName     string    `json:"runnerName,omitempty"`
 	RunnerID       int64     `json:"runnerId,omitempty"`
 	Detail         string    `json:"detail,omitempty"`
-	Prev           string    `json:"prev"`
+	// Outcome is how the environment ended, as its agent reported it at
+	// deregistration (done, failed, image_out_of_date).
+	Outcome string `json:"outcome,omitempty"`
+	Prev    string `json:"prev"`
 	Hash           string    `json:"hash"`
 }
 

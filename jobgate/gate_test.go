@@ -481,12 +481,12 @@ func TestDeregister(t *testing.T) {
 		t.Fatal(err)
 	}
 	sign := func(s crypto.Signer, at time.Time) *gateapi.DeregisterRequest {
-		d := sha256.Sum256(gateapi.DeregisterMessage(resp.RunnerName, "job completed", at))
+		d := sha256.Sum256(gateapi.DeregisterMessage(resp.RunnerName, "done", "job completed", at))
 		sig, err := s.Sign(rand.Reader, d[:], crypto.SHA256)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return &gateapi.DeregisterRequest{RunnerName: resp.RunnerName, Reason: "job completed", SignedAt: at, Signature: sig}
+		return &gateapi.DeregisterRequest{RunnerName: resp.RunnerName, Outcome: "done", Reason: "job completed", SignedAt: at, Signature: sig}
 	}
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if _, err := h.client.Deregister(ctx, sign(other, h.clock.Now())); rejectedCode(err) != "bad_signature" {

@@ -17,6 +17,7 @@ type metrics struct {
 	mu         sync.Mutex
 	admissions map[[2]string]uint64 // (result, reason) -> count
 	github     map[string]uint64    // status -> count
+	outcomes   map[string]uint64    // environment outcome -> count
 	verify     histogram
 	live       atomic.Int64
 }
@@ -25,6 +26,7 @@ func newMetrics() *metrics {
 	return &metrics{
 		admissions: map[[2]string]uint64{},
 		github:     map[string]uint64{},
+		outcomes:   map[string]uint64{},
 		verify:     histogram{bounds: []float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1}},
 	}
 }
@@ -32,6 +34,12 @@ func newMetrics() *metrics {
 func (m *metrics) admission(result, reason string) {
 	m.mu.Lock()
 	m.admissions[[2]string{result, reason}]++
+	m.mu.Unlock()
+}
+
+func (m *metrics) outcome(o string) {
+	m.mu.Lock()
+	m.outcomes[o]++
 	m.mu.Unlock()
 }
 
@@ -94,6 +102,16 @@ func (m *metrics) write(w io.Writer) {
 	sort.Strings(st)
 	for _, s := range st {
 		fmt.Fprintf(w, "jobgate_github_requests_total{status=%q} %d\n", s, m.github[s])
+	}
+	fmt.Fprintln(w, "# HELP jobgate_environment_outcomes_total How environments ended, as their agents reported at deregistration (image_out_of_date: rebuild the image with a current runner).")
+	fmt.Fprintln(w, "# TYPE jobgate_environment_outcomes_total counter")
+	oc := make([]string, 0, len(m.outcomes))
+	for o := range m.outcomes {
+		oc = append(oc, o)
+	}
+	sort.Strings(oc)
+	for _, o := range oc {
+		fmt.Fprintf(w, "jobgate_environment_outcomes_total{outcome=%q} %d\n", o, m.outcomes[o])
 	}
 	fmt.Fprintln(w, "# HELP jobgate_verify_seconds Evidence verification latency.")
 	fmt.Fprintln(w, "# TYPE jobgate_verify_seconds histogram")

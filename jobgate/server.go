@@ -399,19 +399,33 @@ func (g *Gate) deregister(ctx context.Context, req *gateapi.DeregisterRequest, f
 	if err != nil {
 		return nil, reject(refuse(http.StatusInternalServerError, "internal", err), rec.KeyDigest)
 	}
-	digest := sha256.Sum256(gateapi.DeregisterMessage(req.RunnerName, req.Reason, req.SignedAt))
+	if req.Outcome != "" && !slices.Contains(gateapi.Outcomes, req.Outcome) {
+		return nil, reject(refuse(http.StatusBadRequest, "malformed_request", fmt.Errorf("unknown outcome %q", req.Outcome)), rec.KeyDigest)
+	}
+	digest := sha256.Sum256(gateapi.DeregisterMessage(req.RunnerName, req.Outcome, req.Reason, req.SignedAt))
 	if !ecdsa.VerifyASN1(pub, digest[:], req.Signature) {
 		return nil, reject(refuse(http.StatusForbidden, "bad_signature", errors.New("signature is not by the runner's environment key")), rec.KeyDigest)
 	}
 	if d := now.Sub(req.SignedAt); d > g.deregisterSkew || d < -g.deregisterSkew {
 		return nil, reject(refuse(http.StatusForbidden, "stale_request", fmt.Errorf("signed at %s, %s away from the gate's clock", req.SignedAt.Format(time.RFC3339), d.Round(time.Second))), rec.KeyDigest)
 	}
+	outcome := req.Outcome
+	if outcome == "" {
+		outcome = "failed"
+	}
+	if rec.State != StatePending {
+		g.metrics.outcome(outcome)
+		if outcome == "image_out_of_date" {
+			// Every VM of this image will end the same way: say so loudly.
+			g.log.Warn("runner image out of date: rebuild it with a current runner release", "runner", rec.Name, "detail", req.Reason)
+		}
+	}
 	switch rec.State {
 	case StateDeregistered, StateRemoved:
 		// Often GitHub already deleted the ephemeral runner after its job
 		// and reconcile recorded it: still one decision, still audited.
 		g.auditRecord(ctx, &AuditRecord{Action: "deregister", Result: "noop", Reason: "already_" + string(rec.State), Remote: from,
-			RunnerName: rec.Name, RunnerID: rec.ID, KeyDigest: rec.KeyDigest, Detail: "agent teardown: " + req.Reason})
+			RunnerName: rec.Name, RunnerID: rec.ID, KeyDigest: rec.KeyDigest, Detail: "agent teardown: " + req.Reason, Outcome: outcome})
 		return &gateapi.DeregisterResponse{Removed: false, Detail: "already " + string(rec.State)}, nil
 	case StatePending:
 		return nil, reject(refuse(http.StatusConflict, "admission_in_progress", errors.New("the runner's admission has not completed")), rec.KeyDigest)
@@ -424,7 +438,7 @@ func (g *Gate) deregister(ctx context.Context, req *gateapi.DeregisterRequest, f
 	}
 	if err := g.store.SetState(context.WithoutCancel(ctx), rec.Name, StateDeregistered, now, &AuditRecord{
 		Time: now.UTC(), Action: "deregister", Result: "removed", Remote: from, RunnerName: rec.Name, RunnerID: rec.ID,
-		KeyDigest: rec.KeyDigest, Detail: "agent teardown: " + req.Reason,
+		KeyDigest: rec.KeyDigest, Detail: "agent teardown: " + req.Reason, Outcome: outcome,
 	}); err != nil {
 		return nil, refuse(http.StatusServiceUnavailable, "store_unavailable", err)
 	}

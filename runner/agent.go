@@ -180,13 +180,16 @@ type Outcome struct {
 	Deregistered bool
 	// Err is the error that ended the life early, if any.
 	Err error
+	// RunnerOutcome classifies the end for the gate (OutcomeDone,
+	// OutcomeFailed, OutcomeImageOutOfDate).
+	RunnerOutcome string
 }
 
 // Run is the agent's whole life. It always ends with teardown: lifecycle
 // event, key destruction, deregistration, power-off, whatever happened
 // before (fail closed: no admission means no runner, ever).
 func (a *Agent) Run(ctx context.Context) *Outcome {
-	out := &Outcome{}
+	out := &Outcome{RunnerOutcome: OutcomeFailed}
 	out.Reason, out.Err = a.live(ctx, out)
 	a.teardown(ctx, out)
 	return out
@@ -219,8 +222,13 @@ func (a *Agent) live(ctx context.Context, out *Outcome) (string, error) {
 	if err != nil {
 		return "hooks failed", err
 	}
-	a.listener, err = startListener(c.RunnerDir, jit, hooks, c.RunnerUID, c.RunnerGID, a.log)
-	clear(jit) // the only copy now lives in the child's environment
+	runnerJIT, err := DisableSelfUpdate(jit)
+	clear(jit)
+	if err != nil {
+		return "runner configuration refused", err
+	}
+	a.listener, err = startListener(c.RunnerDir, runnerJIT, hooks, c.RunnerUID, c.RunnerGID, a.log)
+	clear(runnerJIT) // the only copy now lives in the child's environment
 	if err != nil {
 		return "runner failed to start", err
 	}
@@ -242,9 +250,19 @@ func (a *Agent) live(ctx context.Context, out *Outcome) (string, error) {
 			a.mu.Unlock()
 			out.JobStarted = started
 			if exit.code == 0 && ended {
+				out.RunnerOutcome = OutcomeDone
 				return "job completed", nil
 			}
-			return "runner exited: " + exit.String(), nil
+			var reason string
+			out.RunnerOutcome, reason = exit.outcome()
+			if out.RunnerOutcome == OutcomeDone {
+				// A clean exit without a completed job: its registration
+				// was deleted while it polled (Runner.cs exits 0), or it
+				// was stopped. Not a success.
+				out.RunnerOutcome = OutcomeFailed
+				reason = "runner exited without completing a job (exit 0: its registration was deleted, or it was stopped)"
+			}
+			return reason, nil
 		case <-idle.C:
 			return fmt.Sprintf("idle: no job within %s", c.IdleTTL), nil
 		case <-jobTimer:
@@ -260,10 +278,12 @@ func (a *Agent) live(ctx context.Context, out *Outcome) (string, error) {
 				select {
 				case exit := <-a.listener.exited:
 					if exit.code == 0 {
+						out.RunnerOutcome = OutcomeDone
 						return "job completed", nil
 					}
 					return "runner exited after the job: " + exit.String(), nil
 				case <-time.After(30 * time.Second):
+					out.RunnerOutcome = OutcomeDone
 					return "job completed (runner did not exit)", nil
 				case <-ctx.Done():
 					return "agent stopped by signal", nil

@@ -97,6 +97,9 @@ func (a *Agent) jobStarted(ctx context.Context, rep *HookReport) (*JobStartedRes
 	// Taken before anything can fail half-way: a refused second start
 	// must hold even if this one fails below.
 	a.job = &jobState{report: rep, job: job, buildID: buildID, startedAt: a.cfg.Now().UTC()}
+	if a.listener != nil {
+		a.listener.jobStarted.Store(true)
+	}
 	snap, err := SnapshotDiag(filepath.Join(a.cfg.RunnerDir, "_diag"))
 	if err != nil {
 		a.log.Warn("snapshotting the runner's action log", "err", err)

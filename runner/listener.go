@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -25,22 +27,47 @@ const (
 	listenerEnvJIT          = "ACTIONS_RUNNER_INPUT_JITCONFIG"
 	listenerEnvHookStarted  = "ACTIONS_RUNNER_HOOK_JOB_STARTED"
 	listenerEnvHookComplete = "ACTIONS_RUNNER_HOOK_JOB_COMPLETED"
+	// listenerEnvDeprecatedExit makes a runner that GitHub refuses as too
+	// old exit 7 instead of 1 (Runner.Listener/Program.cs
+	// GetRunnerVersionDeprecatedExitCode), so the agent can tell it apart.
+	listenerEnvDeprecatedExit = "ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE"
 )
 
-// listenerExitMeaning explains Runner.Listener's exit codes.
+// Runner outcomes the agent reports to the gate (DeregisterRequest.Outcome).
+const (
+	OutcomeDone = "done"
+	// OutcomeFailed: the runner ended with an error (see the reason).
+	OutcomeFailed = "failed"
+	// OutcomeImageOutOfDate: the runner wanted to update itself (exit 3/4)
+	// or GitHub refused its version (exit 7): the image must be rebuilt
+	// with a current runner, or every VM of it will end the same way.
+	OutcomeImageOutOfDate = "image_out_of_date"
+)
+
+// listenerExitMeaning explains Runner.Listener's exit codes
+// (Runner.Common/Constants.cs ReturnCode).
 var listenerExitMeaning = map[int]string{
 	0: "done: the job finished or the runner shut down",
 	1: "terminated with an error: configuration invalid or already used, or registration removed",
 	2: "retryable failure (not retried: a JIT configuration is single use)",
-	3: "update requested (attested images disable self-update; treated as a failure)",
-	4: "update requested (attested images disable self-update; treated as a failure)",
+	3: "the runner downloaded an update and exited to apply it",
+	4: "the runner downloaded an update and exited to apply it (run-once runner)",
 	5: "session conflict: another listener holds this runner's session",
+	6: "the service refreshed the runner's configuration (not restarted: single use)",
+	7: "GitHub refused this runner version as deprecated",
 }
 
 type listenerExit struct {
 	code   int
 	signal string
 	err    error
+	// version is the runner's own ("Current runner version: 'V'") and
+	// updateTo the version it downloaded ("Downloading V runner",
+	// Runner.Listener/SelfUpdater.cs), from its terminal output before any
+	// job started (the job runs as the runner's user and could write to it).
+	version, updateTo string
+	// afterJob: the runner exited after a job had started.
+	afterJob bool
 }
 
 func (e listenerExit) String() string {
@@ -56,6 +83,41 @@ func (e listenerExit) String() string {
 	return fmt.Sprintf("exit %d (unexpected)", e.code)
 }
 
+// outcome classifies the exit for the gate, with a reason for an admin.
+func (e listenerExit) outcome() (string, string) {
+	if e.signal != "" || e.err != nil {
+		return OutcomeFailed, "runner " + e.String()
+	}
+	have := e.version
+	if have == "" {
+		have = "unknown"
+	}
+	switch {
+	case e.code == 0:
+		return OutcomeDone, "runner " + e.String()
+	case e.afterJob:
+		// An updating runner takes no job; once a job ran, its code could
+		// have made the runner exit with any status.
+		return OutcomeFailed, "runner " + e.String() + " after the job started"
+	}
+	switch e.code {
+	case 3, 4:
+		want := e.updateTo
+		if want == "" {
+			want = "the latest release"
+		}
+		return OutcomeImageOutOfDate, fmt.Sprintf("image out of date: rebuild with runner >= %s (the image has %s; the runner asked to self-update, exit %d)", want, have, e.code)
+	case 7:
+		return OutcomeImageOutOfDate, fmt.Sprintf("image out of date: rebuild with a current runner release (GitHub refused runner %s as deprecated, exit 7)", have)
+	}
+	return OutcomeFailed, "runner " + e.String()
+}
+
+var (
+	runnerVersionLine = regexp.MustCompile(`^Current runner version: '([0-9A-Za-z.+-]{1,64})'$`)
+	runnerUpdateLine  = regexp.MustCompile(`^Downloading ([0-9A-Za-z.+-]{1,64}) runner$`)
+)
+
 // hookPaths are the generated hook scripts, and what the job needs to
 // find the agent (exported to the runner's environment, which the runner
 // passes on to jobs).
@@ -65,6 +127,9 @@ type listenerProc struct {
 	cmd    *exec.Cmd
 	exited chan listenerExit
 	done   chan struct{}
+	// jobStarted is set by the agent when the job-started hook ran: from
+	// then on the runner's output is no longer trusted.
+	jobStarted atomic.Bool
 }
 
 // startListener execs the runner as the unprivileged user with the JIT
@@ -84,6 +149,7 @@ func startListener(runnerDir string, jit []byte, hooks hookPaths, uid, gid int, 
 		listenerEnvJIT + "=" + string(jit),
 		listenerEnvHookStarted + "=" + hooks.started,
 		listenerEnvHookComplete + "=" + hooks.completed,
+		listenerEnvDeprecatedExit + "=1",
 		// The runner logs each action download (with the commit it
 		// resolved) to _diag/Worker_*.log only with tracing on.
 		"GITHUB_ACTIONS_RUNNER_TRACE=1",
@@ -104,13 +170,24 @@ func startListener(runnerDir string, jit []byte, hooks hookPaths, uid, gid int, 
 	}
 	p := &listenerProc{cmd: cmd, exited: make(chan listenerExit, 1), done: make(chan struct{})}
 	go func() {
+		var version, updateTo string
 		sc := bufio.NewScanner(io.LimitReader(out, 256<<20))
 		for sc.Scan() {
-			log.Info("runner", "line", sc.Text())
+			line := sc.Text()
+			log.Info("runner", "line", line)
+			if p.jobStarted.Load() {
+				continue
+			}
+			if m := runnerVersionLine.FindStringSubmatch(line); m != nil && version == "" {
+				version = m[1]
+			}
+			if m := runnerUpdateLine.FindStringSubmatch(line); m != nil {
+				updateTo = m[1]
+			}
 		}
 		io.Copy(io.Discard, out)
 		err := cmd.Wait()
-		e := listenerExit{}
+		e := listenerExit{version: version, updateTo: updateTo, afterJob: p.jobStarted.Load()}
 		if err != nil {
 			if ee, ok := err.(*exec.ExitError); ok {
 				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {

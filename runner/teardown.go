@@ -42,12 +42,12 @@ func (a *Agent) teardown(ctx context.Context, out *Outcome) {
 		if len(reason) > 200 {
 			reason = reason[:200]
 		}
-		digest := sha256.Sum256(gateapi.DeregisterMessage(name, reason, signedAt))
+		digest := sha256.Sum256(gateapi.DeregisterMessage(name, out.RunnerOutcome, reason, signedAt))
 		sig, err := c.Collector.Signer().Sign(rand.Reader, digest[:], crypto.SHA256)
 		if err != nil {
 			log.Warn("signing the deregistration", "err", err)
 		} else {
-			dereg = &gateapi.DeregisterRequest{RunnerName: name, Reason: reason, SignedAt: signedAt, Signature: sig}
+			dereg = &gateapi.DeregisterRequest{RunnerName: name, Outcome: out.RunnerOutcome, Reason: reason, SignedAt: signedAt, Signature: sig}
 		}
 	}
 	if err := c.Collector.Close(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,10 +42,18 @@ type jobState struct {
 
 // AcquiredJob is the answer to acquire: the job and its lease.
 type AcquiredJob struct {
-	RequestID    int64 `json:"request_id"`
-	LeaseSeconds int   `json:"lease_seconds"`
+	RequestID    int64 `json:"request_id,omitempty"`
+	LeaseSeconds int   `json:"lease_seconds,omitempty"`
 	Job          Job   `json:"job"`
+	// MessageType is MessageAgentRefresh for an update message (then
+	// TargetVersion is set and there is no job), else empty.
+	MessageType   string `json:"message_type,omitempty"`
+	TargetVersion string `json:"target_version,omitempty"`
 }
+
+// MessageAgentRefresh is the type of the message that tells a runner to
+// update itself (AgentRefreshMessage.MessageType in actions/runner).
+const MessageAgentRefresh = "AgentRefresh"
 
 // QueueJob queues a job for the next runner whose labels and scope match it
 // (an organization runner takes jobs of the organization's repositories, a
@@ -284,6 +293,20 @@ func (s *Server) handleAcquire(w http.ResponseWriter, r *http.Request) {
 	if !checkSession(w, r, rs) {
 		return
 	}
+	// The real service answers an outdated runner's poll with an update
+	// message unless the runner says DisableUpdate, and refuses a
+	// deprecated version outright (AccessDeniedException, error code 1).
+	version := r.URL.Query().Get("runnerVersion")
+	if s.minRunner != "" && versionLess(version, s.minRunner) {
+		writeError(w, http.StatusForbidden, fmt.Sprintf("Runner version v%s is deprecated and cannot receive messages.", version), "")
+		return
+	}
+	if rs.job == nil && s.latestRunner != "" && versionLess(version, s.latestRunner) &&
+		(r.URL.Query().Get("disableUpdate") != "true" || s.ignoreDisableUpdate) {
+		s.updateMessages++
+		writeJSON(w, http.StatusOK, AcquiredJob{MessageType: MessageAgentRefresh, TargetVersion: s.latestRunner})
+		return
+	}
 	leaseSecs := int((s.opts.JobLease + time.Second - 1) / time.Second)
 	if rs.job != nil {
 		writeJSON(w, http.StatusOK, AcquiredJob{RequestID: rs.job.requestID, LeaseSeconds: leaseSecs, Job: rs.job.rec.Job})
@@ -367,4 +390,63 @@ func (s *Server) handleComplete(w http.ResponseWriter, r *http.Request) {
 	// A JIT runner is ephemeral: the service removes it after its job.
 	s.removeRunnerLocked(rs)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// versionLess compares dotted numeric versions (2.336.0 < 2.340.1); a
+// version that does not parse is older than any.
+func versionLess(a, b string) bool {
+	pa, oka := parseVersion(a)
+	pb, okb := parseVersion(b)
+	if !oka {
+		return okb
+	}
+	if !okb {
+		return false
+	}
+	for i := range max(len(pa), len(pb)) {
+		var x, y int
+		if i < len(pa) {
+			x = pa[i]
+		}
+		if i < len(pb) {
+			y = pb[i]
+		}
+		if x != y {
+			return x < y
+		}
+	}
+	return false
+}
+
+func parseVersion(v string) ([]int, bool) {
+	if v == "" {
+		return nil, false
+	}
+	var out []int
+	for _, p := range strings.Split(v, ".") {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			return nil, false
+		}
+		out = append(out, n)
+	}
+	return out, true
+}
+
+// SetRunnerVersions sets the runner release the service offers (latest:
+// older runners get an update message), the oldest it accepts (min: older
+// polls are refused as deprecated), and whether it ignores a runner's
+// DisableUpdate (whether GitHub honours DisableUpdate for a REST-minted JIT
+// runner is not documented). Empty versions turn each off.
+func (s *Server) SetRunnerVersions(latest, min string, ignoreDisableUpdate bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.latestRunner, s.minRunner, s.ignoreDisableUpdate = latest, min, ignoreDisableUpdate
+}
+
+// UpdateMessages counts the update messages the fake sent to runners.
+func (s *Server) UpdateMessages() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.updateMessages
 }

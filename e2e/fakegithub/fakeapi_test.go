@@ -70,7 +70,7 @@ func TestRunnerProtocol(t *testing.T) {
 	if err := runnerClient(t, enc).Connect(ctx); !errors.Is(err, ErrSessionConflict) {
 		t.Errorf("second session: %v, want ErrSessionConflict", err)
 	}
-	if j, err := c.Acquire(ctx); j != nil || err != nil {
+	if j, err := c.Acquire(ctx, PollParams{}); j != nil || err != nil {
 		t.Fatalf("acquire on an empty queue: %+v, %v", j, err)
 	}
 
@@ -87,7 +87,7 @@ func TestRunnerProtocol(t *testing.T) {
 	if _, err := f.srv.QueueJob(testJob(3, "acme/widgets", "attested")); !errors.Is(err, ErrInvalidJob) {
 		t.Errorf("duplicate run id: %v", err)
 	}
-	j, err := c.Acquire(ctx)
+	j, err := c.Acquire(ctx, PollParams{})
 	if err != nil || j == nil {
 		t.Fatalf("acquire: %+v, %v", j, err)
 	}
@@ -127,7 +127,7 @@ func TestRunnerProtocol(t *testing.T) {
 	if err := runnerClient(t, enc).Connect(ctx); !errors.Is(err, ErrRegistrationGone) {
 		t.Errorf("reuse of a spent config: %v, want ErrRegistrationGone", err)
 	}
-	if _, err := c.Acquire(ctx); !errors.Is(err, ErrRegistrationGone) {
+	if _, err := c.Acquire(ctx, PollParams{}); !errors.Is(err, ErrRegistrationGone) {
 		t.Errorf("acquire after the job: %v", err)
 	}
 }
@@ -143,7 +143,7 @@ func TestRunnerDeletedWhileListening(t *testing.T) {
 	if _, err := f.client.Actions.RemoveOrganizationRunner(ctx, "acme", cfg.GetRunner().GetID()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Acquire(ctx); !errors.Is(err, ErrRegistrationGone) {
+	if _, err := c.Acquire(ctx, PollParams{}); !errors.Is(err, ErrRegistrationGone) {
 		t.Errorf("acquire after delete: %v, want ErrRegistrationGone", err)
 	}
 }
@@ -160,11 +160,11 @@ func TestRepoRunnerScope(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.srv.QueueJob(testJob(10, "acme/gadgets", "attested"))
-	if j, err := c.Acquire(ctx); j != nil || err != nil {
+	if j, err := c.Acquire(ctx, PollParams{}); j != nil || err != nil {
 		t.Fatalf("repository runner took another repository's job: %+v %v", j, err)
 	}
 	f.srv.QueueJob(testJob(11, "acme/widgets", "attested"))
-	if j, err := c.Acquire(ctx); err != nil || j == nil || j.Job.RunID != 11 {
+	if j, err := c.Acquire(ctx, PollParams{}); err != nil || j == nil || j.Job.RunID != 11 {
 		t.Fatalf("acquire: %+v %v", j, err)
 	}
 }
@@ -201,7 +201,7 @@ func TestLeaseExpiry(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.srv.QueueJob(testJob(20, "acme/widgets", "attested"))
-	j, err := c.Acquire(ctx)
+	j, err := c.Acquire(ctx, PollParams{})
 	if err != nil || j == nil {
 		t.Fatal(j, err)
 	}

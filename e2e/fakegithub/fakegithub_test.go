@@ -354,7 +354,7 @@ func TestMintListGetDelete(t *testing.T) {
 	wantRunner := RunnerSettings{
 		AgentID: r.GetID(), AgentName: "org-runner-1", PoolID: 1, PoolName: "Default",
 		ServerURL: f.srv.URL() + "/_fake/", GitHubURL: f.srv.URL() + "/acme", WorkFolder: "_work",
-		Ephemeral: true, DisableUpdate: true,
+		Ephemeral: true, // no DisableUpdate: GitHub's JIT request has no such field
 	}
 	if cfg.Runner != wantRunner {
 		t.Errorf(".runner\n got %+v\nwant %+v", cfg.Runner, wantRunner)

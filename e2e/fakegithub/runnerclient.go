@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +31,9 @@ var (
 	// ErrJobLost: the job is no longer assigned to this runner (its lease
 	// ran out or it was completed).
 	ErrJobLost = errors.New("the job is no longer assigned to this runner")
+	// ErrVersionDeprecated: the service refuses this runner version (the
+	// real service's AccessDeniedException with error code 1).
+	ErrVersionDeprecated = errors.New("runner version deprecated")
 )
 
 // StatusError is an answer the protocol does not expect.
@@ -120,14 +124,21 @@ func (c *RunnerClient) Connect(ctx context.Context) error {
 }
 
 // Acquire asks for the next matching job; nil with no error means none.
-func (c *RunnerClient) Acquire(ctx context.Context) (*AcquiredJob, error) {
+func (c *RunnerClient) Acquire(ctx context.Context, p PollParams) (*AcquiredJob, error) {
 	var out AcquiredJob
-	status, msg, err := c.call(ctx, http.MethodPost, "acquire", nil, &out)
+	op := "acquire?" + url.Values{"runnerVersion": {p.RunnerVersion}, "disableUpdate": {strconv.FormatBool(p.DisableUpdate)}}.Encode()
+	status, msg, err := c.call(ctx, http.MethodPost, op, nil, &out)
 	if err != nil {
 		return nil, err
 	}
 	switch status {
 	case http.StatusOK:
+		if out.MessageType == MessageAgentRefresh {
+			if out.TargetVersion == "" {
+				return nil, &StatusError{Op: "acquire", Status: status, Message: "refresh message without a target version"}
+			}
+			return &out, nil
+		}
 		if out.RequestID <= 0 {
 			return nil, &StatusError{Op: "acquire", Status: status, Message: "no request id"}
 		}
@@ -136,9 +147,19 @@ func (c *RunnerClient) Acquire(ctx context.Context) (*AcquiredJob, error) {
 		return nil, nil
 	case http.StatusConflict:
 		return nil, fmt.Errorf("%w: %s", ErrSessionConflict, msg)
+	case http.StatusForbidden:
+		return nil, fmt.Errorf("%w: %s", ErrVersionDeprecated, msg)
 	default:
 		return nil, &StatusError{Op: "acquire", Status: status, Message: msg}
 	}
+}
+
+// PollParams are what a runner sends with every poll, as the real runner's
+// GetAgentMessageAsync does (Runner.Listener/MessageListener.cs): its
+// version and its .runner DisableUpdate setting.
+type PollParams struct {
+	RunnerVersion string
+	DisableUpdate bool
 }
 
 // Renew extends the lease of a running job.
@@ -211,7 +232,9 @@ func (c *RunnerClient) call(ctx context.Context, method, op string, in, out any)
 			}
 			body = bytes.NewReader(b)
 		}
-		u := c.base.JoinPath("runners", fmt.Sprint(c.cfg.Runner.AgentID), op)
+		path, query, _ := strings.Cut(op, "?")
+		u := c.base.JoinPath("runners", fmt.Sprint(c.cfg.Runner.AgentID), path)
+		u.RawQuery = query
 		req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 		if err != nil {
 			return 0, "", err
@@ -238,7 +261,7 @@ func (c *RunnerClient) call(ctx context.Context, method, op string, in, out any)
 		switch {
 		case resp.StatusCode == http.StatusUnauthorized && attempt == 0:
 			continue
-		case resp.StatusCode == http.StatusNotFound && (op == "session" || op == "acquire"):
+		case resp.StatusCode == http.StatusNotFound && (path == "session" || path == "acquire"):
 			return 0, "", fmt.Errorf("%w: %s", ErrRegistrationGone, errorMessage(b))
 		case resp.StatusCode == http.StatusNotFound:
 			return 0, "", fmt.Errorf("%w: %s", ErrJobLost, errorMessage(b))

@@ -210,15 +210,17 @@ func (s *Server) handleGenerateJIT(w http.ResponseWriter, r *http.Request) {
 		gitHubURL = base + "/" + sc.repo
 	}
 	settings := RunnerSettings{
-		AgentID:       rs.id,
-		AgentName:     rs.name,
-		PoolID:        req.RunnerGroupID,
-		PoolName:      s.opts.RunnerGroups[req.RunnerGroupID],
-		ServerURL:     base + "/_fake/",
-		GitHubURL:     gitHubURL,
-		WorkFolder:    workFolder,
-		Ephemeral:     true,
-		DisableUpdate: true,
+		AgentID:    rs.id,
+		AgentName:  rs.name,
+		PoolID:     req.RunnerGroupID,
+		PoolName:   s.opts.RunnerGroups[req.RunnerGroupID],
+		ServerURL:  base + "/_fake/",
+		GitHubURL:  gitHubURL,
+		WorkFolder: workFolder,
+		// GitHub's JIT configuration has no DisableUpdate (the REST request
+		// has no such field): a JIT runner updates itself unless whoever
+		// starts it sets DisableUpdate in its .runner.
+		Ephemeral: true,
 	}
 	creds := Credentials{Scheme: "OAuth", Data: map[string]string{
 		"clientId":                clientID,

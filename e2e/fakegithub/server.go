@@ -67,6 +67,9 @@ type Options struct {
 	Now func() time.Time
 	// Jobs are queued at start.
 	Jobs []Job
+	// LatestRunnerVersion and MinRunnerVersion are the initial values of
+	// SetRunnerVersions.
+	LatestRunnerVersion, MinRunnerVersion string
 }
 
 // Call is one request the fake answered.
@@ -94,27 +97,31 @@ type Server struct {
 	listener   net.Listener
 	serveDone  chan error
 
-	mu           sync.Mutex
-	perms        github.InstallationPermissions
-	tokens       map[[32]byte]*installToken
-	runners      map[int64]*runnerState
-	runnerNames  map[string]int64 // scope key + "\x00" + lower name -> id
-	clientIDs    map[string]int64
-	accessTokens map[[32]byte]*accessToken
-	nextRunnerID int64
-	nextLabelID  int64
-	labelIDs     map[string]int64
-	queue        []*jobState
-	jobs         map[int64]*jobState
-	nextRequest  int64
-	calls        []Call
-	mints        int
-	deletes      int
-	faults       []*Fault
-	latency      time.Duration
-	down         bool
-	requestSeq   int64
-	rate         map[int64]*rateWindow
+	mu             sync.Mutex
+	updateMessages int // update messages sent to outdated runners
+	// latestRunner, minRunner, ignoreDisableUpdate: see SetRunnerVersions.
+	latestRunner, minRunner string
+	ignoreDisableUpdate     bool
+	perms                   github.InstallationPermissions
+	tokens                  map[[32]byte]*installToken
+	runners                 map[int64]*runnerState
+	runnerNames             map[string]int64 // scope key + "\x00" + lower name -> id
+	clientIDs               map[string]int64
+	accessTokens            map[[32]byte]*accessToken
+	nextRunnerID            int64
+	nextLabelID             int64
+	labelIDs                map[string]int64
+	queue                   []*jobState
+	jobs                    map[int64]*jobState
+	nextRequest             int64
+	calls                   []Call
+	mints                   int
+	deletes                 int
+	faults                  []*Fault
+	latency                 time.Duration
+	down                    bool
+	requestSeq              int64
+	rate                    map[int64]*rateWindow
 }
 
 // New validates opts and returns a fake that is not yet listening; serve it
@@ -144,6 +151,8 @@ func New(opts Options) (*Server, error) {
 		labelIDs:     map[string]int64{},
 		jobs:         map[int64]*jobState{},
 		rate:         map[int64]*rateWindow{},
+		latestRunner: opts.LatestRunnerVersion,
+		minRunner:    opts.MinRunnerVersion,
 	}
 	if s.now == nil {
 		s.now = time.Now

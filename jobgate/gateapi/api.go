@@ -114,15 +114,21 @@ func JITContext(runnerName string) string { return "jit-config/" + runnerName }
 // environment key the runner was admitted with (ECDSA P-256, ASN.1, over
 // SHA-256 of DeregisterMessage).
 type DeregisterRequest struct {
-	RunnerName string    `json:"runnerName"`
-	Reason     string    `json:"reason"`
-	SignedAt   time.Time `json:"signedAt"`
-	Signature  []byte    `json:"signature"`
+	RunnerName string `json:"runnerName"`
+	// Outcome classifies how the environment ended, for the gate's audit
+	// log and metrics: one of Outcomes ("" is "failed").
+	Outcome   string    `json:"outcome,omitempty"`
+	Reason    string    `json:"reason"`
+	SignedAt  time.Time `json:"signedAt"`
+	Signature []byte    `json:"signature"`
 }
 
+// Outcomes a deregistration may report.
+var Outcomes = []string{"done", "failed", "image_out_of_date"}
+
 // DeregisterMessage is the exact byte string a deregistration signs.
-func DeregisterMessage(runnerName, reason string, signedAt time.Time) []byte {
-	return []byte("attested-runner/v1/deregister\n" + runnerName + "\n" + reason + "\n" + signedAt.UTC().Format(time.RFC3339Nano))
+func DeregisterMessage(runnerName, outcome, reason string, signedAt time.Time) []byte {
+	return []byte("attested-runner/v2/deregister\n" + runnerName + "\n" + outcome + "\n" + reason + "\n" + signedAt.UTC().Format(time.RFC3339Nano))
 }
 
 // DeregisterResponse reports what the gate did.

@@ -26,15 +26,27 @@
 // Exit status, as Runner.Listener's (Runner.Common/Constants.cs ReturnCode):
 //
 //	0  done: one job ran and was reported, or SIGTERM/SIGINT while idle
-//	   (or mid-job: the job is cancelled and reported cancelled)
+//	   (or mid-job: the job is cancelled and reported cancelled), or the
+//	   registration was deleted while polling for a job (the local config
+//	   files are deleted, as Runner.cs does)
 //	1  terminated with error: bad arguments, a malformed JIT config, the
-//	   runner registration deleted or already spent (token exchange
-//	   invalid_client, or 404)
+//	   runner registration deleted or already spent when the session is
+//	   created (token exchange invalid_client, or 404), or a deprecated
+//	   version without ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE
 //	2  retryable: the server unreachable (or 5xx) for more than 30 s while
 //	   creating the session (the real listener retries forever here; it
 //	   exits 2 on unexpected exceptions)
+//	4  run-once runner updating: the service sent an update message (its
+//	   version is older than fakegithub's LatestRunnerVersion and .runner
+//	   has no disableUpdate); the fake takes no job, prints the
+//	   SelfUpdater's progress lines ("Downloading V runner") and exits
 //	5  session conflict: another listener holds this runner's session (the
 //	   real listener first retries for 4 minutes; the fake exits at once)
+//	7  version deprecated (fakegithub's MinRunnerVersion), with
+//	   ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1
+//
+// Every poll sends the runner's version and its .runner disableUpdate, as
+// the real runner's GetAgentMessageAsync does.
 //
 // Runner root is the parent of the executable's directory (bin/). The fake
 // creates _diag/ and the work folder (.runner workFolder, default _work)
@@ -115,7 +127,7 @@
 // token endpoint, log upload), container jobs and services, Node.js and
 // Docker actions, remote or nested `uses`, `if:` conditions, matrix,
 // secrets and masking, job-level env/defaults, step summaries upload,
-// self-update, the 4-minute session-conflict retry, endless reconnection
+// the self-update download itself (nothing is fetched), the 4-minute session-conflict retry, endless reconnection
 // while creating a session, the runner's exact trace wording beyond the
 // lines quoted above, and Windows/macOS.
 package main
@@ -141,12 +153,14 @@ import (
 // runnerVersion is the actions/runner release the fake presents itself as.
 const runnerVersion = "2.336.0"
 
-// Exit codes of Runner.Listener.
+// Exit codes of Runner.Listener (Runner.Common/Constants.cs ReturnCode).
 const (
-	exitSuccess         = 0
-	exitTerminatedError = 1
-	exitRetryableError  = 2
-	exitSessionConflict = 5
+	exitSuccess               = 0
+	exitTerminatedError       = 1
+	exitRetryableError        = 2
+	exitRunOnceRunnerUpdating = 4
+	exitSessionConflict       = 5
+	exitVersionDeprecated     = 7
 )
 
 const (
@@ -155,6 +169,9 @@ const (
 	envHookStarted  = "ACTIONS_RUNNER_HOOK_JOB_STARTED"
 	envHookComplete = "ACTIONS_RUNNER_HOOK_JOB_COMPLETED"
 	envTrace        = "GITHUB_ACTIONS_RUNNER_TRACE"
+	// envDeprecatedExit: exit 7, not 1, when the service refuses this
+	// runner version (Constants.Variables.Actions.ReturnVersionDeprecatedExitCode).
+	envDeprecatedExit = "ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE"
 )
 
 // Timings. pollInterval stands in for the real long poll; connectGiveUp is
@@ -266,8 +283,9 @@ func (l *listener) run(ctx context.Context) int {
 	l.term.Line(fmt.Sprintf("%s: Listening for Jobs", l.stamp()))
 
 	failing := false // print connection errors once, as the runner does
+	poll := fakegithub.PollParams{RunnerVersion: runnerVersion, DisableUpdate: cfg.Runner.DisableUpdate}
 	for {
-		job, err := client.Acquire(ctx)
+		job, err := client.Acquire(ctx, poll)
 		if err == nil && failing {
 			failing = false
 			l.term.Line(fmt.Sprintf("%s: Runner reconnected.", l.stamp()))
@@ -276,9 +294,24 @@ func (l *listener) run(ctx context.Context) int {
 		case ctx.Err() != nil:
 			return l.shutdown(client)
 		case errors.Is(err, fakegithub.ErrRegistrationGone):
-			l.log.Error("MessageListener", "Non-retriable exception: %v", err)
-			l.term.Error("The runner no longer exists on the server. Please reconfigure the runner.")
+			// Runner.Listener/Runner.cs: RunnerNotFoundException while
+			// retrieving messages cleans up the local configuration and
+			// exits 0.
+			l.log.Info("Runner", "Runner registration no longer exists while retrieving messages. %v", err)
+			l.term.Error("The runner no longer exists on the server. Cleaning up local configuration.")
+			l.deleteLocalConfig()
+			return exitSuccess
+		case errors.Is(err, fakegithub.ErrVersionDeprecated):
+			// Program.cs: AccessDeniedException with error code 1 exits 7
+			// with ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE set,
+			// else 1.
+			l.term.Error(fmt.Sprintf("An error occurred: %v", err))
+			if truthy(l.hostEnv[envDeprecatedExit]) {
+				return exitVersionDeprecated
+			}
 			return exitTerminatedError
+		case err == nil && job != nil && job.MessageType == fakegithub.MessageAgentRefresh:
+			return l.selfUpdate(job.TargetVersion)
 		case errors.Is(err, fakegithub.ErrSessionConflict):
 			// Our session was taken or expired: create it again.
 			l.log.Info("MessageListener", "Session expired, recreating: %v", err)
@@ -391,6 +424,37 @@ func (l *listener) connect(ctx context.Context, client *fakegithub.RunnerClient)
 		}
 	}
 }
+
+// selfUpdate is what a runner does with an update message
+// (Runner.Listener/Runner.cs, SelfUpdater.cs): it takes no job, prints its
+// progress, "downloads" the target version (nothing is fetched here) and
+// exits 4, the run-once runner's RunOnceRunnerUpdating, for its update
+// script to restart it: a JIT runner is ephemeral, hence run-once.
+func (l *listener) selfUpdate(target string) int {
+	l.log.Info("Runner", "Refresh message received, kick-off selfupdate background process.")
+	for _, line := range []string{
+		"Runner update in progress, do not shutdown runner.",
+		fmt.Sprintf("Downloading %s runner", target),
+		"Waiting for current job finish running.",
+		"Generate and execute update script.",
+		"Runner will exit shortly for update, should be back online within 10 seconds.",
+		"Runner update process finished.",
+	} {
+		l.term.Line(line)
+	}
+	l.log.Info("Runner", "Auto update task finished at backend, an runner update is ready to apply exit the current runner instance.")
+	return exitRunOnceRunnerUpdating
+}
+
+// deleteLocalConfig removes the config files (ConfigurationManager.DeleteLocalRunnerConfig).
+func (l *listener) deleteLocalConfig() {
+	for _, name := range []string{fakegithub.FileRunner, fakegithub.FileCredentials, fakegithub.FileRSAParams} {
+		os.Remove(filepath.Join(l.root, name))
+	}
+}
+
+// truthy is StringUtil.ConvertToBoolean: "1", "true" (any case) are true.
+func truthy(v string) bool { return v == "1" || strings.EqualFold(v, "true") }
 
 // shutdown deletes the session on SIGTERM/SIGINT and exits 0.
 func (l *listener) shutdown(client *fakegithub.RunnerClient) int {

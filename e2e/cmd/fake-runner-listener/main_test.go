@@ -599,8 +599,9 @@ func TestListenerSignalWhileIdle(t *testing.T) {
 	if _, err := w.gh.Actions.RemoveOrganizationRunner(context.Background(), "acme", r.ID); err != nil {
 		t.Fatal(err)
 	}
-	if code := p2.wait(t, 10*time.Second); code != exitTerminatedError {
-		t.Errorf("after the runner was deleted: exit %d, want 1\n%s", code, p2.stderr)
+	// Deleted while polling: Runner.cs cleans up and exits 0.
+	if code := p2.wait(t, 10*time.Second); code != exitSuccess {
+		t.Errorf("after the runner was deleted: exit %d, want 0\n%s", code, p2.stderr)
 	}
 	if !strings.Contains(p2.stderr.String(), "The runner no longer exists on the server.") {
 		t.Errorf("stderr:\n%s", p2.stderr)
