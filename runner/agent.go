@@ -136,8 +136,8 @@ type jobState struct {
 	buildID   string
 	startedAt time.Time
 	workspace string
-	dispatch  []byte // digest of the dispatch attestation
-	diag      DiagSnapshot
+	dispatch  []byte        // digest of the dispatch attestation
+	actions   WorkerActions // read from the Worker log at job start
 	ended     bool
 }
 

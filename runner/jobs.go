@@ -106,11 +106,10 @@ func (a *Agent) jobStarted(ctx context.Context, rep *HookReport) (*JobStartedRes
 	// Taken before anything can fail half-way: a refused second start
 	// must hold even if this one fails below.
 	a.job = &jobState{report: rep, job: job, buildID: buildID, startedAt: a.cfg.Now().UTC(), workspace: ws}
-	snap, err := SnapshotDiag(filepath.Join(a.cfg.RunnerDir, "_diag"))
-	if err != nil {
-		a.log.Warn("snapshotting the runner's action log", "err", err)
+	a.job.actions = ReadWorkerActions(filepath.Join(a.cfg.RunnerDir, "_diag"), a.cfg.RunnerUID)
+	if !a.job.actions.Complete {
+		a.log.Warn("the job's actions are recorded as missing", "reason", a.job.actions.Reason)
 	}
-	a.job.diag = snap
 	if err := a.cfg.Collector.Extend(attest.JobStartEvent(buildID)); err != nil {
 		return nil, fmt.Errorf("extending job-start: %w", err)
 	}
@@ -212,15 +211,10 @@ func (a *Agent) attestFiles(ctx context.Context, req *AttestRequest) (*AttestRes
 		b.Subjects = append(b.Subjects, provenance.Subject{Name: filepath.ToSlash(rel), SHA256: d})
 		resp.Subjects = append(resp.Subjects, AttestSubject{Path: rel, SHA256: hex.EncodeToString(d)})
 	}
-	actions, found, err := ActionsFromDiag(snapshot.diag)
-	switch {
-	case err != nil:
-		a.log.Warn("reading the runner's action log", "err", err)
-		b.Missing = append(b.Missing, "actions")
-	case !found:
+	if !snapshot.actions.Complete {
 		b.Missing = append(b.Missing, "actions")
 	}
-	b.Actions = actions
+	b.Actions = snapshot.actions.Actions
 	if len(snapshot.report.EventPayload) == 0 {
 		b.Missing = append(b.Missing, "eventPayload")
 	}
@@ -242,7 +236,7 @@ func (a *Agent) attestFiles(ctx context.Context, req *AttestRequest) (*AttestRes
 		return nil, fmt.Errorf("writing the bundle: %w", err)
 	}
 	resp.Bundle = bundleRel
-	a.log.Info("attested", "build", snapshot.buildID, "subjects", len(b.Subjects), "bundle", bundleRel, "actions", len(actions))
+	a.log.Info("attested", "build", snapshot.buildID, "subjects", len(b.Subjects), "bundle", bundleRel, "actions", len(b.Actions))
 	return resp, nil
 }
 
