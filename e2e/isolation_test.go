@@ -90,7 +90,9 @@ test $rc -ne 0 && printf '%%s' "$out" | grep -qi 'permission denied'`, cmd, what
 	}
 	diag := a.DiagLogs()
 	for _, what := range []string{"open the TPM", "rewrite the agent's hook", "read the agent's environment", "list the agent's open files"} {
-		i := strings.Index(diag, what+": exit ")
+		// The step's output, not its script (which the job message dump at
+		// the top of the Worker log also holds).
+		i := strings.Index(diag, "Enqueue web console line queue: "+what+": exit ")
 		if i < 0 {
 			t.Errorf("step %q left no trace in the job log", what)
 			continue

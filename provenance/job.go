@@ -91,7 +91,18 @@ func (j Job) WorkflowPath() string {
 // ActionRef is an action a job used, with the commit its ref resolved to,
 // read from the runner's _diag/Worker_*.log.
 type ActionRef struct {
-	Repository string `json:"repository"` // owner/name (or owner/name/path)
+	Repository string `json:"repository"` // owner/name
 	Ref        string `json:"ref"`        // what the workflow asked for: v4, main, a SHA
 	SHA        string `json:"sha"`        // what it resolved to
+	// Package is set when the runner downloaded an immutable action package
+	// instead of the repository's tarball; SHA is then the source commit the
+	// package names.
+	Package *ActionPackage `json:"package,omitempty"`
+}
+
+// ActionPackage is an immutable action package as the runner logs it
+// (actions/runner ActionManager.DownloadRepositoryActionAsync).
+type ActionPackage struct {
+	Version        string `json:"version"`        // e.g. 3.28.18
+	ManifestDigest string `json:"manifestDigest"` // sha256:<64 hex>, of the package's OCI manifest
 }

@@ -130,10 +130,23 @@ func (b *Build) statement() (*intoto.Statement, error) {
 		Digest: map[string]string{"gitCommit": j.SHA},
 	}}
 	for _, a := range b.Actions {
-		deps = append(deps, &intoto.ResourceDescriptor{
+		d := &intoto.ResourceDescriptor{
 			Uri:    "git+" + strings.TrimSuffix(j.ServerURL, "/") + "/" + a.Repository + "@" + a.Ref,
 			Digest: map[string]string{"gitCommit": a.SHA},
-		})
+		}
+		if a.Package != nil {
+			// What ran is the package, not a checkout of the commit: its
+			// manifest digest is recorded beside the commit it names (an
+			// annotation, since the two digests are of different artifacts).
+			ann, err := structpb.NewStruct(map[string]any{"immutableActionPackage": map[string]any{
+				"version": a.Package.Version, "manifestDigest": a.Package.ManifestDigest,
+			}})
+			if err != nil {
+				return nil, err
+			}
+			d.Annotations = ann
+		}
+		deps = append(deps, d)
 	}
 	img := &intoto.ResourceDescriptor{Name: "runner-image", Uri: "attested-runner-image:" + b.Image.ID}
 	if len(b.Image.SHA256) > 0 {

@@ -155,8 +155,8 @@ type jobState struct {
 	job       provenance.Job
 	buildID   string
 	startedAt time.Time
-	dispatch  []byte // digest of the dispatch attestation
-	diag      DiagSnapshot
+	dispatch  []byte        // digest of the dispatch attestation
+	actions   WorkerActions // read from the Worker log at job start
 	ended     bool
 }
 

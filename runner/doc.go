@@ -14,9 +14,12 @@
 //     (never on disk, never in argv), the job hooks pointing at scripts that
 //     report to this agent over its unix socket (peer uid checked).
 //  4. Job start: the agent records the job the runner actually received,
-//     extends job-start (the separator) and signs a dispatch attestation
-//     before the hook returns (L2.agent-dispatch, L3.dispatch-includes-hw).
-//     A second job start is refused: single use.
+//     reads once, into memory, the actions the runner downloaded from its
+//     Worker log (ReadWorkerActions: before any job step, so the job can
+//     neither forge nor rewrite them; anything not understood marks them
+//     missing), extends job-start (the separator) and signs a dispatch
+//     attestation before the hook returns (L2.agent-dispatch,
+//     L3.dispatch-includes-hw). A second job start is refused: single use.
 //  5. The job-side action asks the agent to attest files; the agent opens
 //     and hashes them itself inside the workspace (os.Root: no escapes), and
 //     signs SLSA provenance with a response-time quote (provenance.Sign).

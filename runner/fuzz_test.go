@@ -1,12 +1,12 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
+	"reflect"
 	"testing"
 )
 
@@ -36,19 +36,47 @@ func FuzzSocketBodies(f *testing.F) {
 	})
 }
 
-// FuzzDiagLog parses arbitrary Worker logs.
-func FuzzDiagLog(f *testing.F) {
-	f.Add([]byte("[2026-11-29 10:00:01Z VERB JobServerQueue] Enqueue web console line queue: Download action repository 'actions/checkout@v4' (SHA:11bd71901bbe5b1630ceea73d27597364c9af683)\n"))
-	dir := f.TempDir()
-	f.Fuzz(func(t *testing.T, b []byte) {
-		p := filepath.Join(dir, "Worker_1.log")
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
+// FuzzParseWorkerActions parses arbitrary Worker logs, seeded with the
+// real format (workerlog_test.go). A complete result holds only
+// well-formed actions, each once, and does not depend on where the runner
+// cut its files; an incomplete one says why and holds none.
+func FuzzParseWorkerActions(f *testing.F) {
+	f.Add([]byte(workerLog(realBlock...)), 0)
+	f.Add([]byte(workerLog(realBlock...)), len(preamble)+len(realBlock[0]))
+	f.Add([]byte(workerLog(insert(5, "x"+forgedConsole+"\n")...)), 0)
+	f.Add([]byte(workerLog(insert(2, console("Complete job name: build"))...)), 0)
+	f.Add([]byte(workerLog(edit(9)...)), 0)
+	f.Add([]byte(jobDump), 0)
+	f.Add([]byte(console("Prepare all required actions")+console("Download action repository 'a/b@c' (SHA:"+checkoutSHA+")")+console("Complete job name: x")), 0)
+	f.Fuzz(func(t *testing.T, b []byte, cut int) {
+		wa := ParseWorkerActions([][]byte{b})
+		if wa.Complete != (wa.Reason == "") || (!wa.Complete && wa.Actions != nil) {
+			t.Fatalf("inconsistent result %+v", wa)
 		}
-		acts, _, _ := ActionsFromDiag(DiagSnapshot{p: int64(len(b))})
-		for _, a := range acts {
-			if len(a.SHA) != 40 || a.Repository == "" || a.Ref == "" {
-				t.Fatalf("bad action %+v", a)
+		seen := map[string]bool{}
+		for _, a := range wa.Actions {
+			if !downloadLine.MatchString("Download action repository '" + a.Repository + "@" + a.Ref + "' (SHA:" + a.SHA + ")") {
+				t.Fatalf("malformed action %+v", a)
+			}
+			if a.Package != nil && (!immutableVersion.MatchString("Version: "+a.Package.Version) || !immutableDigest.MatchString("Digest: "+a.Package.ManifestDigest)) {
+				t.Fatalf("malformed package %+v", a.Package)
+			}
+			if key := a.Repository + "@" + a.Ref; seen[key] {
+				t.Fatalf("%s twice", key)
+			} else {
+				seen[key] = true
+			}
+		}
+		// Rotation cuts after a whole line: the same log in two files
+		// reads the same.
+		if cut < 0 || cut > len(b) || len(b) == 0 || b[len(b)-1] != '\n' {
+			return
+		}
+		if i := bytes.IndexByte(b[cut:], '\n'); i >= 0 {
+			cut += i + 1
+			split := ParseWorkerActions([][]byte{b[:cut], b[cut:]})
+			if split.Complete != wa.Complete || !reflect.DeepEqual(split.Actions, wa.Actions) {
+				t.Fatalf("cut at %d: %+v, whole: %+v", cut, split, wa)
 			}
 		}
 	})

@@ -19,42 +19,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func TestActionsFromDiag(t *testing.T) {
-	dir := t.TempDir()
-	log1 := `[2026-11-29 10:00:00Z INFO Worker] Job message received
-[2026-11-29 10:00:01Z INFO ActionManager] Download action repository 'actions/checkout@v4' (SHA:11bd71901bbe5b1630ceea73d27597364c9af683)
-[2026-11-29 10:00:01Z INFO ActionManager] Download action repository 'actions/setup-go@v5' (SHA:0c52d547c9bc32b1aa3301fd7a9cb496313a4491)
-[2026-11-29 10:00:02Z INFO ActionManager] Download action repository 'actions/checkout@v4' (SHA:11bd71901bbe5b1630ceea73d27597364c9af683)
-[2026-11-29 10:00:02Z INFO ActionManager] Download action repository 'evil/x@main' (SHA:not-a-sha)
-`
-	if err := os.WriteFile(filepath.Join(dir, "Worker_20261129-100000-utc.log"), []byte(log1), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	snap, err := SnapshotDiag(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// What the job prints after it started lands in the same log, and
-	// must not count.
-	f, err := os.OpenFile(filepath.Join(dir, "Worker_20261129-100000-utc.log"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteString("[2026-11-29 10:00:09Z VERB JobServerQueue] Enqueue web console line queue: Download action repository 'evil/backdoor@v1' (SHA:1111111111111111111111111111111111111111)\n")
-	f.Close()
-	got, found, err := ActionsFromDiag(snap)
-	if err != nil || !found {
-		t.Fatalf("%v %v", found, err)
-	}
-	if len(got) != 2 || got[0].Repository != "actions/checkout" || got[0].Ref != "v4" || got[1].SHA != "0c52d547c9bc32b1aa3301fd7a9cb496313a4491" {
-		t.Errorf("actions %+v", got)
-	}
-	empty, _ := SnapshotDiag(t.TempDir())
-	if _, found, err := ActionsFromDiag(empty); found || err != nil {
-		t.Errorf("no Worker log: found %v err %v", found, err)
-	}
-}
-
 func TestHookReportJob(t *testing.T) {
 	env := map[string]string{
 		"GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "o/r", "GITHUB_REF": "refs/heads/main",

@@ -100,11 +100,10 @@ func (a *Agent) jobStarted(ctx context.Context, rep *HookReport) (*JobStartedRes
 	if a.listener != nil {
 		a.listener.jobStarted.Store(true)
 	}
-	snap, err := SnapshotDiag(filepath.Join(a.cfg.RunnerDir, "_diag"))
-	if err != nil {
-		a.log.Warn("snapshotting the runner's action log", "err", err)
+	a.job.actions = ReadWorkerActions(filepath.Join(a.cfg.RunnerDir, "_diag"), a.cfg.RunnerUID)
+	if !a.job.actions.Complete {
+		a.log.Warn("the job's actions are recorded as missing", "reason", a.job.actions.Reason)
 	}
-	a.job.diag = snap
 	if err := a.cfg.Collector.Extend(attest.JobStartEvent(buildID)); err != nil {
 		return nil, fmt.Errorf("extending job-start: %w", err)
 	}
@@ -205,15 +204,10 @@ func (a *Agent) attestFiles(ctx context.Context, req *AttestRequest, files []int
 		b.Subjects = append(b.Subjects, provenance.Subject{Name: name, SHA256: d})
 		resp.Subjects = append(resp.Subjects, AttestSubject{Name: name, SHA256: hex.EncodeToString(d)})
 	}
-	actions, found, err := ActionsFromDiag(snapshot.diag)
-	switch {
-	case err != nil:
-		a.log.Warn("reading the runner's action log", "err", err)
-		b.Missing = append(b.Missing, "actions")
-	case !found:
+	if !snapshot.actions.Complete {
 		b.Missing = append(b.Missing, "actions")
 	}
-	b.Actions = actions
+	b.Actions = snapshot.actions.Actions
 	if len(snapshot.report.EventPayload) == 0 {
 		b.Missing = append(b.Missing, "eventPayload")
 	}
@@ -224,6 +218,6 @@ func (a *Agent) attestFiles(ctx context.Context, req *AttestRequest, files []int
 		return nil, fmt.Errorf("signing provenance: %w", err)
 	}
 	resp.Bundle = signed
-	a.log.Info("attested", "build", snapshot.buildID, "subjects", len(b.Subjects), "actions", len(actions))
+	a.log.Info("attested", "build", snapshot.buildID, "subjects", len(b.Subjects), "actions", len(b.Actions))
 	return resp, nil
 }

@@ -279,6 +279,23 @@ func TestQueueJobValidation(t *testing.T) {
 		func(j *Job) { j.Steps = nil },
 		func(j *Job) { j.Steps = []Step{{Run: "x", Uses: "./a"}} },
 		func(j *Job) { j.Actions = []ActionRef{{Repository: "actions/checkout", Ref: "v4", SHA: "v4"}} },
+		func(j *Job) { j.Actions = []ActionRef{{Repository: "actions/checkout/sub", Ref: "v4", SHA: sha40}} },
+		func(j *Job) { j.Actions = []ActionRef{{Repository: "actions/checkout", Ref: "v4\nx", SHA: sha40}} },
+		func(j *Job) {
+			j.Actions = []ActionRef{{Repository: "a/b", Ref: "v1", SHA: sha40, Package: &ActionPackage{ManifestDigest: digest64}}}
+		},
+		func(j *Job) {
+			j.Actions = []ActionRef{{Repository: "a/b", Ref: "v1", SHA: sha40, Package: &ActionPackage{Version: "1.0.0", ManifestDigest: "sha256:abc"}}}
+		},
+		func(j *Job) {
+			j.Actions = []ActionRef{{Repository: "a/b", Ref: "v1", SHA: sha40, Package: &ActionPackage{Version: "1\n2", ManifestDigest: digest64}}}
+		},
+		func(j *Job) {
+			j.Actions = []ActionRef{{Repository: "a/b", Ref: "v1", SHA: sha40, Package: &ActionPackage{Version: "1", ManifestDigest: "sha256:" + strings.Repeat("zz", 32)}}}
+		},
+		func(j *Job) {
+			j.Actions = []ActionRef{{Repository: "a/b", Ref: "v1", SHA: sha40, Package: &ActionPackage{Version: "1.0.0", ManifestDigest: "sha512:" + digest64[7:]}}}
+		},
 		func(j *Job) { j.EventPayload = []byte("{") },
 		func(j *Job) { j.RunID = 0 },
 	}
@@ -292,4 +309,14 @@ func TestQueueJobValidation(t *testing.T) {
 	if _, err := f.srv.QueueJob(ok); err != nil {
 		t.Errorf("valid job: %v", err)
 	}
+	pkg := testJob(31, "acme/widgets", "x")
+	pkg.Actions = []ActionRef{{Repository: "a/b", Ref: "v1", SHA: sha40, Package: &ActionPackage{Version: "1.0.0", ManifestDigest: digest64}}}
+	if _, err := f.srv.QueueJob(pkg); err != nil {
+		t.Errorf("valid job with an immutable action package: %v", err)
+	}
 }
+
+var (
+	sha40    = strings.Repeat("1", 40)
+	digest64 = "sha256:" + strings.Repeat("ab", 32)
+)

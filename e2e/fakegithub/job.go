@@ -44,12 +44,26 @@ type Job struct {
 
 // ActionRef is an action as the runner resolves it before the job starts.
 type ActionRef struct {
-	// Repository is "owner/repo" (optionally "owner/repo/path").
+	// Repository is "owner/repo" (the runner's NameWithOwner: a path inside
+	// the repository is not part of it).
 	Repository string `json:"repository"`
 	// Ref is what the workflow wrote after '@'.
 	Ref string `json:"ref"`
 	// SHA is the commit the ref resolved to.
 	SHA string `json:"sha"`
+	// Package, when set, makes the action an immutable action package:
+	// the runner downloads the package, not the repository's tarball, and
+	// logs it differently (ActionDownloadInfo.PackageDetails).
+	Package *ActionPackage `json:"package,omitempty"`
+}
+
+// ActionPackage is an immutable action package's details as the Actions
+// service resolves them (actions/runner ActionDownloadPackageDetails).
+type ActionPackage struct {
+	// Version is the package version, e.g. "3.28.18".
+	Version string `json:"version"`
+	// ManifestDigest is the package's OCI manifest digest, "sha256:<hex>".
+	ManifestDigest string `json:"manifest_digest"`
 }
 
 // Step is one step: either Run (a bash script, as `shell: bash`) or Uses (a
@@ -116,8 +130,15 @@ func (j *Job) validate() error {
 		return fmt.Errorf("%w: no labels: a job always has runs-on labels", ErrInvalidJob)
 	}
 	for _, a := range j.Actions {
-		if strings.Count(a.Repository, "/") < 1 || a.Ref == "" || !isHexSHA(a.SHA) {
+		owner, repo, _ := strings.Cut(a.Repository, "/")
+		if owner == "" || repo == "" || strings.Contains(repo, "/") || a.Ref == "" || strings.ContainsAny(a.Ref, "\n\r") || !isHexSHA(a.SHA) {
 			return fmt.Errorf("%w: action %q@%q (SHA %q) is not owner/repo@ref with a 40-hex SHA", ErrInvalidJob, a.Repository, a.Ref, a.SHA)
+		}
+		if p := a.Package; p != nil {
+			d, ok := strings.CutPrefix(p.ManifestDigest, "sha256:")
+			if _, err := hex.DecodeString(d); p.Version == "" || strings.ContainsAny(p.Version, "\n\r") || !ok || len(d) != 64 || err != nil {
+				return fmt.Errorf("%w: action %s package needs a version and a sha256: manifest digest", ErrInvalidJob, a.Repository)
+			}
 		}
 	}
 	if len(j.Steps) == 0 {

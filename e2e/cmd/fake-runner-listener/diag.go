@@ -108,7 +108,9 @@ func (t *terminal) Error(s string) {
 // the page when the step ends and then deletes it. With
 // GITHUB_ACTIONS_RUNNER_TRACE set it also traces every line into the Worker
 // log as "Enqueue web console line queue: <line>" (Runner.Common/
-// JobServerQueue.cs, Trace.Verbose, lines cut at 1024 characters).
+// JobServerQueue.cs QueueWebConsoleLine, Trace.Verbose): the whole line,
+// then, for a line over 1024 characters, a second trace saying it is cut
+// for the live console.
 type stepLog struct {
 	w      *worker
 	f      *os.File
@@ -133,10 +135,10 @@ func (s *stepLog) Output(line string) {
 		fmt.Fprintf(s.f, "%s %s\n", s.w.now().UTC().Format("2006-01-02T15:04:05.0000000Z"), line)
 	}
 	if s.w.trace && line != "" {
-		if len(line) > 1024 {
-			line = line[:1024] + "..."
-		}
 		s.w.log.Verbose("JobServerQueue", "Enqueue web console line queue: %s", line)
+		if len(line) > 1024 {
+			s.w.log.Verbose("JobServerQueue", "Web console line is more than 1024 chars, truncate to first 1024 chars")
+		}
 	}
 }
 

@@ -77,16 +77,26 @@
 //     GITHUB_OUTPUT, GITHUB_STEP_SUMMARY, GITHUB_STATE, fresh per step and
 //     processed after it), _work/_actions/<owner>/<repo>/<ref> plus its
 //     .completed watermark for each action.
-//   - Logs. "Set up job" writes "Download action repository
-//     'OWNER/REPO@REF' (SHA:<sha>)" for each action
-//     (Runner.Worker/ActionManager.cs), like all step output, to the step's
-//     page under _diag/pages/, deleted once the step ends (the real runner
-//     deletes pages after uploading them). The Worker log gets step output,
-//     including those lines, only with GITHUB_ACTIONS_RUNNER_TRACE set, as
-//     "[<time> VERB JobServerQueue] Enqueue web console line queue: <line>";
-//     in a default (Info) trace the real Worker log never has them. Note that
-//     job output lands in that same stream: a step can print a line that
-//     looks like a download.
+//   - Logs. The Worker log opens with the whole job message at INFO
+//     (Runner.Worker/Worker.cs: "Job message:" and indented JSON on the
+//     following lines: steps with their scripts, contextData.github with
+//     the event payload, so a pull request's title and body, JSON-escaped;
+//     see jobmessage.go). "Set up job" then writes the action-download
+//     block of Runner.Worker/ActionManager.cs: "Prepare all required
+//     actions", "Getting action download info" (when there are actions),
+//     and per action "Download action repository 'OWNER/REPO@REF'
+//     (SHA:<sha>)" or, for an immutable action package (Job.Actions[i].
+//     Package), "##[group]Download immutable action package
+//     'OWNER/REPO@REF'", "Version: <v>", "Digest: <manifest digest>",
+//     "Source commit SHA: <sha>", "##[endgroup]"; then "Complete job name:
+//     <job>" (JobExtension.cs). Like all step output these go to the
+//     step's page under _diag/pages/, deleted once the step ends (the real
+//     runner deletes pages after uploading them). The Worker log gets step
+//     output, including those lines, only with GITHUB_ACTIONS_RUNNER_TRACE
+//     set, as "[<time> VERB JobServerQueue] Enqueue web console line queue:
+//     <line>"; in a default (Info) trace the real Worker log never has them.
+//     Note that job output lands in that same stream: a step can print a
+//     line that looks like a download.
 //   - Environment of hooks and steps: the listener's own environment minus
 //     ACTIONS_RUNNER_INPUT_*, then GITHUB_ENV values of earlier steps, then
 //     GITHUB_ACTIONS=true, CI=true (unless CI is set), the GITHUB_* variables
@@ -127,9 +137,12 @@
 // token endpoint, log upload), container jobs and services, Node.js and
 // Docker actions, remote or nested `uses`, `if:` conditions, matrix,
 // secrets and masking, job-level env/defaults, step summaries upload,
-// the self-update download itself (nothing is fetched), the 4-minute session-conflict retry, endless reconnection
-// while creating a session, the runner's exact trace wording beyond the
-// lines quoted above, and Windows/macOS.
+// the self-update download itself (nothing is fetched), the 4-minute
+// session-conflict retry, endless reconnection while creating a session,
+// the job message's service fields (resources, tokens, most variables),
+// the web console queue's limit (the real JobServerQueue drops, untraced,
+// lines while 1024 are queued), the runner's exact trace wording beyond
+// the lines quoted above, and Windows/macOS.
 package main
 
 import (
@@ -503,7 +516,7 @@ func (l *listener) runJob(ctx context.Context, client *fakegithub.RunnerClient, 
 		}
 	}()
 
-	w, err := newWorker(cfg, l.root, workDir, l.env, l.hostEnv, aj.Job, l.now)
+	w, err := newWorker(cfg, l.root, workDir, l.env, l.hostEnv, aj, l.now)
 	result := fakegithub.ResultFailed
 	if err != nil {
 		l.log.Error("JobDispatcher", "Worker failed to start: %v", err)

@@ -406,10 +406,12 @@ env -0 > "$HOOK_OUT/step3.env"`},
 		}
 	}
 	// Job output shares that stream: a step can print a download line. The
-	// genuine ones come before the started hook, the injected one after.
+	// genuine ones come before the started hook, the injected one after
+	// (its text is also in the job message dump at the top, JSON-escaped
+	// inside the step's script, never as a console line).
 	hookAt := strings.Index(workerLog, "A job started hook has been configured")
-	evilAt := strings.Index(workerLog, "Download action repository 'evil/injected@v1'")
-	if hookAt < 0 || evilAt < hookAt || strings.Index(workerLog, "Download action repository 'actions/setup-go@v5'") > hookAt {
+	evilAt := strings.Index(workerLog, "Enqueue web console line queue: Download action repository 'evil/injected@v1'")
+	if hookAt < 0 || evilAt < hookAt || strings.Index(workerLog, "Enqueue web console line queue: Download action repository 'actions/setup-go@v5'") > hookAt {
 		t.Errorf("order in the Worker log: hook at %d, injected line at %d", hookAt, evilAt)
 	}
 	if !regexp.MustCompile(`(?m)^\[[^]]+ INFO Listener\] Version: 2\.336\.0$`).MatchString(runnerLog) {

@@ -36,6 +36,7 @@ const (
 type worker struct {
 	cfg        *fakegithub.JITConfig
 	job        fakegithub.Job
+	requestID  int64
 	now        func() time.Time
 	log        *diagLog
 	trace      bool
@@ -53,9 +54,10 @@ type worker struct {
 	usesSteps   int
 }
 
-func newWorker(cfg *fakegithub.JITConfig, root, workDir string, env []string, hostEnv map[string]string, job fakegithub.Job, now func() time.Time) (*worker, error) {
+func newWorker(cfg *fakegithub.JITConfig, root, workDir string, env []string, hostEnv map[string]string, aj *fakegithub.AcquiredJob, now func() time.Time) (*worker, error) {
+	job := aj.Job
 	w := &worker{
-		cfg: cfg, job: job, now: now, baseEnv: env, hostEnv: hostEnv,
+		cfg: cfg, job: job, requestID: aj.RequestID, now: now, baseEnv: env, hostEnv: hostEnv,
 		trace:      hostEnv[envTrace] != "",
 		timelineID: newUUID(), trackingID: "github_" + newUUID(),
 		jobEnv: map[string]string{},
@@ -93,6 +95,10 @@ func (w *worker) run(ctx context.Context) string {
 	w.log.Info("Worker", "Version: %s", runnerVersion)
 	w.log.Info("Worker", "Waiting to receive the job message from the channel.")
 	w.log.Info("Worker", "Message received.")
+	// Worker.cs: the whole job message, attacker text included, before
+	// the job (and so its started hook) runs.
+	w.log.Info("Worker", "%s", w.jobMessageTrace(w.requestID))
+	w.log.Info("Worker", "Listening for cancel message from the channel.")
 	w.log.Info("JobRunner", "Job ID %s", w.timelineID)
 
 	failed := false
@@ -182,28 +188,47 @@ func (w *worker) setUpJob() error {
 			return err
 		}
 	}
-	sl.Output("Prepare all required actions")
+	// JobExtension.InitializeJob traces "Downloading actions" and calls
+	// ActionManager.PrepareActionsAsync, which deletes the actions
+	// directory at the start of a job and writes the action-download
+	// block: its console lines, in order, are these.
 	w.log.Info("JobExtension", "Downloading actions")
-	// ActionManager deletes the actions directory at the start of a job.
+	sl.Output("Prepare all required actions")
 	if err := os.RemoveAll(w.actionsDir); err != nil {
 		return err
 	}
 	if len(w.job.Actions) > 0 {
+		// GetDownloadInfoAsync, called only when there is an action to resolve.
 		sl.Output("Getting action download info")
 	}
 	for _, a := range w.job.Actions {
-		sl.Output(fmt.Sprintf("Download action repository '%s@%s' (SHA:%s)", a.Repository, a.Ref, a.SHA))
+		w.log.Verbose("ActionManager", "Entering DownloadRepositoryActionAsync")
+		if p := a.Package; p != nil {
+			// DownloadRepositoryActionAsync, ActionDownloadInfo.PackageDetails set.
+			sl.Output(fmt.Sprintf("##[group]Download immutable action package '%s@%s'", a.Repository, a.Ref))
+			sl.Output("Version: " + p.Version)
+			sl.Output("Digest: " + p.ManifestDigest)
+			sl.Output("Source commit SHA: " + a.SHA)
+			sl.Output("##[endgroup]")
+		} else {
+			sl.Output(fmt.Sprintf("Download action repository '%s@%s' (SHA:%s)", a.Repository, a.Ref, a.SHA))
+		}
 		dest := filepath.Join(append([]string{w.actionsDir}, append(strings.Split(a.Repository, "/"), a.Ref)...)...)
 		if !strings.HasPrefix(dest, w.actionsDir+string(filepath.Separator)) {
 			return fmt.Errorf("action %q escapes the actions directory", a.Repository)
 		}
+		w.log.Info("ActionManager", "Save archive '%s/api/v3/repos/%s/tarball/%s' into %s.", serverURL(w.cfg.Runner.GitHubURL), a.Repository, a.SHA,
+			filepath.Join(w.actionsDir, "_temp_"+newUUID(), newUUID()+".tar.gz"))
 		if err := os.MkdirAll(dest, 0o755); err != nil {
 			return err
 		}
 		if err := os.WriteFile(dest+".completed", []byte(w.now().UTC().Format(time.RFC3339)), 0o644); err != nil {
 			return err
 		}
+		w.log.Info("ActionManager", "Finished getting action repository.")
 	}
+	// Back in InitializeJob: "Complete job name: <JobDisplayName>" ends
+	// "Set up job"; the started hook's step comes next.
 	sl.Output(fmt.Sprintf("Complete job name: %s", w.job.Job))
 	return nil
 }
