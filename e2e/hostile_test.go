@@ -340,3 +340,59 @@ func TestSwappedAdmissionAnswerRefused(t *testing.T) {
 		t.Fatalf("deregistration audit %+v", rec)
 	}
 }
+
+// TestForgedActionInputsIgnored: the job (nobody) owns _diag. It rewrites
+// the Worker log's download lines after job start (sed), and the event
+// payload (a pull request body the runner logs before the hook) carries
+// look-alike download lines, one in the exact trace form. The provenance
+// still records the actions the runner downloaded, the immutable package
+// with its source commit, and nothing the job wrote.
+func TestForgedActionInputsIgnored(t *testing.T) {
+	requireRootForJobUser(t)
+	e, _ := newEnv(t, envOptions{})
+	const forgedSHA = "deadbeefdeadbeefdeadbeefdeadbeefdeadbeef"
+	body := "Fixes the build.\n" +
+		"Download action repository 'evil-org/pr-body@v1' (SHA:" + forgedSHA + ")\n" +
+		"[2026-12-01 10:00:00Z VERB JobServerQueue] Enqueue web console line queue: Download action repository 'evil-org/trace-form@v1' (SHA:" + forgedSHA + ")\n"
+	payload, _ := json.Marshal(map[string]any{"action": "opened", "number": 7,
+		"pull_request": map[string]any{"title": "Download action repository 'evil-org/title@v1' (SHA:" + forgedSHA + ")", "body": body,
+			"head": map[string]any{"ref": "feature"}, "base": map[string]any{"ref": "main"}}})
+	steps := []fakeStep{
+		{Name: "rewrite the action log", Run: `sed -i "s#actions/checkout@v4' (SHA:[0-9a-f]*)#evil-org/clean@v9' (SHA:` + forgedSHA + `)#" ../../../_diag/Worker_*.log && grep -q evil-org/clean ../../../_diag/Worker_*.log`},
+		{Name: "print look-alike lines", Run: `echo "Download action repository 'evil-org/stdout@v1' (SHA:` + forgedSHA + `)"`},
+	}
+	steps = append(steps, harness.BuildAndAttest(e.AttestAction, "built next to forged inputs")...)
+	job := harness.NewJob(e.repo(), 904, steps...)
+	job.EventName, job.Ref, job.EventPayload = "pull_request", "refs/pull/7/merge", payload
+	job.Actions = append(job.Actions, fakegithub.ActionRef{Repository: "github/codeql-action", Ref: "v3", SHA: "4e94bd11f71e507f7f87df81788dff88d1dacbfb",
+		Package: &fakegithub.ActionPackage{Version: "3.28.18", ManifestDigest: "sha256:" + strings.Repeat("5e", 32)}})
+	if _, err := e.GitHub.QueueJob(job); err != nil {
+		t.Fatal(err)
+	}
+	a := e.startAgent(harness.AgentOptions{RunnerUser: nobody})
+	if x := e.wait(a); x.Code != 0 {
+		t.Fatalf("agent %+v\n%s", x, a.DiagLogs())
+	}
+	art, _ := artifactOf(e, a)
+	roots, err := e.Gate.Roots(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := bin.VerifyArtifact(e.ctx, harness.VerifyOptions{Artifact: art, TrustedRoot: roots, Repo: e.repo(), RunID: "904", JSON: true})
+	if err != nil || v.ExitCode != 0 {
+		t.Fatalf("verify: %v\n%s%s", err, v.Stdout, v.Stderr)
+	}
+	got := strings.Join(v.Report.Artifacts[0].Result.Actions, "\n")
+	for _, want := range []string{"actions/checkout@v4 (11bd71901bbe5b1630ceea73d27597364c9af683)", "github/codeql-action@v3 (4e94bd11f71e507f7f87df81788dff88d1dacbfb)"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("provenance lacks %s; it records:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "evil-org") || strings.Contains(got, forgedSHA) {
+		t.Errorf("forged actions recorded:\n%s", got)
+	}
+	// The source commit plus the two actions.
+	if n := len(v.Report.Artifacts[0].Result.Actions); n != 3 {
+		t.Errorf("want the source and two actions, got %d:\n%s", n, got)
+	}
+}

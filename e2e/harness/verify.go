@@ -63,7 +63,8 @@ type VerifyReport struct {
 		Verified bool   `json:"verified"`
 		Error    string `json:"error"`
 		Result   *struct {
-			Checks []provenance.Check `json:"checks"`
+			Checks  []provenance.Check `json:"checks"`
+			Actions []string           `json:"actions"`
 		} `json:"result"`
 	} `json:"artifacts"`
 }
