@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -148,6 +149,9 @@ type Agent struct {
 	jobEvents     chan string // "started", "completed"
 
 	listener *listenerProc
+	// jobStartedFlag is set at job start; the listener's output is not
+	// trusted after it.
+	jobStartedFlag atomic.Bool
 }
 
 type jobState struct {
@@ -227,7 +231,7 @@ func (a *Agent) live(ctx context.Context, out *Outcome) (string, error) {
 	if err != nil {
 		return "runner configuration refused", err
 	}
-	a.listener, err = startListener(c.RunnerDir, runnerJIT, hooks, c.RunnerUID, c.RunnerGID, a.log)
+	a.listener, err = startListener(c.RunnerDir, runnerJIT, hooks, c.RunnerUID, c.RunnerGID, &a.jobStartedFlag, a.log)
 	clear(runnerJIT) // the only copy now lives in the child's environment
 	if err != nil {
 		return "runner failed to start", err

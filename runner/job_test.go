@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,16 +48,16 @@ func TestHookReportJob(t *testing.T) {
 
 // TestSocketRefusesOtherUIDs: the socket serves only the runner user.
 func TestSocketRefusesOtherUIDs(t *testing.T) {
-	called := false
-	h := func(context.Context, string, []byte, []int) (any, error) { called = true; return struct{}{}, nil }
+	var called atomic.Bool
+	h := func(context.Context, string, []byte, []int) (any, error) { called.Store(true); return struct{}{}, nil }
 	path := startSocket(t, os.Getuid()+4242, h)
 	err := (&Client{Socket: path}).Call(context.Background(), OpJobCompleted, &HookReport{}, nil)
-	if err == nil || !strings.Contains(err.Error(), ErrSocketForbidden.Error()) || called {
-		t.Fatalf("another uid was served: %v (handler called %v)", err, called)
+	if err == nil || !strings.Contains(err.Error(), ErrSocketForbidden.Error()) || called.Load() {
+		t.Fatalf("another uid was served: %v (handler called %v)", err, called.Load())
 	}
 	// Same uid: served.
 	path2 := startSocket(t, os.Getuid(), h)
-	if err := (&Client{Socket: path2}).Call(context.Background(), OpJobCompleted, &HookReport{}, nil); err != nil || !called {
+	if err := (&Client{Socket: path2}).Call(context.Background(), OpJobCompleted, &HookReport{}, nil); err != nil || !called.Load() {
 		t.Fatalf("the runner uid was refused: %v", err)
 	}
 	// Not a unix socket: no peer uid.
@@ -83,8 +85,11 @@ func startSocket(t *testing.T, uid int, h socketHandler) string {
 // TestSocketProtocol: what a hostile peer can send is refused, and every
 // descriptor it sent is closed.
 func TestSocketProtocol(t *testing.T) {
+	var mu sync.Mutex
 	var gotFDs []int
 	h := func(_ context.Context, op string, _ []byte, files []int) (any, error) {
+		mu.Lock()
+		defer mu.Unlock()
 		gotFDs = append(gotFDs[:0], files...)
 		return struct{}{}, nil
 	}
@@ -101,13 +106,17 @@ func TestSocketProtocol(t *testing.T) {
 	if err := c.Call(context.Background(), "format-disk", struct{}{}, nil); err == nil || !strings.Contains(err.Error(), "unknown operation") {
 		t.Fatalf("unknown operation: %v", err)
 	}
-	if err := c.Call(context.Background(), OpAttest, &AttestRequest{}, nil, f); err != nil || len(gotFDs) != 1 {
-		t.Fatalf("attest with one descriptor: %v, handler saw %v", err, gotFDs)
+	err = c.Call(context.Background(), OpAttest, &AttestRequest{}, nil, f)
+	mu.Lock()
+	fds := append([]int(nil), gotFDs...)
+	mu.Unlock()
+	if err != nil || len(fds) != 1 {
+		t.Fatalf("attest with one descriptor: %v, handler saw %v", err, fds)
 	}
-	// The server closed the descriptor it received once the request ended.
+	// The server closed the descriptor it received before it answered.
 	var st unix.Stat_t
-	if err := unix.Fstat(gotFDs[0], &st); !errors.Is(err, unix.EBADF) {
-		t.Errorf("the agent kept descriptor %d open after the request: %v", gotFDs[0], err)
+	if err := unix.Fstat(fds[0], &st); !errors.Is(err, unix.EBADF) {
+		t.Errorf("the agent kept descriptor %d open after the request: %v", fds[0], err)
 	}
 	for name, raw := range map[string][]byte{
 		"frame over the limit": {0xff, 0xff, 0xff, 0xff},

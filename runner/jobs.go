@@ -97,9 +97,7 @@ func (a *Agent) jobStarted(ctx context.Context, rep *HookReport) (*JobStartedRes
 	// Taken before anything can fail half-way: a refused second start
 	// must hold even if this one fails below.
 	a.job = &jobState{report: rep, job: job, buildID: buildID, startedAt: a.cfg.Now().UTC()}
-	if a.listener != nil {
-		a.listener.jobStarted.Store(true)
-	}
+	a.jobStartedFlag.Store(true)
 	a.job.actions = ReadWorkerActions(filepath.Join(a.cfg.RunnerDir, "_diag"), a.cfg.RunnerUID)
 	if !a.job.actions.Complete {
 		a.log.Warn("the job's actions are recorded as missing", "reason", a.job.actions.Reason)

@@ -127,15 +127,15 @@ type listenerProc struct {
 	cmd    *exec.Cmd
 	exited chan listenerExit
 	done   chan struct{}
-	// jobStarted is set by the agent when the job-started hook ran: from
-	// then on the runner's output is no longer trusted.
-	jobStarted atomic.Bool
 }
 
 // startListener execs the runner as the unprivileged user with the JIT
 // configuration in its environment and nothing else secret. Its output goes
 // to the agent's log, line by line.
-func startListener(runnerDir string, jit []byte, hooks hookPaths, uid, gid int, log *slog.Logger) (*listenerProc, error) {
+//
+// jobStarted is set by the agent when the job-started hook ran: from then on
+// the runner's output is no longer trusted (the job runs as its user).
+func startListener(runnerDir string, jit []byte, hooks hookPaths, uid, gid int, jobStarted *atomic.Bool, log *slog.Logger) (*listenerProc, error) {
 	bin := filepath.Join(runnerDir, "bin", "Runner.Listener")
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("runner binary: %w", err)
@@ -175,7 +175,7 @@ func startListener(runnerDir string, jit []byte, hooks hookPaths, uid, gid int, 
 		for sc.Scan() {
 			line := sc.Text()
 			log.Info("runner", "line", line)
-			if p.jobStarted.Load() {
+			if jobStarted.Load() {
 				continue
 			}
 			if m := runnerVersionLine.FindStringSubmatch(line); m != nil && version == "" {
@@ -187,7 +187,7 @@ func startListener(runnerDir string, jit []byte, hooks hookPaths, uid, gid int, 
 		}
 		io.Copy(io.Discard, out)
 		err := cmd.Wait()
-		e := listenerExit{version: version, updateTo: updateTo, afterJob: p.jobStarted.Load()}
+		e := listenerExit{version: version, updateTo: updateTo, afterJob: jobStarted.Load()}
 		if err != nil {
 			if ee, ok := err.(*exec.ExitError); ok {
 				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {

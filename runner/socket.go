@@ -227,23 +227,29 @@ func (s *socketServer) serveConn(c *net.UnixConn) {
 	}
 	c.SetReadDeadline(time.Now().Add(requestReadTimeout))
 	frame, files, err := readFrame(c, maxRequest, MaxSubjects)
-	defer closeFDs(files)
+	var resp any
 	if err != nil {
 		s.log.Warn("socket request refused", "err", err)
-		writeResponse(c, nil, err)
-		return
+	} else {
+		resp, err = s.serveFrame(frame, files)
 	}
+	// The job's descriptors are closed before the answer goes out: once
+	// the client has its answer, the agent holds none of them.
+	closeFDs(files)
+	writeResponse(c, resp, err)
+}
+
+func (s *socketServer) serveFrame(frame []byte, files []int) (any, error) {
 	req, err := decodeRequest(frame)
 	if err == nil && req.Op != OpAttest && len(files) > 0 {
 		err = fmt.Errorf("%w: %s takes no file descriptors", ErrSocketProtocol, req.Op)
 	}
 	if err != nil {
 		s.log.Warn("socket request refused", "err", err)
-		writeResponse(c, nil, err)
-		return
+		return nil, err
 	}
-	resp, err := s.handle(s.ctx, req.Op, req.Body, files)
-	writeResponse(c, resp, err)
+	// The handler logs its own refusals, with their context.
+	return s.handle(s.ctx, req.Op, req.Body, files)
 }
 
 func decodeRequest(frame []byte) (*socketRequest, error) {
