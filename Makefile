@@ -10,7 +10,7 @@ STATICCHECK_VERSION := v0.8.2
 GOBIN := $(shell $(GO) env GOPATH)/bin
 FUZZTIME ?= 5s
 
-.PHONY: all build test test-qemu lint fuzz-smoke bench demo prereqs clean
+.PHONY: all build test test-qemu lint fuzz-smoke bench mutate demo prereqs clean
 
 all: build
 
@@ -46,6 +46,10 @@ fuzz-smoke:
 ## bench: benchmarks, printed as a table
 bench:
 	@set -o pipefail; $(GO) test -run '^$$' -bench . -count 1 -timeout 30m ./... | tee /tmp/attested-runner-bench.txt | scripts/benchtable.sh
+
+## mutate: mutation testing of the security checks (gremlins + check removal; an hour or more)
+mutate:
+	@scripts/mutate.sh
 
 ## prereqs: install the Debian packages the demo and tests need (idempotent)
 prereqs:

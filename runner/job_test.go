@@ -178,6 +178,14 @@ func TestHashSubject(t *testing.T) {
 	if _, _, err := hashSubject(ctx, fd, 11); !errors.Is(err, ErrSubjectTooLarge) {
 		t.Errorf("over the limit: %v", err)
 	}
+	closed, err := unix.Open(reg, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(closed)
+	if _, _, err := hashSubject(ctx, closed, 1<<20); !errors.Is(err, unix.EBADF) {
+		t.Errorf("closed descriptor: %v", err)
+	}
 	fifo := filepath.Join(dir, "fifo")
 	if err := unix.Mkfifo(fifo, 0o644); err != nil {
 		t.Fatal(err)

@@ -37,7 +37,7 @@ const maxSubjectName = 1024
 // no path is resolved, nothing is opened. It refuses anything but a regular
 // file open for reading (a FIFO or a device could block or never end), a
 // file over maxSize, and a file that changed while it was hashed (size,
-// modification or change time, or bytes past the size it had), and gives up
+// modification or change time), and gives up
 // when ctx ends. Reads are positional (pread): the descriptor's offset is
 // shared with the job, which may move it.
 func hashSubject(ctx context.Context, fd int, maxSize int64) ([]byte, int64, error) {
@@ -82,15 +82,14 @@ func hashSubject(ctx context.Context, fd int, maxSize int64) ([]byte, int64, err
 			testHookAfterFirstRead()
 		}
 	}
-	var one [1]byte
-	if n, _ := unix.Pread(fd, one[:], off); n > 0 {
-		return nil, 0, fmt.Errorf("%w: it grew past %d bytes", ErrSubjectChanged, before.Size)
-	}
 	var after unix.Stat_t
 	if err := unix.Fstat(fd, &after); err != nil {
 		return nil, 0, fmt.Errorf("fstat: %w", err)
 	}
-	if after.Size != before.Size || after.Mtim != before.Mtim || after.Ctim != before.Ctim {
+	switch {
+	case after.Size > before.Size:
+		return nil, 0, fmt.Errorf("%w: it grew past %d bytes", ErrSubjectChanged, before.Size)
+	case after.Size != before.Size || after.Mtim != before.Mtim || after.Ctim != before.Ctim:
 		return nil, 0, fmt.Errorf("%w: size, modification or change time differ", ErrSubjectChanged)
 	}
 	return h.Sum(nil), before.Size, nil
