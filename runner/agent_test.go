@@ -66,6 +66,7 @@ func TestMain(m *testing.M) {
 type world struct {
 	gh        *fakegithub.Server
 	gate      *jobgate.Gate
+	store     *jobgate.BoltStore
 	gateURL   string
 	gateKey   crypto.Signer
 	cfg       runner.Config
@@ -129,7 +130,7 @@ func newWorldB(t testing.TB, policy *attest.Policy) *world {
 	os.MkdirAll(filepath.Join(runnerDir, "bin"), 0o755)
 	copyFile(t, filepath.Join(binDir, "Runner.Listener"), filepath.Join(runnerDir, "bin", "Runner.Listener"))
 	state := t.TempDir()
-	w := &world{gh: gh, gate: g, gateURL: srv.URL, gateKey: gateKey, runnerDir: runnerDir, powerOffs: new(int)}
+	w := &world{gh: gh, gate: g, store: store, gateURL: srv.URL, gateKey: gateKey, runnerDir: runnerDir, powerOffs: new(int)}
 	w.cfg = runner.Config{
 		Gate: &gateapi.Client{BaseURL: srv.URL}, GateKeys: []crypto.PublicKey{gateKey.Public()}, AgentDigest: attesttest.AgentDigest,
 		AgentVersion: "test", AgentPath: filepath.Join(binDir, "attested-runner"), RunnerDir: runnerDir,
@@ -452,4 +453,61 @@ func mitm(t *testing.T, gateURL string, swap func(*testing.T, *gateapi.AdmitRequ
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// TestRunnerOutcomes: how the runner ended reaches the gate. A runner that
+// still gets an update message (if GitHub ignored DisableUpdate) exits 4,
+// one GitHub refuses as deprecated exits 7: both are "image out of date"
+// with the version to rebuild with, signed into the deregistration,
+// audited and counted. The agent's DisableUpdate keeps an honouring
+// service from sending the update at all.
+func TestRunnerOutcomes(t *testing.T) {
+	for name, c := range map[string]struct {
+		latest, min string
+		ignore      bool
+		outcome     string
+		reason      string
+		updates     int
+	}{
+		"update honoured":          {latest: "2.999.0", outcome: runner.OutcomeDone, reason: "job completed"},
+		"update message ignored":   {latest: "2.999.0", ignore: true, outcome: runner.OutcomeImageOutOfDate, reason: "image out of date: rebuild with runner >= 2.999.0 (the image has 2.336.0", updates: 1},
+		"version deprecated":       {min: "3.0.0", outcome: runner.OutcomeImageOutOfDate, reason: "GitHub refused runner 2.336.0 as deprecated, exit 7"},
+		"current runner, normally": {outcome: runner.OutcomeDone, reason: "job completed"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			w.gh.SetRunnerVersions(c.latest, c.min, c.ignore)
+			w.gh.QueueJob(releaseJob(901, fakegithub.Step{Name: "hello", Run: "echo hello"}))
+			a, err := runner.New(w.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := a.Run(context.Background())
+			if out.RunnerOutcome != c.outcome || !strings.Contains(out.Reason, c.reason) || !out.Deregistered {
+				t.Fatalf("outcome %+v, want %s with %q", out, c.outcome, c.reason)
+			}
+			if n := w.gh.UpdateMessages(); n != c.updates {
+				t.Errorf("%d update messages, want %d", n, c.updates)
+			}
+			var rec *jobgate.AuditRecord
+			w.store.AuditLog(context.Background(), func(r jobgate.AuditRecord) error {
+				if r.Action == "deregister" {
+					rec = &r
+				}
+				return nil
+			})
+			if rec == nil || rec.Outcome != c.outcome || !strings.Contains(rec.Detail, c.reason) {
+				t.Fatalf("deregistration audit %+v", rec)
+			}
+			resp, err := http.Get(w.gateURL + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			metrics, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if want := `jobgate_environment_outcomes_total{outcome="` + c.outcome + `"} 1`; !strings.Contains(string(metrics), want) {
+				t.Errorf("metrics lack %s:\n%s", want, metrics)
+			}
+		})
+	}
 }
