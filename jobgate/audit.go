@@ -32,7 +32,7 @@ type AuditRecord struct {
 	// deregistration (done, failed, image_out_of_date).
 	Outcome string `json:"outcome,omitempty"`
 	Prev    string `json:"prev"`
-	Hash           string    `json:"hash"`
+	Hash    string `json:"hash"`
 }
 
 // chainHash is SHA-256(prev hash || JSON of the record without its hash).

@@ -68,6 +68,11 @@ type GitHubConfig struct {
 	// RunnerNamePrefix starts every runner name; the reconcile loop only
 	// touches runners with this prefix. Default "attested-".
 	RunnerNamePrefix string `json:"runnerNamePrefix,omitempty"`
+	// WorkFolder is the JIT request's work_folder: where the runner puts
+	// _work. Images built with build.sh --scratch mount their encrypted
+	// scratch disk for it at /scratch/_work. Default: the runner's (_work
+	// in its directory, on RAM).
+	WorkFolder string `json:"workFolder,omitempty"`
 }
 
 // PolicyConfig is what environments must prove.
@@ -377,6 +382,6 @@ func NewGitHubRegistryFromConfig(c *Config, observe func(status int)) (*GitHubRe
 	return NewGitHubRegistry(GitHubOptions{
 		APIURL: c.GitHub.APIURL, AppID: c.GitHub.AppID, InstallationID: c.GitHub.InstallationID,
 		PrivateKey: key, Org: c.GitHub.Org, Repository: c.GitHub.Repository,
-		RunnerGroupID: c.GitHub.RunnerGroupID, Observe: observe,
+		RunnerGroupID: c.GitHub.RunnerGroupID, WorkFolder: c.GitHub.WorkFolder, Observe: observe,
 	})
 }

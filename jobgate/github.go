@@ -45,6 +45,7 @@ type GitHubRegistry struct {
 	org           string // org scope
 	owner, repo   string // repository scope
 	runnerGroupID int64
+	workFolder    string
 }
 
 // GitHubOptions configure a GitHubRegistry.
@@ -59,6 +60,8 @@ type GitHubOptions struct {
 	// Exactly one of Org or Repository (owner/name).
 	Org, Repository string
 	RunnerGroupID   int64
+	// WorkFolder, if set, is every JIT runner's work folder.
+	WorkFolder string
 	// Transport is the base HTTP transport (tests inject one).
 	Transport http.RoundTripper
 	// Observe is told the status of every GitHub response (0: no response).
@@ -102,7 +105,7 @@ func NewGitHubRegistry(o GitHubOptions) (*GitHubRegistry, error) {
 		// at the root needs the URL as given.
 		client.BaseURL, _ = client.BaseURL.Parse(apiURL)
 	}
-	r := &GitHubRegistry{client: client, apps: apps, installation: o.InstallationID, org: o.Org, runnerGroupID: o.RunnerGroupID}
+	r := &GitHubRegistry{client: client, apps: apps, installation: o.InstallationID, org: o.Org, runnerGroupID: o.RunnerGroupID, workFolder: o.WorkFolder}
 	if o.Repository != "" {
 		owner, repo, ok := strings.Cut(o.Repository, "/")
 		if !ok || owner == "" || repo == "" || strings.Contains(repo, "/") {
@@ -139,6 +142,9 @@ func (g *GitHubRegistry) Mint(ctx context.Context, name string, labels []string)
 
 func (g *GitHubRegistry) mint(ctx context.Context, name string, labels []string) (int64, string, error) {
 	req := &github.GenerateJITConfigRequest{Name: name, RunnerGroupID: g.runnerGroupID, Labels: labels}
+	if g.workFolder != "" {
+		req.WorkFolder = github.String(g.workFolder)
+	}
 	var cfg *github.JITRunnerConfig
 	var resp *github.Response
 	var err error

@@ -31,6 +31,8 @@ type Runner struct {
 	EnvKey         []byte      `json:"envKey"`
 	Labels         []string    `json:"labels"`
 	EvidenceDigest string      `json:"evidenceDigest"`
+	// VMID is the fleet VM the agent runs in (AdmitRequest.VMID), if any.
+	VMID string `json:"vmId,omitempty"`
 	State          RunnerState `json:"state"`
 	AdmittedAt     time.Time   `json:"admittedAt"`
 	ExpiresAt      time.Time   `json:"expiresAt"`
@@ -80,5 +82,31 @@ type Store interface {
 	// PruneNonces forgets used nonces that expired before now (an expired
 	// nonce is refused by its own expiry).
 	PruneNonces(ctx context.Context, now time.Time) (int, error)
+
+	// Fleet state (jobgate/fleet).
+
+	// PutVM creates or updates a VM; its state only moves forward
+	// (ErrStateBackward). The audit record, if any, is appended in the same
+	// transaction.
+	PutVM(ctx context.Context, vm *VM, audit *AuditRecord) error
+	// VM returns a VM by name (ErrNoVM).
+	VM(ctx context.Context, name string) (*VM, error)
+	// VMs lists every VM record, in name order.
+	VMs(ctx context.Context) ([]VM, error)
+	// PutJob creates or updates a workflow job; its state only moves
+	// forward (a late webhook for an older state is ErrStateBackward).
+	PutJob(ctx context.Context, j *QueuedJob) error
+	// Jobs lists the workflow jobs, in id order.
+	Jobs(ctx context.Context) ([]QueuedJob, error)
+	// FirstDelivery records a webhook delivery id and reports whether it
+	// is the first time (false: a duplicate delivery).
+	FirstDelivery(ctx context.Context, id string, now time.Time) (bool, error)
+	// Lease takes or renews the named lease for holder until `until`;
+	// ErrLeaseHeld while another holder's lease has not expired at now.
+	Lease(ctx context.Context, name, holder string, now, until time.Time) error
+	// PruneFleet forgets completed jobs, destroyed VMs and delivery ids
+	// last changed before `before`.
+	PruneFleet(ctx context.Context, before time.Time) (int, error)
+
 	Close() error
 }

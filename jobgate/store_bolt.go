@@ -41,7 +41,8 @@ func OpenBoltStore(path string) (*BoltStore, error) {
 	db.MaxBatchDelay = time.Millisecond
 	s := &BoltStore{db: db}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketNonces, bucketKeys, bucketNames, bucketAudit, bucketMeta} {
+		for _, b := range [][]byte{bucketNonces, bucketKeys, bucketNames, bucketAudit, bucketMeta,
+			bucketVMs, bucketJobs, bucketDeliveries, bucketLeases} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -304,4 +305,176 @@ func putRunner(tx *bolt.Tx, r *Runner) error {
 		return err
 	}
 	return tx.Bucket(bucketNames).Put([]byte(r.Name), []byte(r.KeyDigest))
+}
+
+// Fleet buckets.
+var (
+	bucketVMs        = []byte("vms")        // VM name -> VM
+	bucketJobs       = []byte("jobs")       // job id (uint64 BE) -> QueuedJob
+	bucketDeliveries = []byte("deliveries") // webhook delivery id -> first seen (Unix nanoseconds)
+	bucketLeases     = []byte("leases")     // lease name -> lease
+)
+
+type lease struct {
+	Holder string    `json:"holder"`
+	Until  time.Time `json:"until"`
+}
+
+// PutVM implements Store.
+func (s *BoltStore) PutVM(_ context.Context, vm *VM, audit *AuditRecord) error {
+	return s.batch(audit, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketVMs)
+		if raw := b.Get([]byte(vm.Name)); raw != nil {
+			var cur VM
+			if err := json.Unmarshal(raw, &cur); err != nil {
+				return err
+			}
+			if !cur.State.Forward(vm.State) {
+				return fmt.Errorf("%w: VM %s is %s, not %s", ErrStateBackward, vm.Name, cur.State, vm.State)
+			}
+		}
+		v, err := json.Marshal(vm)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(vm.Name), v)
+	})
+}
+
+// VM implements Store.
+func (s *BoltStore) VM(_ context.Context, name string) (*VM, error) {
+	var vm *VM
+	err := s.db.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucketVMs).Get([]byte(name))
+		if raw == nil {
+			return ErrNoVM
+		}
+		vm = &VM{}
+		return json.Unmarshal(raw, vm)
+	})
+	return vm, err
+}
+
+// VMs implements Store.
+func (s *BoltStore) VMs(_ context.Context) ([]VM, error) {
+	var out []VM
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketVMs).ForEach(func(_, v []byte) error {
+			var vm VM
+			if err := json.Unmarshal(v, &vm); err != nil {
+				return err
+			}
+			out = append(out, vm)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// PutJob implements Store.
+func (s *BoltStore) PutJob(_ context.Context, j *QueuedJob) error {
+	return s.batch(nil, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketJobs)
+		key := binary.BigEndian.AppendUint64(nil, uint64(j.ID))
+		if raw := b.Get(key); raw != nil {
+			var cur QueuedJob
+			if err := json.Unmarshal(raw, &cur); err != nil {
+				return err
+			}
+			if jobStateOrder[j.State] < jobStateOrder[cur.State] {
+				return fmt.Errorf("%w: job %d is %s, not %s", ErrStateBackward, j.ID, cur.State, j.State)
+			}
+		}
+		v, err := json.Marshal(j)
+		if err != nil {
+			return err
+		}
+		return b.Put(key, v)
+	})
+}
+
+// Jobs implements Store.
+func (s *BoltStore) Jobs(_ context.Context) ([]QueuedJob, error) {
+	var out []QueuedJob
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketJobs).ForEach(func(_, v []byte) error {
+			var j QueuedJob
+			if err := json.Unmarshal(v, &j); err != nil {
+				return err
+			}
+			out = append(out, j)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// FirstDelivery implements Store.
+func (s *BoltStore) FirstDelivery(_ context.Context, id string, now time.Time) (bool, error) {
+	first := false
+	err := s.batch(nil, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDeliveries)
+		first = b.Get([]byte(id)) == nil
+		if !first {
+			return nil
+		}
+		return b.Put([]byte(id), binary.BigEndian.AppendUint64(nil, uint64(now.UnixNano())))
+	})
+	return first, err
+}
+
+// Lease implements Store.
+func (s *BoltStore) Lease(_ context.Context, name, holder string, now, until time.Time) error {
+	return s.batch(nil, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLeases)
+		if raw := b.Get([]byte(name)); raw != nil {
+			var l lease
+			if err := json.Unmarshal(raw, &l); err != nil {
+				return err
+			}
+			if l.Holder != holder && now.Before(l.Until) {
+				return fmt.Errorf("%w: %s holds %s until %s", ErrLeaseHeld, l.Holder, name, l.Until.Format(time.RFC3339))
+			}
+		}
+		v, err := json.Marshal(lease{Holder: holder, Until: until})
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(name), v)
+	})
+}
+
+// PruneFleet implements Store.
+func (s *BoltStore) PruneFleet(_ context.Context, before time.Time) (int, error) {
+	n := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		prune := func(bucket []byte, old func(v []byte) bool) error {
+			c := tx.Bucket(bucket).Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				if old(v) {
+					if err := c.Delete(); err != nil {
+						return err
+					}
+					n++
+				}
+			}
+			return nil
+		}
+		if err := prune(bucketVMs, func(v []byte) bool {
+			var vm VM
+			return json.Unmarshal(v, &vm) == nil && vm.State == VMDestroyed && vm.UpdatedAt.Before(before)
+		}); err != nil {
+			return err
+		}
+		if err := prune(bucketJobs, func(v []byte) bool {
+			var j QueuedJob
+			return json.Unmarshal(v, &j) == nil && j.State == JobCompleted && j.UpdatedAt.Before(before)
+		}); err != nil {
+			return err
+		}
+		return prune(bucketDeliveries, func(v []byte) bool {
+			return len(v) == 8 && int64(binary.BigEndian.Uint64(v)) < before.UnixNano()
+		})
+	})
+	return n, err
 }

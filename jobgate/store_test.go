@@ -184,3 +184,74 @@ func TestAuditChainDetectsTampering(t *testing.T) {
 }
 
 func seqKey(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
+
+// TestFleetState: VM and job states only move forward, a webhook delivery
+// id is new once, a lease has one holder until it lapses, and pruning
+// forgets only what is finished.
+func TestFleetState(t *testing.T) {
+	s, err := OpenBoltStore(filepath.Join(t.TempDir(), "gate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	now := time.Now()
+	vm := &VM{Name: "pool-a-1", Pool: "a", State: VMLaunching, LaunchedAt: now, UpdatedAt: now}
+	if err := s.PutVM(ctx, vm, nil); err != nil {
+		t.Fatal(err)
+	}
+	vm.State = VMBusy
+	if err := s.PutVM(ctx, vm, &AuditRecord{Action: "fleet", Result: "busy"}); err != nil {
+		t.Fatal(err)
+	}
+	vm.State = VMAdmitted
+	if err := s.PutVM(ctx, vm, nil); !errors.Is(err, ErrStateBackward) {
+		t.Fatalf("VM state moved backward: %v", err)
+	}
+	if got, err := s.VM(ctx, "pool-a-1"); err != nil || got.State != VMBusy {
+		t.Fatalf("VM %+v %v", got, err)
+	}
+	if _, err := s.VM(ctx, "nope"); !errors.Is(err, ErrNoVM) {
+		t.Fatalf("unknown VM: %v", err)
+	}
+	j := &QueuedJob{ID: 7, State: JobInProgress, UpdatedAt: now}
+	if err := s.PutJob(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	j.State = JobQueued
+	if err := s.PutJob(ctx, j); !errors.Is(err, ErrStateBackward) {
+		t.Fatalf("a late queued webhook moved the job back: %v", err)
+	}
+	for i, want := range []bool{true, false, false} {
+		if first, err := s.FirstDelivery(ctx, "delivery-1", now); err != nil || first != want {
+			t.Fatalf("delivery seen %d: first=%v err=%v", i, first, err)
+		}
+	}
+	if err := s.Lease(ctx, "reconcile/a", "gate-1", now, now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Lease(ctx, "reconcile/a", "gate-2", now.Add(time.Second), now.Add(time.Minute)); !errors.Is(err, ErrLeaseHeld) {
+		t.Fatalf("second holder: %v", err)
+	}
+	if err := s.Lease(ctx, "reconcile/a", "gate-1", now.Add(time.Second), now.Add(2*time.Minute)); err != nil {
+		t.Fatalf("renewal: %v", err)
+	}
+	if err := s.Lease(ctx, "reconcile/a", "gate-2", now.Add(3*time.Minute), now.Add(4*time.Minute)); err != nil {
+		t.Fatalf("lapsed lease not taken over: %v", err)
+	}
+	vm.State, vm.UpdatedAt = VMDestroyed, now
+	if err := s.PutVM(ctx, vm, nil); err != nil {
+		t.Fatal(err)
+	}
+	live := &VM{Name: "pool-a-2", State: VMAdmitted, UpdatedAt: now}
+	s.PutVM(ctx, live, nil)
+	if n, err := s.PruneFleet(ctx, now.Add(time.Hour)); err != nil || n != 2 { // the destroyed VM, the delivery
+		t.Fatalf("pruned %d: %v", n, err)
+	}
+	if vms, _ := s.VMs(ctx); len(vms) != 1 || vms[0].Name != "pool-a-2" {
+		t.Fatalf("after pruning: %+v", vms)
+	}
+	if first, _ := s.FirstDelivery(ctx, "delivery-1", now); !first {
+		t.Fatal("a pruned delivery id is still remembered")
+	}
+}

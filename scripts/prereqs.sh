@@ -9,9 +9,11 @@ case "${1:-}" in
   --qemu)
     # make test-qemu: QEMU + OVMF, the image build (cpio, binutils for
     # objcopy/readelf, file), the signed UKI and Secure Boot case (sbsigntool,
-    # systemd-boot-efi, dosfstools, mtools, openssl) and pesign, which
-    # cross-checks our Authenticode digests.
-    pkgs+=(qemu-system-x86 ovmf cpio binutils file sbsigntool systemd-boot-efi dosfstools mtools openssl pesign)
+    # systemd-boot-efi, dosfstools, mtools, openssl), pesign, which
+    # cross-checks our Authenticode digests, and the runtime image's probe
+    # (g++ and the -dev packages of the runner's libraries).
+    pkgs+=(qemu-system-x86 ovmf cpio binutils file sbsigntool systemd-boot-efi dosfstools mtools openssl pesign
+      g++ pkg-config libicu-dev libkrb5-dev liblttng-ust-dev zlib1g-dev zstd)
     ;;
   *) echo "usage: scripts/prereqs.sh [--qemu]" >&2; exit 2 ;;
 esac

@@ -418,9 +418,39 @@ func TestAgentSecureBootUKI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rv := &attest.ReferenceValues{Format: attest.ReferenceValuesFormat, Images: []attest.Image{*ref}, AgentDigests: f.rv.AgentDigests}
-	w := newWorld(t, f.machine, gateSpec{reference: rv})
 	ukiPath := filepath.Join(dir, "uki.efi")
+	// The admin's commands: refvalues --boot uki signs the UKI image's
+	// provenance; the gate takes its reference values only from that
+	// signed bundle (policy.imageSigners).
+	keyPath := filepath.Join(t.TempDir(), "image-key.pem")
+	signer, err := jobgate.GenerateSigningKey(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	provPath := filepath.Join(t.TempDir(), "uki.sigstore.json")
+	cmd := exec.Command("go", "run", "./scripts/image/refvalues", "--image", dir, "--boot", "uki", "--uki", ukiPath,
+		"--agent", filepath.Join(dir, "attested-runner"), "-o", filepath.Join(t.TempDir(), "rv.json"),
+		"--sign-key", keyPath, "--provenance", provPath, "--builder-id", "https://qemu.test/image-builder")
+	cmd.Dir = repoRoot
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("refvalues --boot uki: %v\n%s", err, out)
+	}
+	prov, err := os.ReadFile(provPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := provenance.ParseTrustedRoots(signer)
+	vi, err := provenance.VerifyImage(prov, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := vi.ReferenceValues.Images[0], *ref; got.ID != want.ID || !got.SecureBoot || len(got.Events) != len(want.Events) {
+		t.Fatalf("refvalues --boot uki computed %+v, want %+v", got, want)
+	}
+	if err := vi.CheckFile("uki.efi", ukiDigest[:]); err != nil {
+		t.Fatalf("the UKI is not a subject of its provenance: %v", err)
+	}
+	w := newWorld(t, f.machine, gateSpec{imageProvenance: prov, imageSigner: signer})
 
 	t.Run("secure boot on: admitted", func(t *testing.T) {
 		if _, err := w.gh.QueueJob(releaseJob(902)); err != nil {

@@ -228,6 +228,8 @@ type gateSpec struct {
 	// (policy.imageSigners) as an admin deploying a built image would.
 	imageProvenance, imageSigner []byte
 	directKernelBoot             bool
+	// workFolder is the gate's github.workFolder (JIT work_folder).
+	workFolder string
 }
 
 // newWorld starts the fake GitHub (JIT configs name the guest's address
@@ -295,7 +297,7 @@ func newWorld(t *testing.T, m *machine, spec gateSpec) *world {
 		"signingKey": "signing.pem",
 		"github": map[string]any{
 			"apiUrl": "http://" + ghAddr + "/", "appId": 7, "installationId": 8, "privateKey": "app.pem",
-			"org": org, "labels": []string{"self-hosted", "attested"},
+			"org": org, "labels": []string{"self-hosted", "attested"}, "workFolder": spec.workFolder,
 		},
 		"policy": policyCfg,
 	}
@@ -450,6 +452,8 @@ type bootRun struct {
 type bootOpts struct {
 	image string   // build.sh output directory
 	extra []string // more boot.sh arguments (--cmdline, --uki, ...)
+	// timeout bounds the boot (default bootTimeout; boot.sh allows 120 s).
+	timeout time.Duration
 }
 
 // boot boots the image under QEMU with the machine's TPM, forwarding the
@@ -459,14 +463,17 @@ type bootOpts struct {
 func boot(t *testing.T, w *world, m *machine, o bootOpts) *bootRun {
 	t.Helper()
 	work := t.TempDir()
-	args := []string{o.image, "--agent", "--workdir", work, "--timeout", strconv.Itoa(int(bootTimeout / time.Second)),
+	if o.timeout == 0 {
+		o.timeout = bootTimeout
+	}
+	args := []string{o.image, "--agent", "--workdir", work, "--timeout", strconv.Itoa(int(o.timeout / time.Second)),
 		"--memory", strconv.Itoa(memoryMiB), "--tpm-state", m.tpmState,
 		"--forward", fmt.Sprintf("%s:%d=%s", guestHost, guestGatePort, strings.TrimPrefix(w.gateURL, "http://")),
 		"--forward", fmt.Sprintf("%s:%d=%s", guestHost, guestGitHubPort, w.ghAddr),
 		"--serial2-file", filepath.Join(work, "ttyS1.out"), "--console-stdout"}
 	args = append(args, o.extra...)
 	defer qemutest.LockBoots(t)()
-	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout+30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout+30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, script("boot.sh"), args...)
 	var stderr bytes.Buffer
@@ -498,7 +505,7 @@ func boot(t *testing.T, w *world, m *machine, o bootOpts) *bootRun {
 		}
 	})
 	if runErr != nil {
-		t.Fatalf("boot failed (the guest did not power itself off within %s): %v", bootTimeout, runErr)
+		t.Fatalf("boot failed (the guest did not power itself off within %s): %v", o.timeout, runErr)
 	}
 	if r.start.IsZero() {
 		t.Fatal("boot.sh wrote no qemu-start time")

@@ -7,6 +7,7 @@
 #          [--net-opts OPTS] [--forward GUEST:PORT=HOST:PORT]...
 #          [--serial2 SOCKET | --serial2-file FILE] [--keep-tpm]
 #          [--tpm-state DIR] [--agent] [--console-stdout] [--relay PATH]
+#          [--disk FILE]
 #
 # OUTDIR is a build.sh output (vmlinuz, initrd.img, cmdline). By default the
 # kernel is booted directly (QEMU -kernel/-initrd/-append: OVMF loads it from
@@ -47,6 +48,8 @@
 # --agent     the image runs the attested-runner agent (build.sh --agent):
 #             no test-init report is expected; success is the guest powering
 #             itself off before the timeout
+# --disk      attach FILE (raw) as a virtio disk: the guest's /dev/vda on a
+#             -kernel boot (the scratch disk of build.sh --scratch /dev/vda)
 # --console-stdout  also copy the serial console to stdout as it arrives
 #             (WORKDIR/serial.log is still written)
 #
@@ -80,6 +83,7 @@ agent=0
 console_stdout=0
 relay=""
 forwards=()
+disk=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --cmdline) [[ $# -ge 2 ]] || die "--cmdline needs a value"; cmdline=$2; shift 2 ;;
@@ -97,6 +101,7 @@ while [[ $# -gt 0 ]]; do
     --tpm-state) [[ $# -ge 2 ]] || die "--tpm-state needs a directory"; tpm_state=$2; shift 2 ;;
     --agent) agent=1; shift ;;
     --console-stdout) console_stdout=1; shift ;;
+    --disk) [[ $# -ge 2 ]] || die "--disk needs a file"; disk=$2; shift 2 ;;
     -h|--help) usage ;;
     -*) die "unknown option $1 (try --help)" ;;
     *) [[ -z "$outdir" ]] || die "one OUTDIR only"; outdir=$1; shift ;;
@@ -221,6 +226,11 @@ elif [[ -n "$serial2_file" ]]; then
   [[ "$serial2_file" != *,* ]] || die "--serial2-file must not contain commas"
   serial2_args=(-chardev "file,id=ser2,path=$serial2_file" -device "isa-serial,chardev=ser2")
 fi
+disk_args=()
+if [[ -n "$disk" ]]; then
+  [[ -f "$disk" && "$disk" != *,* ]] || die "--disk $disk: want an existing raw image file (no commas in the path)"
+  disk_args=(-drive "if=none,id=scratch,format=raw,file=$disk" -device "virtio-blk-pci,drive=scratch")
+fi
 console_args=(-serial "file:$workdir/serial.log")
 [[ $console_stdout -eq 0 ]] || console_args=(-serial stdio)
 
@@ -236,6 +246,7 @@ qemu_args=(
   -device tpm-tis,tpmdev=tpm0
   -netdev "user,id=net0,restrict=on$net_opts"
   -device virtio-net-pci,netdev=net0,romfile=
+  "${disk_args[@]}"
   "${boot_args[@]}"
 )
 printf '%q ' qemu-system-x86_64 "${qemu_args[@]}" >"$workdir/qemu-args.txt"

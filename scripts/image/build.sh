@@ -3,7 +3,8 @@
 #
 #   OUTDIR/vmlinuz        the kernel from a Debian linux-image .deb (signed PE/COFF,
 #                         EFI stub, TPM drivers tpm_tis/tpm_crb built in)
-#   OUTDIR/initrd.img     a newc cpio (gzip -n, or plain with --no-compress) whose
+#   OUTDIR/initrd.img     a newc cpio (zstd -12, or gzip -n with --compress gzip,
+#                         or plain with --no-compress) whose
 #                         /init is the given static binary
 #   OUTDIR/cmdline        the kernel command line (one line, no newline)
 #   OUTDIR/SHA256SUMS     sha256sum-format digests of the three files above
@@ -14,9 +15,11 @@
 #
 # Usage: scripts/image/build.sh OUTDIR [--init STATIC-BINARY] [--extra DIR]...
 #          [--cmdline STRING] [--kernel-deb FILE | --kernel-package NAME[=VERSION]]
-#          [--cache DIR] [--no-compress]
+#          [--cache DIR] [--compress zstd|gzip] [--no-compress]
 #        scripts/image/build.sh OUTDIR --agent --gate URL --gate-key FILE [--gate-ca FILE]
-#          [--runner fake|DIR] [--runner-user UID:GID] [--net ADDR/PREFIX[@GW]]
+#          [--runner fake|DIR | --runner-tarball FILE --runner-sha256 HEX |
+#           --runner-version V --runner-sha256 HEX] [--runtime]
+#          [--runner-user UID:GID] [--net dhcp|none|ADDR/PREFIX[@GW]] [--scratch DEVICE]
 #          [--module NAME]... [--package NAME=VERSION]... [--agent-flag FLAG]...
 #          [--runner-device PATH]... [--extra DIR]... [common options]
 #
@@ -50,11 +53,36 @@
 # --gate-ca   PEM CA bundle for the gate's TLS certificate
 # --runner    'fake': e2e/cmd/fake-runner-listener as bin/Runner.Listener
 #             (tests); DIR: copy an actions-runner directory (default: fake)
+# --runner-tarball FILE --runner-sha256 HEX
+#             an official actions-runner-linux-x64-V.tar.gz release (or one
+#             laid out like it), checked against the pinned SHA-256 and
+#             unpacked as the runner directory; implies --runtime
+# --runner-version V --runner-sha256 HEX
+#             download actions-runner-linux-x64-V.tar.gz from GitHub's releases
+#             (github.com/actions/runner/releases) into the cache, check the
+#             pinned digest, use it as --runner-tarball; implies --runtime
+# --runtime   the runner's runtime from pinned Debian .debs: ICU, Kerberos,
+#             zlib, OpenSSL, LTTng-UST, libstdc++/libgcc_s (the list of
+#             actions/runner's installdependencies.sh, plus what .NET and node
+#             link), ca-certificates, git, tar, gzip, the rest of libc6, and
+#             /opt/attested-runner/runtime-probe (a C++ program linked
+#             against them, built here with g++ and the -dev packages). Every
+#             ELF file of the image must resolve its libraries inside it, or
+#             the build fails
 # --runner-user  uid:gid of the runner and the job (default 1000:1000)
-# --net       static IPv4 of eth0 (default 10.0.2.15/24@10.0.2.2: QEMU user
-#             networking); "none" leaves the network down
+# --net       dhcp (default): busybox udhcpc on eth0 configures the address,
+#             default route and /etc/resolv.conf and renews the lease;
+#             ADDR/PREFIX[@GW]: static IPv4 of eth0 (no DNS); none: network down
+# --scratch   DEVICE (e.g. /dev/vdb): the job's work folder on this disk,
+#             dm-crypt (aes-xts-plain64) with a key made at boot that exists
+#             only in kernel memory, ext2, mounted at /scratch; the work folder
+#             is /scratch/_work (set the gate's github.workFolder to it). The
+#             disk's contents are lost at every boot
 # --module    kernel module to load, with its dependencies (repeatable;
-#             default: virtio_pci virtio_net)
+#             default: virtio_pci virtio_net; --scratch adds virtio_blk
+#             dm_mod dm_crypt ecb xts crc32c_generic ext4). The NIC drivers of
+#             Compute Engine (gve), Azure (hv_netvsc) and AWS (ena) are always
+#             added as optional modules: loaded where their hardware exists
 # --package   pin a userland package version (bash, libc6, libtinfo6,
 #             busybox-static; default: apt's candidate). Recorded in the
 #             manifest with each .deb's SHA-256.
@@ -86,14 +114,19 @@ cmdline="console=ttyS0 panic=-1 quiet"
 kernel_deb=""
 kernel_pkg=""
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/attested-runner-image"
-compress=gzip
+compress=zstd
 agent_mode=0
 gate=""
 gate_ca=""
 gate_key=""
 runner_src=fake
+runner_tarball=""
+runner_sha256=""
+runner_version=""
+runtime=0
+scratch_dev=""
 runner_user=1000:1000
-net_spec=10.0.2.15/24@10.0.2.2
+net_spec=dhcp
 modules=()
 pins=()
 agent_flags=()
@@ -109,11 +142,17 @@ while [[ $# -gt 0 ]]; do
     --kernel-package) [[ $# -ge 2 ]] || die "--kernel-package needs a name"; kernel_pkg=$2; shift 2 ;;
     --cache) [[ $# -ge 2 ]] || die "--cache needs a directory"; cache=$2; shift 2 ;;
     --no-compress) compress=none; shift ;;
+    --compress) [[ $# -ge 2 && ( "$2" == zstd || "$2" == gzip ) ]] || die "--compress needs zstd or gzip"; compress=$2; shift 2 ;;
     --agent) agent_mode=1; shift ;;
     --gate) [[ $# -ge 2 ]] || die "--gate needs a URL"; gate=$2; agent_opts=1; shift 2 ;;
     --gate-ca) [[ $# -ge 2 ]] || die "--gate-ca needs a file"; gate_ca=$2; agent_opts=1; shift 2 ;;
     --gate-key) [[ $# -ge 2 ]] || die "--gate-key needs a file"; gate_key=$2; agent_opts=1; shift 2 ;;
     --runner) [[ $# -ge 2 ]] || die "--runner needs 'fake' or a directory"; runner_src=$2; agent_opts=1; shift 2 ;;
+    --runner-tarball) [[ $# -ge 2 ]] || die "--runner-tarball needs a file"; runner_tarball=$2; agent_opts=1; shift 2 ;;
+    --runner-sha256) [[ $# -ge 2 ]] || die "--runner-sha256 needs a hex digest"; runner_sha256=$2; agent_opts=1; shift 2 ;;
+    --runner-version) [[ $# -ge 2 ]] || die "--runner-version needs a version"; runner_version=$2; agent_opts=1; shift 2 ;;
+    --runtime) runtime=1; agent_opts=1; shift ;;
+    --scratch) [[ $# -ge 2 ]] || die "--scratch needs a device"; scratch_dev=$2; agent_opts=1; shift 2 ;;
     --runner-user) [[ $# -ge 2 ]] || die "--runner-user needs uid:gid"; runner_user=$2; agent_opts=1; shift 2 ;;
     --net) [[ $# -ge 2 ]] || die "--net needs ADDR/PREFIX[@GATEWAY] or none"; net_spec=$2; agent_opts=1; shift 2 ;;
     --module) [[ $# -ge 2 ]] || die "--module needs a name"; modules+=("$2"); agent_opts=1; shift 2 ;;
@@ -135,18 +174,35 @@ if [[ $agent_mode -eq 1 ]]; then
   grep -q -- '-----BEGIN PUBLIC KEY-----' "$gate_key" || die "--gate-key $gate_key has no PEM PUBLIC KEY block"
   [[ "$gate" =~ ^https?://[A-Za-z0-9.:-]+(/[A-Za-z0-9._~/-]*)?$ ]] || die "--gate $gate: want http(s)://HOST[:PORT][/PATH]"
   [[ "$runner_user" =~ ^[1-9][0-9]*:[1-9][0-9]*$ ]] || die "--runner-user $runner_user: want uid:gid, not root"
-  [[ "$net_spec" == none || "$net_spec" =~ ^[0-9.]+/[0-9]+(@[0-9.]+)?$ ]] || die "--net $net_spec: want ADDR/PREFIX[@GATEWAY] or none"
+  [[ "$net_spec" == none || "$net_spec" == dhcp || "$net_spec" =~ ^[0-9.]+/[0-9]+(@[0-9.]+)?$ ]] || die "--net $net_spec: want dhcp, none or ADDR/PREFIX[@GATEWAY]"
+  if [[ -n "$runner_tarball" || -n "$runner_version" ]]; then
+    [[ "$runner_src" == fake ]] || die "--runner and --runner-tarball/--runner-version exclude each other"
+    [[ -z "$runner_tarball" || -z "$runner_version" || "$runner_tarball" == *"-$runner_version.tar.gz" ]] || die "--runner-tarball $runner_tarball is not version $runner_version"
+    [[ "$runner_sha256" =~ ^[0-9a-f]{64}$ ]] || die "--runner-tarball/--runner-version need --runner-sha256 HEX (the pinned SHA-256 of the release tarball)"
+    runtime=1
+  elif [[ -n "$runner_sha256" ]]; then
+    die "--runner-sha256 needs --runner-tarball or --runner-version"
+  fi
+  [[ -z "$runner_version" || "$runner_version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "--runner-version $runner_version: want X.Y.Z"
+  [[ "$runner_src" == fake ]] || runtime=1
+  [[ -z "$scratch_dev" || "$scratch_dev" =~ ^/dev/[a-z0-9]+$ ]] || die "--scratch $scratch_dev: want a device such as /dev/vdb"
   for x in "${agent_flags[@]}" "${runner_devices[@]}"; do
     [[ "$x" =~ ^[A-Za-z0-9=:/._,-]+$ ]] || die "agent flag or device $x has characters this script does not quote"
   done
   [[ ${#modules[@]} -gt 0 ]] || modules=(virtio_pci virtio_net)
+  # The NICs of the clouds: loaded where their device exists (a module
+  # whose hardware is absent, such as hv_vmbus outside Hyper-V, refuses to
+  # load: agentinit logs it and goes on).
+  optional_modules=(gve hv_netvsc ena)
+  [[ -z "$scratch_dev" ]] || modules+=(virtio_blk dm_mod dm_crypt ecb xts crc32c_generic ext4)
   for tool in objcopy readelf; do
     command -v "$tool" >/dev/null || die "$tool not found: --agent reads module and ELF metadata (apt-get install binutils)"
   done
   command -v go >/dev/null || die "go not found: --agent builds the agent"
 elif [[ $agent_opts -eq 1 ]]; then
-  die "--gate, --gate-key, --gate-ca, --runner, --runner-user, --net, --module, --package, --agent-flag and --runner-device need --agent"
+  die "--gate, --gate-key, --gate-ca, --runner*, --runtime, --runner-user, --net, --scratch, --module, --package, --agent-flag and --runner-device need --agent"
 fi
+[[ "$compress" != zstd ]] || command -v zstd >/dev/null || die "zstd not found (apt-get install zstd, or --compress gzip)"
 for tool in dpkg-deb tar cpio gzip sha256sum find sort; do
   command -v "$tool" >/dev/null || die "$tool not found (Debian: apt-get install dpkg tar cpio gzip coreutils findutils)"
 done
@@ -212,13 +268,18 @@ fetch_deb() {
     version=$(apt-cache policy "$name" 2>/dev/null | awk '/Candidate:/ {print $2}')
     [[ -n "$version" && "$version" != "(none)" ]] || die "no candidate version for $name (apt-get update?)"
   fi
-  deb="$cache/debs/${name}_${version//:/%3a}_amd64.deb"
+  # amd64, or "all" for architecture-independent packages (ca-certificates).
+  local stem="$cache/debs/${name}_${version//:/%3a}"
+  deb="${stem}_amd64.deb"
+  [[ -s "$deb" ]] || deb="${stem}_all.deb"
   if [[ ! -s "$deb" ]]; then
     mkdir -p "$cache/debs"
     say "package: downloading $name=$version"
     (cd "$cache/debs" && apt-get download -q "$name=$version" >/dev/null 2>"$cache/apt-download.log") \
       || die "apt-get download $name=$version failed: $(tail -3 "$cache/apt-download.log")"
-    [[ -s "$deb" ]] || die "download did not produce $deb"
+    deb="${stem}_amd64.deb"
+    [[ -s "$deb" ]] || deb="${stem}_all.deb"
+    [[ -s "$deb" ]] || die "download of $name=$version produced neither ${stem}_amd64.deb nor _all.deb"
   fi
   echo "$deb"
 }
@@ -259,7 +320,7 @@ if [[ $agent_mode -eq 1 ]]; then
   fi
   declare -A mod_file=() mod_deps=() mod_seen=()
   pending=()
-  for m in "${modules[@]}"; do pending+=("${m//-/_}"); done
+  for m in "${modules[@]}" "${optional_modules[@]}"; do pending+=("${m//-/_}"); done
   while [[ ${#pending[@]} -gt 0 ]]; do
     todo=() want=()
     for m in "${pending[@]}"; do
@@ -290,7 +351,7 @@ if [[ $agent_mode -eq 1 ]]; then
       [[ -n "$hit" ]] || die "module $m is neither in $deb_pkg nor built into its kernel"
       mod_file[$m]=$hit
       mod_deps[$m]=$(modinfo_depends "$hit")
-      for d in ${mod_deps[$m]}; do pending+=("$d"); done
+      for d in ${mod_deps[$m]}; do pending+=("${d//-/_}"); done
     done
   done
   # Dependencies first (depth-first post-order).
@@ -300,11 +361,21 @@ if [[ $agent_mode -eq 1 ]]; then
     local m=$1 d
     [[ -z "${mod_done[$m]:-}" && "${mod_deps[$m]}" != builtin ]] || return 0
     mod_done[$m]=1
-    for d in ${mod_deps[$m]}; do visit "$d"; done
+    for d in ${mod_deps[$m]}; do visit "${d//-/_}"; done
     mod_order+=("$m")
   }
-  for m in "${modules[@]}"; do visit "${m//-/_}"; done
+  for m in "${modules[@]}" "${optional_modules[@]}"; do visit "${m//-/_}"; done
+  # Which of them the required modules need (the rest is optional).
+  declare -A mod_req=()
+  need() {
+    local m=$1 d
+    [[ -z "${mod_req[$m]:-}" && "${mod_deps[$m]}" != builtin ]] || return 0
+    mod_req[$m]=1
+    for d in ${mod_deps[$m]}; do need "${d//-/_}"; done
+  }
+  for m in "${modules[@]}"; do need "${m//-/_}"; done
   modpaths=()
+  optpaths=()
   for m in "${mod_order[@]}"; do
     src=${mod_file[$m]}
     rel=${src#"$modcache"/}
@@ -317,7 +388,7 @@ if [[ $agent_mode -eq 1 ]]; then
       *) cp "$src" "$agentroot/$rel" ;;
     esac
     chmod 0644 "$agentroot/$rel"
-    modpaths+=("/$rel")
+    if [[ -n "${mod_req[$m]:-}" ]]; then modpaths+=("/$rel"); else optpaths+=("/$rel"); fi
   done
   say "modules: ${mod_order[*]:-none}"
 
@@ -345,7 +416,7 @@ if [[ $agent_mode -eq 1 ]]; then
   applets=$("$agentroot/bin/busybox" --list) || die "cannot list busybox applets"
   for a in awk base64 basename cat chmod cmp cp cut date diff dirname du echo env expr false find grep \
     gunzip gzip head hostname id ln ls md5sum mkdir mktemp mv nproc od printf pwd readlink realpath \
-    rm rmdir sed seq sha1sum sha256sum sha512sum sleep sort stat tail tar tee test timeout touch tr true \
+    rm rmdir sed seq sha1sum sha256sum sha512sum sleep sort stat sync tail tar tee test timeout touch tr true \
     truncate uname uniq wc wget which whoami xargs xxd yes; do
     grep -qx "$a" <<<"$applets" || die "busybox-static has no $a applet"
     ln -s busybox "$agentroot/bin/$a"
@@ -360,7 +431,30 @@ if [[ $agent_mode -eq 1 ]]; then
   gobuild "$work/bin/attested-runner" ./cmd/attested-runner
   install -m 0755 "$work/bin/attested-runner" "$agentroot/usr/bin/attested-runner"
   agent_sha=$(sha256sum "$work/bin/attested-runner" | cut -d' ' -f1)
-  if [[ "$runner_src" == fake ]]; then
+  runner_manifest="\"source\": $(json_string "$runner_src")"
+  if [[ -n "$runner_version" && -z "$runner_tarball" ]]; then
+    # An admin machine with internet: the official release, pinned by digest.
+    runner_tarball="$cache/runner/actions-runner-linux-x64-$runner_version.tar.gz"
+    if [[ ! -s "$runner_tarball" ]]; then
+      url="https://github.com/actions/runner/releases/download/v$runner_version/actions-runner-linux-x64-$runner_version.tar.gz"
+      say "runner: downloading $url"
+      mkdir -p "$cache/runner"
+      if command -v curl >/dev/null; then curl -fsSL -o "$runner_tarball.tmp" "$url"
+      else wget -q -O "$runner_tarball.tmp" "$url"; fi || die "downloading $url failed (no internet? give --runner-tarball FILE)"
+      mv -f "$runner_tarball.tmp" "$runner_tarball"
+    fi
+  fi
+  if [[ -n "$runner_tarball" ]]; then
+    [[ -f "$runner_tarball" ]] || die "--runner-tarball $runner_tarball not found"
+    got=$(sha256sum "$runner_tarball" | cut -d' ' -f1)
+    [[ "$got" == "$runner_sha256" ]] || die "runner tarball $runner_tarball has SHA-256 $got, the pinned --runner-sha256 is $runner_sha256"
+    [[ -n "$runner_version" ]] || runner_version=$(basename "$runner_tarball" | sed -n 's/^actions-runner-linux-x64-\([0-9][0-9.]*\)\.tar\.gz$/\1/p')
+    say "runner: unpacking $(basename "$runner_tarball") (sha256 $got, version ${runner_version:-unknown})"
+    tar -xzf "$runner_tarball" -C "$agentroot/runner" --no-same-owner --no-same-permissions --delay-directory-restore \
+      || die "unpacking $runner_tarball failed"
+    [[ -x "$agentroot/runner/bin/Runner.Listener" ]] || die "$runner_tarball has no executable bin/Runner.Listener: not an actions-runner release"
+    runner_manifest="\"source\": \"tarball\", \"tarball\": $(json_string "$(basename "$runner_tarball")"), \"tarballSHA256\": \"$got\", \"version\": $(json_string "${runner_version:-unknown}")"
+  elif [[ "$runner_src" == fake ]]; then
     say "runner: building the fake Runner.Listener (tests)"
     gobuild "$work/bin/Runner.Listener" ./e2e/cmd/fake-runner-listener
     install -m 0755 "$work/bin/Runner.Listener" "$agentroot/runner/bin/Runner.Listener"
@@ -369,9 +463,81 @@ if [[ $agent_mode -eq 1 ]]; then
     cp -a --no-preserve=ownership "$runner_src/." "$agentroot/runner/"
   fi
   listener_sha=$(sha256sum "$agentroot/runner/bin/Runner.Listener" | cut -d' ' -f1)
+  # Every file of the runner directory is measured with the initrd (PCR 9);
+  # the manifest lists them so an admin can see what an image runs.
+  runner_files_sha=$(cd "$agentroot/runner" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+  runner_manifest+=", \"listenerSHA256\": \"$listener_sha\", \"filesSHA256\": \"$runner_files_sha\""
+
+  # The runner's runtime: pinned Debian packages (actions/runner
+  # installdependencies.sh: libkrb5, zlib, lttng-ust, libssl, libicu; node
+  # and the listener also link libstdc++ and libgcc_s), with git, tar,
+  # gzip and the CA certificates jobs expect. The closure below was
+  # computed from the packages' ELF dependencies; the library check after
+  # assembly proves it complete.
+  runtime_json=""
+  if [[ $runtime -eq 1 ]]; then
+    runtime_pkgs=(libicu72 libstdc++6 libgcc-s1 zlib1g libssl3 libkrb5-3 libgssapi-krb5-2 libk5crypto3
+      libkrb5support0 libcom-err2 libkeyutils1 liblttng-ust1 liblttng-ust-common1 libnuma1
+      ca-certificates git tar gzip libacl1 libselinux1 libpcre2-8-0 libcurl3-gnutls libbrotli1 libffi8
+      libgmp10 libgnutls30 libhogweed6 libidn2-0 libldap-2.5-0 libnettle8 libnghttp2-14 libp11-kit0
+      libpsl5 librtmp1 libsasl2-2 libssh2-1 libtasn1-6 libunistring2 libzstd1 libexpat1)
+    rt="$work/runtime"
+    mkdir -p "$rt"
+    for name in "${runtime_pkgs[@]}"; do
+      deb=$(fetch_deb "$name")
+      runtime_json+="${runtime_json:+, }{\"package\": \"$(dpkg-deb -f "$deb" Package)\", \"version\": \"$(dpkg-deb -f "$deb" Version)\", \"debSHA256\": \"$(sha256sum "$deb" | cut -d' ' -f1)\"}"
+      dpkg-deb -x "$deb" "$rt"
+    done
+    # The whole of libc6 (libm, libresolv, ...), not only what bash needs.
+    cp -a "$work/pkg-libc6/lib/." "$rt/lib/"
+    rm -rf "$rt/usr/share/doc" "$rt/usr/share/man" "$rt/usr/share/info" "$rt/usr/share/locale" "$rt/usr/share/lintian" \
+      "$rt/usr/share/bash-completion" "$rt/usr/share/gitweb" "$rt/usr/share/perl5" "$rt/usr/share/git-gui" "$rt/usr/lib/git-core/mergetools" \
+      "$rt/etc/bash_completion.d" "$rt/usr/share/zsh"
+    # A build machine needs git's client, not its servers.
+    rm -f "$rt/usr/bin/git-shell" "$rt/usr/bin/scalar" "$rt/usr/lib/git-core/git-shell" "$rt/usr/lib/git-core/git-daemon" \
+      "$rt/usr/lib/git-core/git-http-backend" "$rt/usr/lib/git-core/git-imap-send" "$rt/usr/lib/git-core/scalar"
+    # The real tar and gzip replace busybox's applets of the same name.
+    for a in tar gzip gunzip; do rm -f "$agentroot/bin/$a"; done
+    cp -a "$rt/." "$agentroot/"
+    # /etc/ssl/certs/ca-certificates.crt, as update-ca-certificates would
+    # write it, in a fixed order.
+    mkdir -p "$agentroot/etc/ssl/certs"
+    (cd "$agentroot/usr/share/ca-certificates" && find . -name '*.crt' -print0 | LC_ALL=C sort -z | xargs -0 cat) \
+      >"$agentroot/etc/ssl/certs/ca-certificates.crt"
+    [[ -s "$agentroot/etc/ssl/certs/ca-certificates.crt" ]] || die "ca-certificates gave no certificate"
+    printf 'hosts: files dns\n' >"$agentroot/etc/nsswitch.conf"
+    printf '127.0.0.1 localhost\n::1 localhost\n' >"$agentroot/etc/hosts"
+    # The probe: a C++ program against the same libraries.
+    for tool in g++ pkg-config; do command -v "$tool" >/dev/null || die "$tool not found: --runtime builds the runtime probe (apt-get install g++ pkg-config libicu-dev libkrb5-dev liblttng-ust-dev zlib1g-dev libssl-dev)"; done
+    say "runtime: building the runtime probe (C++: ICU, OpenSSL, zlib, GSSAPI, LTTng-UST, libstdc++)"
+    g++ -O2 -o "$work/bin/runtime-probe" "$here/runtime-probe.cc" -ffile-prefix-map="$repo"=. \
+      -licui18n -licuuc -lz -lssl -lcrypto -lgssapi_krb5 -Wl,--no-as-needed -llttng-ust -Wl,--as-needed -Wl,--build-id=none \
+      || die "building the runtime probe failed (apt-get install g++ libicu-dev libkrb5-dev liblttng-ust-dev zlib1g-dev libssl-dev)"
+    install -m 0755 "$work/bin/runtime-probe" "$agentroot/opt/attested-runner/runtime-probe"
+    say "runtime: ${#runtime_pkgs[@]} packages"
+  fi
   cp -r "$repo/action/attest" "$agentroot/opt/attested-runner/action/attest"
-  find "$agentroot/opt" -type f -exec chmod 0644 {} +
-  find "$agentroot/opt" -type f -name '*.sh' -exec chmod 0755 {} +
+  find "$agentroot/opt/attested-runner/action" -type f -exec chmod 0644 {} +
+  find "$agentroot/opt/attested-runner/action" -type f -name '*.sh' -exec chmod 0755 {} +
+
+  # Every ELF file of the image resolves its libraries inside it (the
+  # dynamic loader's default directories, plus an $ORIGIN RUNPATH): a
+  # missing library fails the build here, not the job in the VM.
+  libdirs=("$agentroot/lib/x86_64-linux-gnu" "$agentroot/usr/lib/x86_64-linux-gnu" "$agentroot/lib64" "$agentroot/usr/lib")
+  nelf=0
+  while IFS= read -r -d '' f; do
+    [[ "$(head -c 4 "$f" | od -An -tx1 | tr -d ' ')" == 7f454c46 ]] || continue
+    case "$f" in *.ko) continue ;; esac
+    nelf=$((nelf + 1))
+    dyn=$(readelf -d "$f" 2>/dev/null) || continue
+    runpath=$(sed -n 's/.*(\(RUNPATH\|RPATH\)).*\[\(.*\)\]/\2/p' <<<"$dyn" | sed "s|\$ORIGIN|$(dirname "$f")|g" | tr ':' ' ')
+    for lib in $(sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' <<<"$dyn"); do
+      found=0
+      for d in "${libdirs[@]}" $runpath "$(dirname "$f")"; do [[ -e "$d/$lib" ]] && { found=1; break; }; done
+      [[ $found -eq 1 ]] || die "${f#"$agentroot"} needs $lib, which the image lacks (add its package with --runtime / --package)"
+    done
+  done < <(find "$agentroot" -type f -print0)
+  say "library check: every one of $nelf ELF files resolves its libraries"
 
   # Users, and the init configuration.
   uid=${runner_user%%:*} gid=${runner_user#*:}
@@ -388,19 +554,28 @@ if [[ $agent_mode -eq 1 ]]; then
   fi
   argv+=("${agent_flags[@]}")
   net_json=null
-  if [[ "$net_spec" != none ]]; then
+  if [[ "$net_spec" == dhcp ]]; then
+    install -m 0755 "$here/udhcpc.script" "$agentroot/etc/attested-runner/udhcpc.script"
+    net_json="{\"interface\": \"eth0\", \"dhcp\": true, \"script\": \"/etc/attested-runner/udhcpc.script\"}"
+  elif [[ "$net_spec" != none ]]; then
     addr=${net_spec%%@*} gw=""
     [[ "$net_spec" == *@* ]] && gw=${net_spec#*@}
     net_json="{\"interface\": \"eth0\", \"address\": \"$addr\"${gw:+, \"gateway\": \"$gw\"}}"
   fi
+  scratch_json=""
+  if [[ -n "$scratch_dev" ]]; then
+    scratch_json=",
+  \"scratch\": {\"device\": \"$scratch_dev\", \"mount\": \"/scratch\", \"workDir\": \"/scratch/_work\"}"
+  fi
   cat >"$agentroot/etc/attested-runner/init.json" <<EOF
 {
   "modules": $(json_list "${modpaths[@]}"),
+  "optionalModules": $(json_list "${optpaths[@]}"),
   "network": $net_json,
   "runnerDir": "/runner",
   "runnerUser": "$runner_user",
   "runnerDevices": $(json_list "${runner_devices[@]}"),
-  "agent": $(json_list "${argv[@]}")
+  "agent": $(json_list "${argv[@]}")$scratch_json
 }
 EOF
   chmod 0644 "$agentroot/etc/passwd" "$agentroot/etc/group" "$agentroot/etc/attested-runner/init.json"
@@ -414,8 +589,10 @@ EOF
     \"sha256\": \"$agent_sha\",
     \"gate\": $(json_string "$gate"),
     \"gateKeysSHA256\": \"$gate_key_sha\",
-    \"runner\": $(json_string "$runner_src"),
-    \"runnerListenerSHA256\": \"$listener_sha\",
+    \"runner\": {$runner_manifest},
+    \"runtime\": [$runtime_json],
+    \"network\": $(json_string "$net_spec"),
+    \"scratch\": $(json_string "$scratch_dev"),
     \"runnerUser\": \"$runner_user\",
     \"modules\": $(json_list "${mod_order[@]}"),
     \"packages\": [$pkg_json],
@@ -455,6 +632,10 @@ find "$root" -exec touch -h -d "@$epoch" {} +
 (cd "$root" && find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort \
   | cpio --quiet -o -H newc --reproducible -R 0:0 >"$work/initrd.cpio") || die "cpio failed"
 case "$compress" in
+  # zstd decompresses several times faster than gzip (the kernel unpacks
+  # the initrd at every boot); single-threaded, so the bytes are the same
+  # on every machine with the same zstd.
+  zstd) zstd -q -12 --single-thread --no-check -c "$work/initrd.cpio" >"$work/initrd.img" ;;
   gzip) gzip -n -9 -c "$work/initrd.cpio" >"$work/initrd.img" ;;
   none) mv "$work/initrd.cpio" "$work/initrd.img" ;;
 esac

@@ -6,11 +6,14 @@
 //     (/dev/tpmrm0, the console), and tmpfs on /run and /tmp;
 //  2. loads the kernel modules the image lists, in order, with
 //     finit_module(2) (the virtio NIC: Debian builds it as a module);
-//  3. configures the network statically (address, netmask, default route);
-//  4. hands the runner directory (and any listed device) to the runner user;
-//  5. starts the agent with the configured arguments and reaps orphans
+//  3. configures the network: DHCP (busybox udhcpc, which also writes
+//     /etc/resolv.conf and renews the lease) or a static address;
+//  4. sets up the scratch disk, if any: dm-crypt with a key made at boot
+//     (kernel memory only), ext2, mounted for the job's work folder;
+//  5. hands the runner directory (and any listed device) to the runner user;
+//  6. starts the agent with the configured arguments and reaps orphans
 //     until it exits;
-//  6. powers the VM off if the agent ever returns (the agent normally powers
+//  7. powers the VM off if the agent ever returns (the agent normally powers
 //     off itself at teardown with --poweroff-command reboot-syscall).
 //
 // Everything it runs and reads is in the initramfs, which the Linux EFI stub
@@ -49,9 +52,15 @@ const maxConfig = 64 << 10
 type Config struct {
 	// Modules are kernel module files (.ko) to load, dependencies first.
 	Modules []string `json:"modules"`
-	// Network configures one interface statically; nil leaves networking
-	// down.
+	// OptionalModules are loaded after them where their hardware exists
+	// (other clouds' NICs): a module that refuses to load is logged, not
+	// fatal.
+	OptionalModules []string `json:"optionalModules,omitempty"`
+	// Network configures one interface (DHCP or static); nil leaves
+	// networking down.
 	Network *Network `json:"network,omitempty"`
+	// Scratch, if set, is the encrypted disk for the job's work folder.
+	Scratch *Scratch `json:"scratch,omitempty"`
 	// RunnerDir is handed to the runner user (owner of the directory
 	// itself, not of its contents: bin/ stays root's).
 	RunnerDir string `json:"runnerDir"`
@@ -65,11 +74,16 @@ type Config struct {
 	Agent []string `json:"agent"`
 }
 
-// Network is a static IPv4 configuration.
+// Network is an IPv4 configuration: DHCP, or a static address.
 type Network struct {
 	Interface string `json:"interface"`
+	// DHCP runs busybox udhcpc with Script (which configures the address,
+	// the default route and /etc/resolv.conf from the lease); Address and
+	// Gateway must then be empty.
+	DHCP   bool   `json:"dhcp,omitempty"`
+	Script string `json:"script,omitempty"`
 	// Address in CIDR form, e.g. 10.0.2.15/24.
-	Address string `json:"address"`
+	Address string `json:"address,omitempty"`
 	// Gateway for the default route; empty means no default route.
 	Gateway string `json:"gateway,omitempty"`
 }
@@ -128,8 +142,16 @@ func run() error {
 			return err
 		}
 	}
-	if len(cfg.Modules) > 0 {
-		logf("loaded %d kernel modules", len(cfg.Modules))
+	optional := 0
+	for _, m := range cfg.OptionalModules {
+		if err := loadModule(m); err != nil {
+			logf("optional module not loaded (not this platform): %v", err)
+			continue
+		}
+		optional++
+	}
+	if len(cfg.Modules)+len(cfg.OptionalModules) > 0 {
+		logf("loaded %d kernel modules, %d of %d optional ones", len(cfg.Modules), optional, len(cfg.OptionalModules))
 	}
 	if cfg.Network != nil {
 		if err := configureNetwork(cfg.Network); err != nil {
@@ -139,6 +161,11 @@ func run() error {
 	uid, gid, err := parseUser(cfg.RunnerUser)
 	if err != nil {
 		return err
+	}
+	if cfg.Scratch != nil {
+		if err := setupScratch(cfg.Scratch, uid, gid); err != nil {
+			return fmt.Errorf("scratch disk: %w", err)
+		}
 	}
 	for _, p := range append([]string{cfg.RunnerDir}, cfg.RunnerDevices...) {
 		if err := os.Chown(p, uid, gid); err != nil {
@@ -223,10 +250,6 @@ func loadModule(path string) error {
 }
 
 func configureNetwork(n *Network) error {
-	ip, ipnet, err := net.ParseCIDR(n.Address)
-	if err != nil || ip.To4() == nil {
-		return fmt.Errorf("address %q: want IPv4 CIDR", n.Address)
-	}
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -246,6 +269,19 @@ func configureNetwork(n *Network) error {
 	}
 	if err != nil {
 		return fmt.Errorf("interface %s: %w", n.Interface, err)
+	}
+	if n.DHCP {
+		if n.Address != "" || n.Gateway != "" || !strings.HasPrefix(n.Script, "/") {
+			return errors.New("dhcp needs an absolute script path and no static address or gateway")
+		}
+		if err := linkUp(fd, n.Interface); err != nil {
+			return err
+		}
+		return startDHCP(n.Interface, n.Script)
+	}
+	ip, ipnet, err := net.ParseCIDR(n.Address)
+	if err != nil || ip.To4() == nil {
+		return fmt.Errorf("address %q: want IPv4 CIDR", n.Address)
 	}
 	for _, op := range []struct {
 		req  uint
@@ -278,6 +314,33 @@ func configureNetwork(n *Network) error {
 	}
 	logf("network: %s", msg)
 	return nil
+}
+
+// dhcpBound is written by the udhcpc script once a lease is configured.
+const dhcpBound = "/run/attested-runner/dhcp.bound"
+
+// startDHCP starts busybox udhcpc in the foreground as a child of init (it
+// keeps renewing the lease; PID 1 reaps it) and waits for the first lease.
+func startDHCP(ifname, script string) error {
+	null, err := os.Open("/dev/null")
+	if err != nil {
+		return err
+	}
+	defer null.Close()
+	argv := []string{"/bin/busybox", "udhcpc", "-f", "-i", ifname, "-s", script, "-t", "10", "-T", "1", "-A", "3", "-x", "hostname:attested-runner"}
+	if _, err := syscall.ForkExec(argv[0], argv, &syscall.ProcAttr{
+		Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "BOUND_FILE=" + dhcpBound},
+		Files: []uintptr{null.Fd(), os.Stdout.Fd(), os.Stderr.Fd()},
+	}); err != nil {
+		return fmt.Errorf("starting udhcpc: %w", err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if b, err := os.ReadFile(dhcpBound); err == nil {
+			logf("network: %s by DHCP: %s", ifname, strings.TrimSpace(string(b)))
+			return nil
+		}
+	}
+	return fmt.Errorf("no DHCP lease on %s within 30 s", ifname)
 }
 
 func linkUp(fd int, name string) error {

@@ -9,7 +9,7 @@
 // Usage:
 //
 //	go run ./scripts/image/refvalues --image OUTDIR --agent PATH [--agent PATH]...
-//	    [--boot qemu-direct|loader] [--memory MIB] [--id ID] [-o FILE]
+//	    [--boot qemu-direct|loader|uki] [--uki FILE] [--memory MIB] [--id ID] [-o FILE]
 //	    [--sign-key KEY.pem --provenance FILE --builder-id URI]
 package main
 
@@ -41,8 +41,8 @@ import (
 const usage = `refvalues: compute a runner image's reference values without booting it.
 
 Usage:
-  refvalues --image OUTDIR --agent PATH [--agent PATH]... [--boot qemu-direct|loader]
-            [--memory MIB] [--id ID] [-o FILE]
+  refvalues --image OUTDIR --agent PATH [--agent PATH]... [--boot qemu-direct|loader|uki]
+            [--uki FILE] [--memory MIB] [--id ID] [-o FILE]
             [--sign-key KEY.pem --provenance FILE --builder-id URI]
 
 --boot qemu-direct (the default) predicts a QEMU -kernel boot under OVMF:
@@ -50,12 +50,15 @@ the kernel digest is that of the image QEMU patches (it depends on --memory
 and the initrd size), the command line gets OVMF's " initrd=initrd", and
 PCR 4 and 9 get exact values. --boot loader predicts a boot loader that
 loads the kernel file as is and passes the command line unchanged: only the
-event digests and PCR 9 are listed.
+event digests and PCR 9 are listed. --boot uki predicts a Secure Boot of the
+signed unified kernel image --uki (default OUTDIR/uki.efi, from
+scripts/image/uki.sh): its Authenticode digest in PCR 4, its sections in
+PCR 11, command line and initrd in PCR 9; Secure Boot is required.
 
 --sign-key also writes, to --provenance, the image's SLSA provenance as a
 sigstore bundle signed with KEY.pem (a PEM ECDSA P-256 private key, e.g.
 from "jobgate keygen --out image-key.pem"): subjects vmlinuz, initrd.img,
-cmdline and each agent binary; OUTDIR/manifest.json as the build's
+cmdline (with --boot uki: the UKI) and each agent binary; OUTDIR/manifest.json as the build's
 parameters; its Debian packages as dependencies; the reference values as a
 signed byproduct. A gate with policy.imageSigners loads that bundle in
 policy.referenceValues and takes reference values only from it.
@@ -65,6 +68,7 @@ type config struct {
 	image  string
 	agents []string
 	boot   string
+	uki    string
 	memory uint64
 	id     string
 	out    string
@@ -86,7 +90,8 @@ func mainArgs(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	cfg := config{stdout: stdout, summary: stderr}
 	fs.StringVar(&cfg.image, "image", "", "build.sh output directory (vmlinuz, initrd.img, cmdline)")
 	fs.Var(&agents, "agent", "agent binary allowed in the image (repeatable; at least one)")
-	fs.StringVar(&cfg.boot, "boot", "qemu-direct", "boot path: qemu-direct or loader")
+	fs.StringVar(&cfg.boot, "boot", "qemu-direct", "boot path: qemu-direct, loader or uki")
+	fs.StringVar(&cfg.uki, "uki", "", "the signed unified kernel image (with --boot uki; default OUTDIR/uki.efi)")
 	fs.Uint64Var(&cfg.memory, "memory", 512, "guest RAM in MiB (qemu-direct)")
 	fs.StringVar(&cfg.id, "id", "", "image id (default: runner-<digest of what is measured>)")
 	fs.StringVar(&cfg.out, "o", "", "write the JSON to this file (atomically) instead of stdout")
@@ -112,11 +117,17 @@ func mainArgs(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err == nil && cfg.signKey != "" && cfg.builderID == "" {
 		err = cli.Usagef("--builder-id is required with --sign-key: consumers check who built the image")
 	}
+	if err == nil && cfg.uki != "" && cfg.boot != "uki" {
+		err = cli.Usagef("--uki goes with --boot uki")
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "refvalues: %v\n", err)
 		return cli.ExitUsage
 	}
 	cfg.agents = agents
+	if cfg.boot == "uki" && cfg.uki == "" {
+		cfg.uki = filepath.Join(cfg.image, "uki.efi")
+	}
 	if err := run(ctx, cfg); err != nil {
 		fmt.Fprintf(stderr, "refvalues: %v\n", err)
 		if errors.Is(err, cli.ErrUsage) {
@@ -137,14 +148,19 @@ func run(ctx context.Context, cfg config) error {
 	}
 	started := time.Now()
 	opts := imageref.Options{ID: cfg.id}
+	var rv *attest.ReferenceValues
+	var err error
 	switch cfg.boot {
 	case "qemu-direct":
 		opts.QEMUDirect = &imageref.QEMUDirect{MemoryMiB: cfg.memory}
+		rv, err = imageref.ReferenceValues(cfg.image, cfg.agents, opts)
 	case "loader":
+		rv, err = imageref.ReferenceValues(cfg.image, cfg.agents, opts)
+	case "uki":
+		rv, err = ukiReferenceValues(cfg)
 	default:
-		return cli.Usagef("--boot %q: want qemu-direct or loader", cfg.boot)
+		return cli.Usagef("--boot %q: want qemu-direct, loader or uki", cfg.boot)
 	}
-	rv, err := imageref.ReferenceValues(cfg.image, cfg.agents, opts)
 	if err != nil {
 		return err
 	}
@@ -180,6 +196,36 @@ func run(ctx context.Context, cfg config) error {
 	return fileio.WriteFileAtomic(cfg.out, b, 0o644)
 }
 
+// maxUKISize bounds a unified kernel image.
+const maxUKISize = 512 << 20
+
+// ukiReferenceValues are the reference values of a Secure Boot of the UKI:
+// imageref.ComputeUKI for the image, the agent binaries' digests.
+func ukiReferenceValues(cfg config) (*attest.ReferenceValues, error) {
+	uki, err := fileio.ReadFile(cfg.uki, maxUKISize)
+	if err != nil {
+		return nil, fmt.Errorf("--uki: %w", err)
+	}
+	id := cfg.id
+	if id == "" {
+		d := sha256.Sum256(uki)
+		id = "runner-uki-" + hex.EncodeToString(d[:8])
+	}
+	img, err := imageref.ComputeUKI(uki, id)
+	if err != nil {
+		return nil, err
+	}
+	rv := &attest.ReferenceValues{Format: attest.ReferenceValuesFormat, Images: []attest.Image{*img}}
+	for _, a := range cfg.agents {
+		d, err := provenance.DigestFile(a)
+		if err != nil {
+			return nil, fmt.Errorf("agent %s: %w", a, err)
+		}
+		rv.AgentDigests = append(rv.AgentDigests, d)
+	}
+	return rv, rv.Validate()
+}
+
 // maxManifestSize bounds build.sh's manifest.json.
 const maxManifestSize = 1 << 20
 
@@ -201,7 +247,14 @@ func imageBuild(cfg config, imageID string, rv []byte, started time.Time) (*prov
 		b.Subjects = append(b.Subjects, provenance.Subject{Name: name, SHA256: d})
 		return nil
 	}
-	for _, f := range []string{"vmlinuz", "initrd.img", "cmdline"} {
+	files := []string{"vmlinuz", "initrd.img", "cmdline"}
+	if cfg.boot == "uki" {
+		// What boots is the UKI (it holds kernel, initrd and command line).
+		if err := add(filepath.Base(cfg.uki), cfg.uki); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range files {
 		if err := add(f, filepath.Join(cfg.image, f)); err != nil {
 			return nil, err
 		}
@@ -246,6 +299,13 @@ type buildManifest struct {
 	Kernel debPackage `json:"kernel"`
 	Agent  *struct {
 		Packages []debPackage `json:"packages"`
+		// Runtime are the runner's runtime packages (build.sh --runtime).
+		Runtime []debPackage `json:"runtime"`
+		Runner  *struct {
+			Source        string `json:"source"`
+			Version       string `json:"version"`
+			TarballSHA256 string `json:"tarballSHA256"`
+		} `json:"runner"`
 	} `json:"agent"`
 }
 
@@ -257,10 +317,20 @@ type debPackage struct {
 
 func (m *buildManifest) dependencies() ([]provenance.Dependency, error) {
 	pkgs := []debPackage{m.Kernel}
-	if m.Agent != nil {
-		pkgs = append(pkgs, m.Agent.Packages...)
-	}
 	var deps []provenance.Dependency
+	if m.Agent != nil {
+		pkgs = append(append(pkgs, m.Agent.Packages...), m.Agent.Runtime...)
+		// The GitHub runner release the image carries (build.sh
+		// --runner-tarball/--runner-version): a dependency by its pinned
+		// tarball digest.
+		if r := m.Agent.Runner; r != nil && r.Source == "tarball" {
+			d, err := hex.DecodeString(r.TarballSHA256)
+			if err != nil || len(d) != sha256.Size || r.Version == "" {
+				return nil, fmt.Errorf("runner tarball: want a version and the tarball's SHA-256")
+			}
+			deps = append(deps, provenance.Dependency{Name: "pkg:github/actions/runner@v" + url.PathEscape(r.Version), SHA256: d})
+		}
+	}
 	for _, p := range pkgs {
 		d, err := hex.DecodeString(p.DebSHA256)
 		if err != nil || len(d) != sha256.Size || p.Package == "" || p.Version == "" {
