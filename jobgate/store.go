@@ -25,18 +25,18 @@ const (
 // Runner is what the gate remembers of an admitted environment. The key
 // digest is never forgotten: a key is admitted at most once, ever.
 type Runner struct {
-	Name           string      `json:"name"`
-	ID             int64       `json:"id,omitempty"`
-	KeyDigest      string      `json:"keyDigest"`
-	EnvKey         []byte      `json:"envKey"`
-	Labels         []string    `json:"labels"`
-	EvidenceDigest string      `json:"evidenceDigest"`
+	Name           string   `json:"name"`
+	ID             int64    `json:"id,omitempty"`
+	KeyDigest      string   `json:"keyDigest"`
+	EnvKey         []byte   `json:"envKey"`
+	Labels         []string `json:"labels"`
+	EvidenceDigest string   `json:"evidenceDigest"`
 	// VMID is the fleet VM the agent runs in (AdmitRequest.VMID), if any.
-	VMID string `json:"vmId,omitempty"`
-	State          RunnerState `json:"state"`
-	AdmittedAt     time.Time   `json:"admittedAt"`
-	ExpiresAt      time.Time   `json:"expiresAt"`
-	UpdatedAt      time.Time   `json:"updatedAt"`
+	VMID       string      `json:"vmId,omitempty"`
+	State      RunnerState `json:"state"`
+	AdmittedAt time.Time   `json:"admittedAt"`
+	ExpiresAt  time.Time   `json:"expiresAt"`
+	UpdatedAt  time.Time   `json:"updatedAt"`
 }
 
 // Store errors.
