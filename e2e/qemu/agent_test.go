@@ -59,7 +59,9 @@ func buildFixture(t *testing.T) (*fixture, error) {
 	fixRoot = root
 	dir := filepath.Join(root, "image")
 	start := time.Now()
-	if out, err := runBuild(t, dir); err != nil {
+	// gzip, not the default zstd: TestAgentRefused flips the gzip header's
+	// MTIME byte, which still unpacks (TestRuntimeImage boots zstd).
+	if out, err := runBuild(t, dir, "--compress", "gzip"); err != nil {
 		return nil, fmt.Errorf("build.sh: %v\n%s", err, out)
 	}
 	t.Logf("build.sh --agent: %.1f s", time.Since(start).Seconds())
@@ -429,7 +431,7 @@ func TestAgentSecureBootUKI(t *testing.T) {
 	}
 	provPath := filepath.Join(t.TempDir(), "uki.sigstore.json")
 	cmd := exec.Command("go", "run", "./scripts/image/refvalues", "--image", dir, "--boot", "uki", "--uki", ukiPath,
-		"--agent", filepath.Join(dir, "attested-runner"), "-o", filepath.Join(t.TempDir(), "rv.json"),
+		"--agent", filepath.Join(f.dir, "attested-runner"), "-o", filepath.Join(t.TempDir(), "rv.json"),
 		"--sign-key", keyPath, "--provenance", provPath, "--builder-id", "https://qemu.test/image-builder")
 	cmd.Dir = repoRoot
 	if out, err := cmd.CombinedOutput(); err != nil {
