@@ -302,7 +302,7 @@ func TestSwappedAdmissionAnswerRefused(t *testing.T) {
 			t.Error(err)
 			return response
 		}
-		_, jit, err := evilReg.Mint(e.ctx, resp.RunnerName, []string{"self-hosted", "attested"})
+		_, jit, err := evilReg.Mint(e.ctx, resp.RunnerName, []string{"self-hosted", "attested"}, "")
 		if err != nil {
 			t.Error(err)
 			return response

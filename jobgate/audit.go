@@ -31,8 +31,11 @@ type AuditRecord struct {
 	// Outcome is how the environment ended, as its agent reported it at
 	// deregistration (done, failed, image_out_of_date).
 	Outcome string `json:"outcome,omitempty"`
-	Prev    string `json:"prev"`
-	Hash    string `json:"hash"`
+	// Attestation is a signed statement the decision produced, e.g. the
+	// launch VSA of a fleet launch (a sigstore bundle).
+	Attestation []byte `json:"attestation,omitempty"`
+	Prev        string `json:"prev"`
+	Hash        string `json:"hash"`
 }
 
 // chainHash is SHA-256(prev hash || JSON of the record without its hash).

@@ -24,7 +24,7 @@ import (
 // instantRegistry mints instantly: the gate's own cost, without GitHub's.
 type instantRegistry struct{ n atomic.Int64 }
 
-func (r *instantRegistry) Mint(_ context.Context, name string, _ []string) (int64, string, error) {
+func (r *instantRegistry) Mint(_ context.Context, name string, _ []string, _ string) (int64, string, error) {
 	return r.n.Add(1), "eyJmYWtlIjoiaml0In0=", nil
 }
 func (r *instantRegistry) Remove(context.Context, int64) error                  { return nil }

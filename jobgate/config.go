@@ -141,7 +141,8 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // MarshalJSON writes a Go duration string.
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
-func (d Duration) or(def time.Duration) time.Duration {
+// Or is d, or def when d is zero.
+func (d Duration) Or(def time.Duration) time.Duration {
 	if d == 0 {
 		return def
 	}

@@ -44,7 +44,53 @@ type Gate struct {
 	// (in memory: a restart restarts the grace, erring towards keeping).
 	offlineMu    sync.Mutex
 	offlineSince map[string]time.Time
+
+	hooks FleetHooks
 }
+
+// FleetHooks let the gate's fleet (jobgate/fleet) take part in admissions
+// and deregistrations of the VMs it launched.
+type FleetHooks interface {
+	// Admission is asked before an agent's evidence is verified, with the
+	// VM the agent names ("" for none). It refuses (an error, reported
+	// with its message) or returns the terms of the admission.
+	Admission(ctx context.Context, vmID string) (*AdmissionTerms, error)
+	// Admitted is told of an admission that succeeded.
+	Admitted(ctx context.Context, vmID string, r *Runner)
+	// Deregistered is told of a runner its agent deregistered.
+	Deregistered(ctx context.Context, r *Runner, outcome string)
+}
+
+// AdmissionTerms are what a fleet sets for one VM's admission.
+type AdmissionTerms struct {
+	// TrustedAK, if set, is the VM's attestation key, trusted for this
+	// admission only (the fleet made the VM's TPM and read its AK).
+	TrustedAK crypto.PublicKey
+	// Labels, if set, are the runner's labels (the VM's pool's); the
+	// agent may not ask for others.
+	Labels []string
+	// WorkFolder, if set, is the JIT runner's work folder.
+	WorkFolder string
+}
+
+// SetFleet attaches the fleet's hooks (before serving).
+func (g *Gate) SetFleet(h FleetHooks) { g.hooks = h }
+
+// Store is the gate's store (the fleet keeps its state there too).
+func (g *Gate) Store() Store { return g.store }
+
+// Registry is the gate's GitHub registry (the fleet removes runners of VMs
+// it destroys).
+func (g *Gate) Registry() Registry { return g.registry }
+
+// AuditRecord appends a record to the gate's audit log.
+func (g *Gate) AuditRecord(ctx context.Context, rec *AuditRecord) { g.auditRecord(ctx, rec) }
+
+// Signer is the gate's certificate key (the fleet signs launch VSAs).
+func (g *Gate) Signer() crypto.Signer { return g.signer }
+
+// ID is the gate's id (the verifier of its VSAs).
+func (g *Gate) ID() string { return g.gateID }
 
 // Options assemble a Gate. Config supplies identities, labels and TTLs;
 // the other fields are the gate's collaborators, injected so tests can use
@@ -87,12 +133,12 @@ func New(o Options) (*Gate, error) {
 		signer: o.Signer, rootsPEM: roots, log: o.Logger, now: o.Now,
 		metrics: newMetrics(), gateID: c.GateID, builderID: c.BuilderID,
 		labels: c.GitHub.Labels, allowedLabels: map[string]bool{}, namePrefix: c.namePrefix(),
-		nonceTTL:       c.TTL.Nonce.or(60 * time.Second),
-		certTTL:        c.TTL.Certificate.or(6 * time.Hour),
-		unclaimedTTL:   c.TTL.UnclaimedRunner.or(15 * time.Minute),
-		deregisterSkew: c.TTL.DeregisterSkew.or(15 * time.Minute),
-		reconcileEvery: c.TTL.ReconcileInterval.or(time.Minute),
-		offlineGrace:   c.TTL.OfflineGrace.or(2 * time.Minute),
+		nonceTTL:       c.TTL.Nonce.Or(60 * time.Second),
+		certTTL:        c.TTL.Certificate.Or(6 * time.Hour),
+		unclaimedTTL:   c.TTL.UnclaimedRunner.Or(15 * time.Minute),
+		deregisterSkew: c.TTL.DeregisterSkew.Or(15 * time.Minute),
+		reconcileEvery: c.TTL.ReconcileInterval.Or(time.Minute),
+		offlineGrace:   c.TTL.OfflineGrace.Or(2 * time.Minute),
 		offlineSince:   map[string]time.Time{},
 		pendingTTL:     5 * time.Minute,
 	}

@@ -537,7 +537,7 @@ func TestReconcileRemovesVanishedRunner(t *testing.T) {
 		t.Fatalf("record %+v %v", rec, err)
 	}
 	// A runner nobody admitted (e.g. minted before a gate crash) goes too.
-	if _, _, err := h.reg.Mint(ctx, "attested-orphan", []string{"self-hosted"}); err != nil {
+	if _, _, err := h.reg.Mint(ctx, "attested-orphan", []string{"self-hosted"}, ""); err != nil {
 		t.Fatal(err)
 	}
 	if rep, err := h.gate.Reconcile(ctx); err != nil || rep.Removed != 1 {

@@ -18,7 +18,8 @@ import (
 // Registry is what the gate needs from GitHub: single-use runners.
 type Registry interface {
 	// Mint creates a JIT runner and returns its id and encoded config.
-	Mint(ctx context.Context, name string, labels []string) (id int64, encodedJIT string, err error)
+	// workFolder, if set, is its work folder (else the registry's default).
+	Mint(ctx context.Context, name string, labels []string, workFolder string) (id int64, encodedJIT string, err error)
 	// Remove deletes a runner; a runner already gone is not an error.
 	Remove(ctx context.Context, id int64) error
 	// List returns the scope's runners.
@@ -123,8 +124,8 @@ func NewGitHubRegistry(o GitHubOptions) (*GitHubRegistry, error) {
 // so a retried request that GitHub had already served collides (409) instead
 // of creating a second runner; Mint then removes the first and mints again,
 // so at most one runner per admission ever exists.
-func (g *GitHubRegistry) Mint(ctx context.Context, name string, labels []string) (int64, string, error) {
-	id, jit, err := g.mint(ctx, name, labels)
+func (g *GitHubRegistry) Mint(ctx context.Context, name string, labels []string, workFolder string) (int64, string, error) {
+	id, jit, err := g.mint(ctx, name, labels, workFolder)
 	if !errors.Is(err, ErrRunnerNameTaken) {
 		return id, jit, err
 	}
@@ -137,13 +138,16 @@ func (g *GitHubRegistry) Mint(ctx context.Context, name string, labels []string)
 			return 0, "", fmt.Errorf("removing stale runner %s: %w", name, err)
 		}
 	}
-	return g.mint(ctx, name, labels)
+	return g.mint(ctx, name, labels, workFolder)
 }
 
-func (g *GitHubRegistry) mint(ctx context.Context, name string, labels []string) (int64, string, error) {
+func (g *GitHubRegistry) mint(ctx context.Context, name string, labels []string, workFolder string) (int64, string, error) {
 	req := &github.GenerateJITConfigRequest{Name: name, RunnerGroupID: g.runnerGroupID, Labels: labels}
-	if g.workFolder != "" {
-		req.WorkFolder = github.String(g.workFolder)
+	if workFolder == "" {
+		workFolder = g.workFolder
+	}
+	if workFolder != "" {
+		req.WorkFolder = github.String(workFolder)
 	}
 	var cfg *github.JITRunnerConfig
 	var resp *github.Response

@@ -14,7 +14,9 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/jobgate/gateapi"
@@ -170,15 +172,43 @@ func (g *Gate) admit(ctx context.Context, req *gateapi.AdmitRequest, from string
 		return e
 	}
 	// Cheap checks first: a replayed or forged nonce costs no verification.
+	if len(req.VMID) > 128 || strings.ContainsFunc(req.VMID, unicode.IsControl) {
+		return nil, reject(refuse(http.StatusBadRequest, "malformed_request", errors.New("vmId over 128 bytes or with control characters")), "")
+	}
 	if len(req.Nonce) != nonceSize {
 		return nil, reject(refuse(http.StatusForbidden, "nonce_unknown", ErrNonceUnknown), "")
 	}
 	if err := g.store.CheckNonce(ctx, req.Nonce, now); err != nil {
 		return nil, reject(nonceError(err), "")
 	}
-	labels, err := g.grantLabels(req.Labels)
-	if err != nil {
-		return nil, reject(refuse(http.StatusForbidden, "label_not_allowed", err), "")
+	policy, workFolder := g.policy, ""
+	var labels []string
+	var terms *AdmissionTerms
+	if g.hooks != nil {
+		t, err := g.hooks.Admission(ctx, req.VMID)
+		if err != nil {
+			return nil, reject(refuse(http.StatusForbidden, "vm_refused", err), "")
+		}
+		terms = t
+	}
+	if terms != nil && terms.TrustedAK != nil {
+		// The VM's own AK, trusted for this admission only.
+		p := *g.policy
+		p.TrustedAKs = append(slices.Clone(g.policy.TrustedAKs), terms.TrustedAK)
+		policy = &p
+	}
+	if terms != nil && terms.Labels != nil {
+		for _, l := range req.Labels {
+			if !slices.Contains(terms.Labels, l) {
+				return nil, reject(refuse(http.StatusForbidden, "label_not_allowed", fmt.Errorf("label %q is not one of the VM's pool's", l)), "")
+			}
+		}
+		labels, workFolder = slices.Clone(terms.Labels), terms.WorkFolder
+	} else {
+		var err error
+		if labels, err = g.grantLabels(req.Labels); err != nil {
+			return nil, reject(refuse(http.StatusForbidden, "label_not_allowed", err), "")
+		}
 	}
 	ev, err := attest.DecodeEvidence(req.Evidence)
 	if err != nil {
@@ -192,7 +222,7 @@ func (g *Gate) admit(ctx context.Context, req *gateapi.AdmitRequest, from string
 		return nil, reject(refuse(http.StatusServiceUnavailable, "overloaded", ctx.Err()), keyDigest)
 	}
 	start := time.Now()
-	claims, err := attest.Verify(ev, attest.AdmissionChallenge(req.Nonce), g.policy)
+	claims, err := attest.Verify(ev, attest.AdmissionChallenge(req.Nonce), policy)
 	g.metrics.observeVerify(time.Since(start))
 	<-g.verifySem
 	if err != nil {
@@ -202,7 +232,7 @@ func (g *Gate) admit(ctx context.Context, req *gateapi.AdmitRequest, from string
 	name := g.runnerName(keyDigest)
 	rec := &Runner{
 		Name: name, KeyDigest: keyDigest, EnvKey: ev.EnvKey, Labels: labels, EvidenceDigest: evDigest,
-		AdmittedAt: now, ExpiresAt: now.Add(g.certTTL),
+		VMID: req.VMID, AdmittedAt: now, ExpiresAt: now.Add(g.certTTL),
 	}
 	// One transaction: the nonce is spent and the key is taken, or neither.
 	if err := g.store.Reserve(ctx, req.Nonce, now, rec, nil); err != nil {
@@ -217,7 +247,7 @@ func (g *Gate) admit(ctx context.Context, req *gateapi.AdmitRequest, from string
 
 	// GitHub. On failure the reservation is released (the agent may retry
 	// with a new nonce and the same key); the nonce stays spent.
-	id, jit, err := g.registry.Mint(ctx, name, labels)
+	id, jit, err := g.registry.Mint(ctx, name, labels, workFolder)
 	if err != nil {
 		e := refuse(http.StatusBadGateway, "github_unavailable", err)
 		g.metrics.admission("rejected", e.code)
@@ -275,7 +305,10 @@ func (g *Gate) admit(ctx context.Context, req *gateapi.AdmitRequest, from string
 	}
 	g.metrics.admission("accepted", "")
 	g.log.Info("admitted", "runner", name, "runner_id", id, "key", short(keyDigest), "image", claims.ImageID,
-		"level", claims.Level, "labels", labels, "remote", from)
+		"level", claims.Level, "labels", labels, "vm", req.VMID, "remote", from)
+	if g.hooks != nil {
+		g.hooks.Admitted(context.WithoutCancel(ctx), req.VMID, rec)
+	}
 	return resp, nil
 }
 
@@ -426,6 +459,9 @@ func (g *Gate) deregister(ctx context.Context, req *gateapi.DeregisterRequest, f
 		// and reconcile recorded it: still one decision, still audited.
 		g.auditRecord(ctx, &AuditRecord{Action: "deregister", Result: "noop", Reason: "already_" + string(rec.State), Remote: from,
 			RunnerName: rec.Name, RunnerID: rec.ID, KeyDigest: rec.KeyDigest, Detail: "agent teardown: " + req.Reason, Outcome: outcome})
+		if g.hooks != nil {
+			g.hooks.Deregistered(context.WithoutCancel(ctx), rec, outcome)
+		}
 		return &gateapi.DeregisterResponse{Removed: false, Detail: "already " + string(rec.State)}, nil
 	case StatePending:
 		return nil, reject(refuse(http.StatusConflict, "admission_in_progress", errors.New("the runner's admission has not completed")), rec.KeyDigest)
@@ -443,6 +479,9 @@ func (g *Gate) deregister(ctx context.Context, req *gateapi.DeregisterRequest, f
 		return nil, refuse(http.StatusServiceUnavailable, "store_unavailable", err)
 	}
 	g.log.Info("deregistered", "runner", rec.Name, "runner_id", rec.ID, "reason", req.Reason)
+	if g.hooks != nil {
+		g.hooks.Deregistered(context.WithoutCancel(ctx), rec, outcome)
+	}
 	return &gateapi.DeregisterResponse{Removed: true, Detail: "runner removed from GitHub"}, nil
 }
 

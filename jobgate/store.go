@@ -101,6 +101,8 @@ type Store interface {
 	// FirstDelivery records a webhook delivery id and reports whether it
 	// is the first time (false: a duplicate delivery).
 	FirstDelivery(ctx context.Context, id string, now time.Time) (bool, error)
+	// DeliverySeen reports whether a delivery id was recorded.
+	DeliverySeen(ctx context.Context, id string) (bool, error)
 	// Lease takes or renews the named lease for holder until `until`;
 	// ErrLeaseHeld while another holder's lease has not expired at now.
 	Lease(ctx context.Context, name, holder string, now, until time.Time) error

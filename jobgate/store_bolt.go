@@ -478,3 +478,13 @@ func (s *BoltStore) PruneFleet(_ context.Context, before time.Time) (int, error)
 	})
 	return n, err
 }
+
+// DeliverySeen implements Store.
+func (s *BoltStore) DeliverySeen(_ context.Context, id string) (bool, error) {
+	seen := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		seen = tx.Bucket(bucketDeliveries).Get([]byte(id)) != nil
+		return nil
+	})
+	return seen, err
+}

@@ -46,6 +46,9 @@ type Config struct {
 	RunnerUID, RunnerGID int
 	// Labels the agent asks the gate for (the gate's policy decides).
 	Labels []string
+	// VMID names the fleet VM the agent runs in, for the gate's fleet
+	// ("" outside a fleet; see cmd/attested-runner --vm-id).
+	VMID string
 	// SocketPath is the agent's socket (default /run/attested-runner/agent.sock).
 	SocketPath string
 	// StateDir holds generated hook scripts and the dispatch attestation
@@ -336,7 +339,7 @@ func (a *Agent) admit(ctx context.Context) ([]byte, error) {
 		if evJSON, err = ev.Encode(); err != nil {
 			return err
 		}
-		resp, err = c.Gate.Admit(actx, &gateapi.AdmitRequest{Nonce: ch.Nonce, Evidence: evJSON, Labels: c.Labels, AgentVersion: c.AgentVersion})
+		resp, err = c.Gate.Admit(actx, &gateapi.AdmitRequest{Nonce: ch.Nonce, Evidence: evJSON, Labels: c.Labels, AgentVersion: c.AgentVersion, VMID: c.VMID})
 		if err != nil {
 			a.log.Warn("admission failed", "attempt", attempt+1, "err", err)
 			return err

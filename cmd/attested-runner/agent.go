@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -46,9 +47,9 @@ With --tdx the agent uses the TDX guest interface instead of a TPM.
 `
 
 type agentFlags struct {
-	gate, gateCA, gateKeys, runnerDir, runnerUser, labels, tpm, eventLog, socket, stateDir, poweroff, logFormat string
-	tdx, insecureDiskRunnerDir, insecurePlainHTTP                                                               bool
-	idleTTL, admissionDeadline, jobTimeout, teardownDeadline                                                    time.Duration
+	gate, gateCA, gateKeys, runnerDir, runnerUser, labels, tpm, eventLog, socket, stateDir, poweroff, logFormat, vmID string
+	tdx, insecureDiskRunnerDir, insecurePlainHTTP                                                                     bool
+	idleTTL, admissionDeadline, jobTimeout, teardownDeadline                                                          time.Duration
 }
 
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -62,6 +63,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.runnerUser, "runner-user", "runner", "unprivileged user the runner and the job run as: a name, or uid:gid")
 	fs.BoolVar(&f.insecureDiskRunnerDir, "insecure-allow-runner-dir-on-disk", false, "allow a runner directory on a persistent filesystem (the runner writes its JIT credentials there): local demos and tests only")
 	fs.StringVar(&f.labels, "labels", "", "extra runner labels to ask the gate for, comma-separated")
+	fs.StringVar(&f.vmID, "vm-id", "auto", "the fleet VM this agent runs in, told to the gate: auto (QEMU fw_cfg opt/attested-runner/vm, else Compute Engine's instance name, else none), none, or a name")
 	fs.StringVar(&f.tpm, "tpm", "/dev/tpmrm0", "TPM: a device path, unix:/path/to/swtpm.sock, or simulator")
 	fs.BoolVar(&f.tdx, "tdx", false, "use the Intel TDX guest interface instead of a TPM")
 	fs.StringVar(&f.eventLog, "event-log", "", "TCG event log file (default: /sys/kernel/security/tpm0/binary_bios_measurements)")
@@ -124,6 +126,10 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	vmID, err := resolveVMID(f.vmID)
+	if err != nil {
+		return err
+	}
 	var labels []string
 	for _, l := range strings.Split(f.labels, ",") {
 		if l = strings.TrimSpace(l); l != "" {
@@ -133,7 +139,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	a, err := runner.New(runner.Config{
 		Gate: &gateapi.Client{BaseURL: f.gate, HTTP: httpClient}, GateKeys: gateKeys, Collector: collector,
 		AgentDigest: digest, AgentVersion: version.String("attested-runner"), AgentPath: self,
-		RunnerDir: f.runnerDir, RunnerUID: uid, RunnerGID: gid, Labels: labels,
+		RunnerDir: f.runnerDir, RunnerUID: uid, RunnerGID: gid, Labels: labels, VMID: vmID,
 		SocketPath: f.socket, StateDir: f.stateDir,
 		AdmissionDeadline: f.admissionDeadline, IdleTTL: f.idleTTL, JobTimeout: f.jobTimeout, TeardownDeadline: f.teardownDeadline,
 		PowerOff: powerOff, Log: log, AllowRunnerDirOnDiskInsecure: f.insecureDiskRunnerDir,
@@ -142,7 +148,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log.Info("attested-runner starting", "version", version.String("attested-runner"), "agent_sha256", fmt.Sprintf("%x", digest),
-		"gate", f.gate, "tpm", f.tpm, "tdx", f.tdx, "runner_user", f.runnerUser)
+		"gate", f.gate, "tpm", f.tpm, "tdx", f.tdx, "runner_user", f.runnerUser, "vm", vmID)
 	out := a.Run(ctx)
 	fmt.Fprintf(stdout, "attested-runner: %s (admitted %v, job %v, deregistered %v)\n", out.Reason, out.Admitted, out.JobStarted, out.Deregistered)
 	if out.Err != nil {
@@ -152,6 +158,59 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errors.New(out.Reason)
 	}
 	return nil
+}
+
+// fwCfgVMID is where QEMU's -fw_cfg name=opt/attested-runner/vm,string=NAME
+// appears in the guest (the qemu_fw_cfg module).
+const fwCfgVMID = "/sys/firmware/qemu_fw_cfg/by_name/opt/attested-runner/vm/raw"
+
+var vmIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// resolveVMID finds the name of the fleet VM the agent runs in. It is not
+// a secret and not a proof: the gate's fleet checks it against the VM it
+// launched (and that VM's TPM).
+func resolveVMID(spec string) (string, error) {
+	id := spec
+	switch spec {
+	case "none":
+		return "", nil
+	case "auto":
+		id = ""
+		if b, err := cli.ReadFile(fwCfgVMID, 256); err == nil {
+			id = strings.TrimSpace(string(b))
+		} else if b, err := cli.ReadFile("/sys/class/dmi/id/product_name", 256); err == nil && strings.TrimSpace(string(b)) == "Google Compute Engine" {
+			id, err = gceInstanceName()
+			if err != nil {
+				return "", fmt.Errorf("--vm-id auto: %w", err)
+			}
+		}
+		if id == "" {
+			return "", nil
+		}
+	}
+	if !vmIDPattern.MatchString(id) {
+		return "", cli.Usagef("--vm-id %q: want a VM name of letters, digits, '.', '_', '-'", id)
+	}
+	return id, nil
+}
+
+// gceInstanceName asks Compute Engine's metadata server for the instance name.
+func gceInstanceName() (string, error) {
+	req, err := http.NewRequest(http.MethodGet, "http://169.254.169.254/computeMetadata/v1/instance/name", nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Metadata-Flavor", "Google")
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return "", fmt.Errorf("instance name from the metadata server: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 256))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("instance name from the metadata server: %s %v", resp.Status, err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 // checkGateURL refuses a gate URL the agent cannot talk to safely: https,

@@ -147,7 +147,7 @@ func newTestGate(t *testing.T, store jobgate.Store) *jobgate.Gate {
 
 type noRegistry struct{}
 
-func (noRegistry) Mint(context.Context, string, []string) (int64, string, error) {
+func (noRegistry) Mint(context.Context, string, []string, string) (int64, string, error) {
 	return 0, "", errors.New("no GitHub in this test")
 }
 func (noRegistry) Remove(context.Context, int64) error                  { return nil }

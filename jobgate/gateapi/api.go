@@ -40,6 +40,11 @@ type AdmitRequest struct {
 	// AgentVersion is informational (the agent digest in the evidence is
 	// what is checked).
 	AgentVersion string `json:"agentVersion,omitempty"`
+	// VMID names the fleet VM the agent runs in (from the platform: QEMU
+	// fw_cfg, the cloud's metadata), so the gate's fleet can follow the VM
+	// through its life. A gate with a fleet admits a named VM only once,
+	// only while it is being launched, with the AK it enrolled for it.
+	VMID string `json:"vmId,omitempty"`
 }
 
 // AdmitResponse is the gate's answer to an admitted environment.

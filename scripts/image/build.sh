@@ -81,8 +81,9 @@
 # --module    kernel module to load, with its dependencies (repeatable;
 #             default: virtio_pci virtio_net; --scratch adds virtio_blk
 #             dm_mod dm_crypt ecb xts crc32c_generic ext4). The NIC drivers of
-#             Compute Engine (gve), Azure (hv_netvsc) and AWS (ena) are always
-#             added as optional modules: loaded where their hardware exists
+#             Compute Engine (gve), Azure (hv_netvsc) and AWS (ena), and QEMU's
+#             fw_cfg (qemu_fw_cfg: the fleet names each VM through it) are
+#             always added as optional modules: loaded where their hardware exists
 # --package   pin a userland package version (bash, libc6, libtinfo6,
 #             busybox-static; default: apt's candidate). Recorded in the
 #             manifest with each .deb's SHA-256.
@@ -193,7 +194,7 @@ if [[ $agent_mode -eq 1 ]]; then
   # The NICs of the clouds: loaded where their device exists (a module
   # whose hardware is absent, such as hv_vmbus outside Hyper-V, refuses to
   # load: agentinit logs it and goes on).
-  optional_modules=(gve hv_netvsc ena)
+  optional_modules=(gve hv_netvsc ena qemu_fw_cfg)
   [[ -z "$scratch_dev" ]] || modules+=(virtio_blk dm_mod dm_crypt ecb xts crc32c_generic ext4)
   for tool in objcopy readelf; do
     command -v "$tool" >/dev/null || die "$tool not found: --agent reads module and ELF metadata (apt-get install binutils)"

@@ -1,0 +1,223 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/attested-runner/attested-runner/jobgate"
+)
+
+// metrics are the fleet's Prometheus series, named after those of ARC's
+// listener (gha_assigned_jobs, gha_running_jobs, gha_idle_runners,
+// gha_job_startup_duration_seconds) with a pool label:
+//
+//	jobgate_fleet_assigned_jobs{pool}        queued and running jobs of the pool
+//	jobgate_fleet_running_jobs{pool}         jobs running on the pool's VMs
+//	jobgate_fleet_idle_runners{pool}         admitted VMs waiting for a job
+//	jobgate_fleet_launching_vms{pool}        launched, not yet admitted
+//	jobgate_fleet_failed_launches_total{pool,reason}
+//	jobgate_fleet_job_startup_duration_seconds{pool}   queued -> started (histogram)
+//	jobgate_fleet_launch_to_admitted_seconds{pool}     launch -> admitted (histogram)
+//	jobgate_fleet_webhooks_total{event,result}
+type metrics struct {
+	mu       sync.Mutex
+	failed   map[[2]string]uint64
+	webhooks map[[2]string]uint64
+	startup  map[string]*histogram
+	admit    map[string]*histogram
+	pools    []string
+	inFlight map[string]int
+}
+
+var durationBounds = []float64{1, 5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600}
+
+func newMetrics() *metrics {
+	return &metrics{failed: map[[2]string]uint64{}, webhooks: map[[2]string]uint64{},
+		startup: map[string]*histogram{}, admit: map[string]*histogram{}, inFlight: map[string]int{}}
+}
+
+func (m *metrics) pool(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pools = append(m.pools, name)
+	m.startup[name] = &histogram{bounds: durationBounds}
+	m.admit[name] = &histogram{bounds: durationBounds}
+}
+
+func (m *metrics) failedLaunch(pool, reason string) {
+	m.mu.Lock()
+	m.failed[[2]string{pool, reason}]++
+	m.mu.Unlock()
+}
+
+func (m *metrics) webhook(event, result string) {
+	m.mu.Lock()
+	m.webhooks[[2]string{clip(event), result}]++
+	m.mu.Unlock()
+}
+
+func (m *metrics) launching(pool string, d int) {
+	m.mu.Lock()
+	m.inFlight[pool] += d
+	m.mu.Unlock()
+}
+
+func (m *metrics) jobStartup(pool string, d time.Duration) { m.observe(m.startup, pool, d) }
+func (m *metrics) launchToAdmitted(pool string, d time.Duration) {
+	m.observe(m.admit, pool, d)
+}
+
+func (m *metrics) observe(hs map[string]*histogram, pool string, d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if h := hs[pool]; h != nil && d >= 0 {
+		h.observe(d.Seconds())
+	}
+}
+
+type histogram struct {
+	bounds []float64
+	counts []uint64
+	sum    float64
+	n      uint64
+}
+
+func (h *histogram) observe(v float64) {
+	if h.counts == nil {
+		h.counts = make([]uint64, len(h.bounds))
+	}
+	for i, b := range h.bounds {
+		if v <= b {
+			h.counts[i]++
+		}
+	}
+	h.sum += v
+	h.n++
+}
+
+// Status is the fleet at one moment: per pool, its VMs by state and its
+// jobs by state.
+type Status struct {
+	Pools []PoolStatus `json:"pools"`
+}
+
+// PoolStatus is one pool's counts.
+type PoolStatus struct {
+	Name      string         `json:"name"`
+	Provider  string         `json:"provider"`
+	VMs       map[string]int `json:"vms"`
+	Queued    int            `json:"queuedJobs"`
+	Running   int            `json:"runningJobs"`
+	MinIdle   int            `json:"minIdle"`
+	MaxTotal  int            `json:"maxTotal"`
+	Launching []string       `json:"launching,omitempty"`
+}
+
+// Status reads the fleet's state from the store.
+func (f *Fleet) Status(ctx context.Context) (*Status, error) {
+	vms, err := f.store.VMs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	jobs, err := f.store.Jobs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := &Status{}
+	for _, p := range f.pools {
+		ps := PoolStatus{Name: p.cfg.Name, Provider: p.provider.Kind(), VMs: map[string]int{}, MinIdle: p.cfg.MinIdle, MaxTotal: p.cfg.MaxTotal}
+		for _, vm := range vms {
+			if vm.Pool == p.cfg.Name && vm.State != jobgate.VMDestroyed {
+				ps.VMs[string(vm.State)]++
+				if vm.State == jobgate.VMLaunching {
+					ps.Launching = append(ps.Launching, vm.Name)
+				}
+			}
+		}
+		for _, j := range jobs {
+			if j.Pool != p.cfg.Name {
+				continue
+			}
+			switch j.State {
+			case jobgate.JobQueued:
+				ps.Queued++
+			case jobgate.JobInProgress:
+				ps.Running++
+			}
+		}
+		st.Pools = append(st.Pools, ps)
+	}
+	return st, nil
+}
+
+// MetricsHandler serves the fleet's metrics in the Prometheus text format.
+func (f *Fleet) MetricsHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st, err := f.Status(r.Context())
+		if err != nil {
+			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		f.metrics.write(w, st)
+	})
+}
+
+func (m *metrics) write(w io.Writer, st *Status) {
+	gauge := func(name, help string, v func(PoolStatus) int) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name)
+		for _, p := range st.Pools {
+			fmt.Fprintf(w, "%s{pool=%q} %d\n", name, p.Name, v(p))
+		}
+	}
+	gauge("jobgate_fleet_assigned_jobs", "Queued and running jobs whose labels the pool serves.", func(p PoolStatus) int { return p.Queued + p.Running })
+	gauge("jobgate_fleet_running_jobs", "Jobs running on the pool's VMs.", func(p PoolStatus) int { return p.Running })
+	gauge("jobgate_fleet_idle_runners", "Admitted VMs waiting for a job.", func(p PoolStatus) int { return p.VMs[string(jobgate.VMAdmitted)] })
+	gauge("jobgate_fleet_launching_vms", "VMs launched and not yet admitted.", func(p PoolStatus) int { return p.VMs[string(jobgate.VMLaunching)] })
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	counter := func(name, help, l1, l2 string, c map[[2]string]uint64) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", name, help, name)
+		keys := make([][2]string, 0, len(c))
+		for k := range c {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(i, j int) bool { return keys[i][0]+"\x00"+keys[i][1] < keys[j][0]+"\x00"+keys[j][1] })
+		for _, k := range keys {
+			fmt.Fprintf(w, "%s{%s=%q,%s=%q} %d\n", name, l1, k[0], l2, k[1], c[k])
+		}
+	}
+	counter("jobgate_fleet_failed_launches_total", "Launches that failed, by reason (image_refused: the image did not verify).", "pool", "reason", m.failed)
+	counter("jobgate_fleet_webhooks_total", "Webhook deliveries by event and result.", "event", "result", m.webhooks)
+	hist := func(name, help string, hs map[string]*histogram) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name)
+		for _, pool := range m.pools {
+			h := hs[pool]
+			for i, b := range h.bounds {
+				var c uint64
+				if h.counts != nil {
+					c = h.counts[i]
+				}
+				fmt.Fprintf(w, "%s_bucket{pool=%q,le=%q} %d\n", name, pool, formatFloat(b), c)
+			}
+			fmt.Fprintf(w, "%s_bucket{pool=%q,le=\"+Inf\"} %d\n", name, pool, h.n)
+			fmt.Fprintf(w, "%s_sum{pool=%q} %s\n%s_count{pool=%q} %d\n", name, pool, formatFloat(h.sum), name, pool, h.n)
+		}
+	}
+	hist("jobgate_fleet_job_startup_duration_seconds", "Seconds from a job queued to it started on a pool VM.", m.startup)
+	hist("jobgate_fleet_launch_to_admitted_seconds", "Seconds from a VM launched to its agent admitted.", m.admit)
+}
+
+func formatFloat(f float64) string {
+	if f == math.Trunc(f) && math.Abs(f) < 1e15 {
+		return fmt.Sprintf("%d", int64(f))
+	}
+	return strings.TrimRight(strings.TrimRight(fmt.Sprintf("%f", f), "0"), ".")
+}

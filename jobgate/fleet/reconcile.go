@@ -1,0 +1,158 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/attested-runner/attested-runner/jobgate"
+)
+
+// doneGrace is how long a VM whose agent deregistered may take to power
+// itself off before the fleet destroys it.
+const doneGrace = time.Minute
+
+// Reconcile compares, for each pool this replica holds the lease of, the
+// VMs the store knows with those the provider lists and the runners the
+// gate knows, and destroys what outlived its purpose: a VM not admitted by
+// its deadline, idle past its TTL, running a job past its limit, whose
+// runner is gone, or still running after its agent tore down; a VM the
+// store does not know; a runner whose VM is gone. No zombies either way.
+// It then recovers missed webhook deliveries.
+func (f *Fleet) Reconcile(ctx context.Context) {
+	runners, err := f.store.Runners(ctx)
+	if err != nil {
+		f.log.Warn("fleet: reading runners", "err", err)
+		return
+	}
+	byName := map[string]*jobgate.Runner{}
+	for i := range runners {
+		byName[runners[i].Name] = &runners[i]
+	}
+	vms, err := f.store.VMs(ctx)
+	if err != nil {
+		f.log.Warn("fleet: reading VMs", "err", err)
+		return
+	}
+	for _, p := range f.pools {
+		if !f.leaseFor(ctx, p) {
+			continue
+		}
+		insts, err := p.provider.List(ctx)
+		if err != nil {
+			f.log.Warn("fleet: listing VMs", "pool", p.cfg.Name, "err", err)
+			continue
+		}
+		present := map[string]bool{}
+		for _, in := range insts {
+			present[in.Name] = true
+		}
+		known := map[string]bool{}
+		for i := range vms {
+			vm := &vms[i]
+			if vm.Pool != p.cfg.Name {
+				continue
+			}
+			known[vm.Name] = true
+			if vm.State == jobgate.VMDestroyed {
+				if present[vm.Name] {
+					f.destroy(ctx, p, vm, byName[vm.RunnerName], "destroyed but still listed by the provider")
+				}
+				continue
+			}
+			f.reconcileVM(ctx, p, vm, present[vm.Name], byName[vm.RunnerName])
+		}
+		for _, in := range insts {
+			if !known[in.Name] {
+				// A VM this fleet has no record of (a launch whose record
+				// was lost, another replica's crash): never left running.
+				if err := p.provider.Destroy(ctx, in.Name); err != nil {
+					f.log.Warn("fleet: destroying an unknown VM", "vm", in.Name, "err", err)
+					continue
+				}
+				f.gate.AuditRecord(ctx, &jobgate.AuditRecord{Action: "fleet", Result: "destroyed", Reason: "unknown_vm",
+					Detail: fmt.Sprintf("pool %s: VM %s has no record", p.cfg.Name, in.Name)})
+			}
+		}
+	}
+	f.reapRunners(ctx, byName)
+	f.recoverDeliveries(ctx)
+	if n, err := f.store.PruneFleet(ctx, f.now().Add(-24*time.Hour)); err == nil && n > 0 {
+		f.log.Debug("fleet: pruned", "records", n)
+	}
+}
+
+// reconcileVM decides one live VM's fate.
+func (f *Fleet) reconcileVM(ctx context.Context, p *pool, vm *jobgate.VM, present bool, runner *jobgate.Runner) {
+	now := f.now()
+	runnerGone := runner != nil && (runner.State == jobgate.StateRemoved || runner.State == jobgate.StateDeregistered)
+	reason := ""
+	switch {
+	case !present && vm.State == jobgate.VMLaunching && now.Sub(vm.LaunchedAt) < 30*time.Second:
+		// Just launched: the provider may not list it yet.
+	case !present:
+		reason = "vanished: the provider no longer runs it"
+	case vm.State == jobgate.VMLaunching && now.Sub(vm.LaunchedAt) > p.cfg.admissionDeadline():
+		reason = fmt.Sprintf("not admitted within %s", p.cfg.admissionDeadline())
+	case vm.State == jobgate.VMAdmitted && runnerGone:
+		reason = "its runner is gone (" + string(runner.State) + ")"
+	case vm.State == jobgate.VMAdmitted && now.Sub(vm.AdmittedAt) > p.cfg.idleTTL():
+		reason = fmt.Sprintf("idle: no job within %s", p.cfg.idleTTL())
+	case vm.State == jobgate.VMBusy && now.Sub(vm.BusyAt) > p.cfg.jobTimeout():
+		reason = fmt.Sprintf("job exceeded %s", p.cfg.jobTimeout())
+	case vm.State == jobgate.VMDone && now.Sub(vm.EndedAt) > doneGrace:
+		reason = fmt.Sprintf("still running %s after its agent tore down", doneGrace)
+	}
+	if reason != "" {
+		f.destroy(ctx, p, vm, runner, reason)
+	}
+}
+
+// destroy stops a VM, removes its runner from GitHub if it still has one,
+// and records both.
+func (f *Fleet) destroy(ctx context.Context, p *pool, vm *jobgate.VM, runner *jobgate.Runner, reason string) {
+	if err := p.provider.Destroy(ctx, vm.Name); err != nil {
+		f.log.Warn("fleet: destroy", "vm", vm.Name, "err", err)
+		return
+	}
+	if runner != nil && runner.State == jobgate.StateLive {
+		f.removeRunner(ctx, runner, "its VM "+vm.Name+" was destroyed: "+reason)
+	}
+	now := f.now().UTC()
+	was := vm.State
+	if vm.State != jobgate.VMDestroyed {
+		vm.State, vm.Reason, vm.EndedAt, vm.UpdatedAt = jobgate.VMDestroyed, reason, now, now
+	}
+	if err := f.store.PutVM(ctx, vm, &jobgate.AuditRecord{Time: now, Action: "fleet", Result: "destroyed", Reason: "vm_" + string(was),
+		RunnerName: vm.RunnerName, Detail: fmt.Sprintf("pool %s: VM %s destroyed: %s", p.cfg.Name, vm.Name, reason)}); err != nil {
+		f.log.Warn("fleet: recording a destroyed VM", "vm", vm.Name, "err", err)
+	}
+	f.log.Info("fleet: destroyed", "pool", p.cfg.Name, "vm", vm.Name, "was", was, "reason", reason)
+}
+
+// reapRunners removes live runners whose fleet VM is gone.
+func (f *Fleet) reapRunners(ctx context.Context, byName map[string]*jobgate.Runner) {
+	for _, r := range byName {
+		if r.VMID == "" || r.State != jobgate.StateLive {
+			continue
+		}
+		vm, err := f.store.VM(ctx, r.VMID)
+		if err != nil || vm.State != jobgate.VMDestroyed {
+			continue
+		}
+		if p := f.pool(vm.Pool); p != nil && !f.leaseFor(ctx, p) {
+			continue
+		}
+		f.removeRunner(ctx, r, "its VM "+vm.Name+" is gone ("+vm.Reason+")")
+	}
+}
+
+func (f *Fleet) removeRunner(ctx context.Context, r *jobgate.Runner, why string) {
+	if err := f.gate.Registry().Remove(ctx, r.ID); err != nil {
+		f.log.Warn("fleet: removing a runner", "runner", r.Name, "err", err)
+		return
+	}
+	f.store.SetState(ctx, r.Name, jobgate.StateRemoved, f.now(), &jobgate.AuditRecord{Time: f.now().UTC(), Action: "fleet",
+		Result: "removed", Reason: "runner_without_vm", RunnerName: r.Name, RunnerID: r.ID, KeyDigest: r.KeyDigest, Detail: why})
+	r.State = jobgate.StateRemoved
+}
