@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -42,6 +41,11 @@ type Config struct {
 	Policy     PolicyConfig  `json:"policy"`
 	TTL        TTLConfig     `json:"ttl"`
 	Limits     *LimitsConfig `json:"limits,omitempty"`
+	// Fleet, if set, makes the gate launch and reap runner VMs itself
+	// (package jobgate/fleet; README "Fleet").
+	Fleet json.RawMessage `json:"fleet,omitempty"`
+
+	dir string // the file's directory: relative paths are resolved against it
 }
 
 // TLSConfig names the server certificate and key.
@@ -175,7 +179,12 @@ func LoadConfig(path string) (*Config, error) {
 	return &c, nil
 }
 
+// Dir is the configuration file's directory, against which relative paths
+// resolve (also the fleet section's).
+func (c *Config) Dir() string { return c.dir }
+
 func (c *Config) resolve(dir string) {
+	c.dir = dir
 	abs := func(p *string) {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
@@ -213,8 +222,12 @@ func (c *Config) Validate() error {
 	need(g.AppID > 0 && g.InstallationID > 0 && g.PrivateKey != "", "github.appId, github.installationId and github.privateKey are required")
 	need((g.Org == "") != (g.Repository == ""), "github: set exactly one of org and repository")
 	need(len(g.Labels) > 0, "github.labels: at least one label (runs-on matches labels)")
-	need(len(c.Policy.ReferenceValues) > 0, "policy.referenceValues: at least one file; a gate without reference values would admit anything")
-	need(len(c.Policy.TrustedAKs) > 0 || len(c.Policy.TrustedAKRoots) > 0, "policy: trustedAKs or trustedAKRoots required; a gate that trusts no attestation key would admit no TPM")
+	// A fleet brings its pools' signed images as reference values and each
+	// VM's own AK.
+	fleet := len(c.Fleet) > 0
+	need(fleet || len(c.Policy.ReferenceValues) > 0, "policy.referenceValues: at least one file; a gate without reference values would admit anything")
+	need(fleet || len(c.Policy.TrustedAKs) > 0 || len(c.Policy.TrustedAKRoots) > 0, "policy: trustedAKs or trustedAKRoots required; a gate that trusts no attestation key would admit no TPM")
+	need(!fleet || len(c.Policy.ImageSigners) > 0, "policy.imageSigners is required with a fleet: pool images are verified against signed provenance before every launch")
 	need(c.Policy.TPMLevel == 0 || c.Policy.TPMLevel == 2 || c.Policy.TPMLevel == 3, "policy.tpmLevel must be 2 or 3")
 	if c.TLS == nil && !loopback(c.Listen) {
 		errs = append(errs, fmt.Errorf("listen %q is not loopback: configure tls (evidence and sealed configs are confidential only in transit under TLS)", c.Listen))
@@ -250,17 +263,15 @@ func (c *Config) namePrefix() string {
 }
 
 // LoadPolicy builds the attestation policy the configuration names.
-func (c *Config) LoadPolicy() (*attest.Policy, string, error) {
-	var signers []crypto.PublicKey
-	for _, f := range c.Policy.ImageSigners {
-		keys, err := provenance.LoadTrustedRoots(f)
-		if err != nil {
-			return nil, "", fmt.Errorf("policy.imageSigners: %w", err)
-		}
-		signers = append(signers, keys...)
+// extraReferenceValues are further signed reference-value files (a fleet's
+// pool images).
+func (c *Config) LoadPolicy(extraReferenceValues ...string) (*attest.Policy, string, error) {
+	signers, err := c.ImageSigners()
+	if err != nil {
+		return nil, "", err
 	}
 	rv := &attest.ReferenceValues{Format: attest.ReferenceValuesFormat}
-	for _, f := range c.Policy.ReferenceValues {
+	for _, f := range append(slices.Clone(c.Policy.ReferenceValues), extraReferenceValues...) {
 		one, err := loadReferenceValues(f, signers)
 		if err != nil {
 			return nil, "", err
@@ -296,6 +307,19 @@ func (c *Config) LoadPolicy() (*attest.Policy, string, error) {
 		return nil, "", err
 	}
 	return p, digest, nil
+}
+
+// ImageSigners loads policy.imageSigners.
+func (c *Config) ImageSigners() ([]crypto.PublicKey, error) {
+	var signers []crypto.PublicKey
+	for _, f := range c.Policy.ImageSigners {
+		keys, err := provenance.LoadTrustedRoots(f)
+		if err != nil {
+			return nil, fmt.Errorf("policy.imageSigners: %w", err)
+		}
+		signers = append(signers, keys...)
+	}
+	return signers, nil
 }
 
 // loadReferenceValues reads one policy.referenceValues file: a bare
@@ -360,16 +384,7 @@ func policyDigest(p *attest.Policy) (string, error) {
 }
 
 // readSecretFile reads a key file, refusing one readable by group or others.
-func readSecretFile(path string) ([]byte, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%s has mode %04o: a secret key file must not be readable by group or others (chmod 600)", path, fi.Mode().Perm())
-	}
-	return readFileLimited(path, 64<<10)
-}
+func readSecretFile(path string) ([]byte, error) { return fileio.ReadSecretFile(path, 64<<10) }
 
 func readFileLimited(path string, limit int64) ([]byte, error) { return fileio.ReadFile(path, limit) }
 

@@ -63,9 +63,14 @@ type FleetHooks interface {
 
 // AdmissionTerms are what a fleet sets for one VM's admission.
 type AdmissionTerms struct {
-	// TrustedAK, if set, is the VM's attestation key, trusted for this
-	// admission only (the fleet made the VM's TPM and read its AK).
+	// TrustedAK, if set, is the VM's attestation key and the only one
+	// trusted for this admission (the fleet made the VM's TPM and read its
+	// AK, or the cloud reported its vTPM's): the policy's other AKs and AK
+	// roots do not apply, so no other machine can take the VM's place.
 	TrustedAK crypto.PublicKey
+	// ImageID, if set, is the reference image the VM was launched with:
+	// its measurements must match that image and no other.
+	ImageID string
 	// Labels, if set, are the runner's labels (the VM's pool's); the
 	// agent may not ask for others.
 	Labels []string
@@ -121,7 +126,9 @@ func New(o Options) (*Gate, error) {
 	if err := o.Policy.Reference.Validate(); err != nil {
 		return nil, fmt.Errorf("jobgate: %w", err)
 	}
-	if len(o.Policy.TrustedAKs) == 0 && len(o.Policy.TrustedAKRoots) == 0 {
+	if len(o.Policy.TrustedAKs) == 0 && len(o.Policy.TrustedAKRoots) == 0 && len(c.Fleet) == 0 {
+		// (A fleet's VMs each bring the AK their provider enrolled; other
+		// agents are then refused for want of a trust root.)
 		return nil, fmt.Errorf("jobgate: %w", attest.ErrNoTrustRoot)
 	}
 	roots, err := PublicKeyPEM(o.Signer.Public())

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bradleyfalzon/ghinstallation/v2"
@@ -47,6 +49,7 @@ type GitHubRegistry struct {
 	owner, repo   string // repository scope
 	runnerGroupID int64
 	workFolder    string
+	rt            *retryTransport
 }
 
 // GitHubOptions configure a GitHubRegistry.
@@ -106,7 +109,7 @@ func NewGitHubRegistry(o GitHubOptions) (*GitHubRegistry, error) {
 		// at the root needs the URL as given.
 		client.BaseURL, _ = client.BaseURL.Parse(apiURL)
 	}
-	r := &GitHubRegistry{client: client, apps: apps, installation: o.InstallationID, org: o.Org, runnerGroupID: o.RunnerGroupID, workFolder: o.WorkFolder}
+	r := &GitHubRegistry{client: client, apps: apps, installation: o.InstallationID, org: o.Org, runnerGroupID: o.RunnerGroupID, workFolder: o.WorkFolder, rt: rt}
 	if o.Repository != "" {
 		owner, repo, ok := strings.Cut(o.Repository, "/")
 		if !ok || owner == "" || repo == "" || strings.Contains(repo, "/") {
@@ -244,8 +247,7 @@ func (g *GitHubRegistry) Check(ctx context.Context) []CheckResult {
 	add := func(name string, ok bool, format string, args ...any) {
 		out = append(out, CheckResult{name, ok, fmt.Sprintf(format, args...)})
 	}
-	appClient := github.NewClient(&http.Client{Transport: g.apps, Timeout: 30 * time.Second})
-	appClient.BaseURL = g.client.BaseURL
+	appClient := g.appClient()
 	app, _, err := appClient.Apps.Get(ctx, "")
 	if err != nil {
 		add("app credentials", false, "GET /app with the App JWT failed: %v (check the App id and private key)", err)
@@ -291,6 +293,40 @@ type retryTransport struct {
 	maxWait  time.Duration
 	observe  func(status int)
 	sleep    func(context.Context, time.Duration) error
+
+	installationRequests, appRequests atomic.Int64
+
+	mu          sync.Mutex
+	remaining   int
+	reset       time.Time
+	budgetKnown bool
+}
+
+// note counts a request and, for an installation request, records the
+// quota GitHub states in its response.
+func (t *retryTransport) note(req *http.Request, resp *http.Response) {
+	if !strings.HasPrefix(req.Header.Get("Authorization"), "token ") {
+		t.appRequests.Add(1)
+		return
+	}
+	t.installationRequests.Add(1)
+	if resp == nil {
+		return
+	}
+	rem, err1 := strconv.Atoi(resp.Header.Get("X-RateLimit-Remaining"))
+	reset, err2 := strconv.ParseInt(resp.Header.Get("X-RateLimit-Reset"), 10, 64)
+	if err1 != nil || err2 != nil || resp.Header.Get("X-RateLimit-Resource") != "core" && resp.Header.Get("X-RateLimit-Resource") != "" {
+		return
+	}
+	t.mu.Lock()
+	t.remaining, t.reset, t.budgetKnown = rem, time.Unix(reset, 0), true
+	t.mu.Unlock()
+}
+
+func (t *retryTransport) budget() (int, time.Time, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.remaining, t.reset, t.budgetKnown
 }
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -322,6 +358,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 		}
 		resp, err := t.next.RoundTrip(r)
+		t.note(r, resp)
 		status := 0
 		if resp != nil {
 			status = resp.StatusCode
@@ -388,4 +425,93 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// WebhookDelivery is one of the App's webhook deliveries as GitHub
+// recorded it.
+type WebhookDelivery struct {
+	ID          int64
+	GUID        string // the X-GitHub-Delivery header
+	Event       string
+	Action      string
+	DeliveredAt time.Time
+	Payload     []byte // nil in lists; set by Delivery
+}
+
+// maxDeliveryPages bounds a delivery listing (100 per page).
+const maxDeliveryPages = 3
+
+// RecentDeliveries lists the App's webhook deliveries since a time for this
+// installation, newest first (GET /app/hook/deliveries with the App JWT:
+// App requests do not spend the installation's quota). One request unless
+// more than 100 deliveries happened since.
+func (g *GitHubRegistry) RecentDeliveries(ctx context.Context, since time.Time) ([]WebhookDelivery, error) {
+	app := g.appClient()
+	var out []WebhookDelivery
+	opts := &github.ListCursorOptions{PerPage: 100}
+	for range maxDeliveryPages {
+		ds, resp, err := app.Apps.ListHookDeliveries(ctx, opts)
+		if err != nil {
+			return nil, fmt.Errorf("listing webhook deliveries: %w", err)
+		}
+		for _, d := range ds {
+			at := d.GetDeliveredAt().Time
+			if at.Before(since) {
+				return out, nil
+			}
+			if d.GetInstallationID() != g.installation {
+				continue
+			}
+			out = append(out, WebhookDelivery{ID: d.GetID(), GUID: d.GetGUID(), Event: d.GetEvent(), Action: d.GetAction(), DeliveredAt: at})
+		}
+		if resp.Cursor == "" || len(ds) == 0 {
+			return out, nil
+		}
+		opts.Cursor = resp.Cursor
+	}
+	return out, nil
+}
+
+// maxDeliveryPayload bounds a delivery's payload (a workflow_job payload is
+// a few KiB).
+const maxDeliveryPayload = 1 << 20
+
+// Delivery fetches one delivery with its payload (GET
+// /app/hook/deliveries/{id}).
+func (g *GitHubRegistry) Delivery(ctx context.Context, id int64) (*WebhookDelivery, error) {
+	d, _, err := g.appClient().Apps.GetHookDelivery(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("fetching webhook delivery %d: %w", id, err)
+	}
+	if d.GetInstallationID() != g.installation {
+		return nil, fmt.Errorf("webhook delivery %d is for installation %d, not %d", id, d.GetInstallationID(), g.installation)
+	}
+	if d.Request == nil || d.Request.RawPayload == nil {
+		return nil, fmt.Errorf("webhook delivery %d has no payload", id)
+	}
+	if len(*d.Request.RawPayload) > maxDeliveryPayload {
+		return nil, fmt.Errorf("webhook delivery %d: payload over %d bytes", id, maxDeliveryPayload)
+	}
+	return &WebhookDelivery{ID: d.GetID(), GUID: d.GetGUID(), Event: d.GetEvent(), Action: d.GetAction(),
+		DeliveredAt: d.GetDeliveredAt().Time, Payload: []byte(*d.Request.RawPayload)}, nil
+}
+
+// appClient is a client authenticated as the App (JWT), for /app endpoints.
+func (g *GitHubRegistry) appClient() *github.Client {
+	c := github.NewClient(&http.Client{Transport: g.apps, Timeout: 30 * time.Second})
+	c.BaseURL = g.client.BaseURL
+	return c
+}
+
+// Budget reports the installation token's remaining request quota and its
+// reset time as GitHub last stated them (X-RateLimit-Remaining and -Reset
+// on installation requests); known is false before any such response.
+func (g *GitHubRegistry) Budget() (remaining int, reset time.Time, known bool) {
+	return g.rt.budget()
+}
+
+// Requests counts the GitHub requests made so far: with the installation
+// token and with the App JWT (token creation, /app endpoints).
+func (g *GitHubRegistry) Requests() (installation, app int64) {
+	return g.rt.installationRequests.Load(), g.rt.appRequests.Load()
 }

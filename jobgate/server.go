@@ -192,9 +192,9 @@ func (g *Gate) admit(ctx context.Context, req *gateapi.AdmitRequest, from string
 		terms = t
 	}
 	if terms != nil && terms.TrustedAK != nil {
-		// The VM's own AK, trusted for this admission only.
+		// The VM's own AK, the only one trusted for this admission.
 		p := *g.policy
-		p.TrustedAKs = append(slices.Clone(g.policy.TrustedAKs), terms.TrustedAK)
+		p.TrustedAKs, p.TrustedAKRoots = []crypto.PublicKey{terms.TrustedAK}, nil
 		policy = &p
 	}
 	if terms != nil && terms.Labels != nil {
@@ -227,6 +227,10 @@ func (g *Gate) admit(ctx context.Context, req *gateapi.AdmitRequest, from string
 	<-g.verifySem
 	if err != nil {
 		return nil, reject(evidenceError(err), keyDigest)
+	}
+	if terms != nil && terms.ImageID != "" && claims.ImageID != terms.ImageID {
+		return nil, reject(refuse(http.StatusForbidden, "vm_image_mismatch",
+			fmt.Errorf("VM %s was launched with image %s, but its measurements match %s", req.VMID, terms.ImageID, claims.ImageID)), keyDigest)
 	}
 
 	name := g.runnerName(keyDigest)

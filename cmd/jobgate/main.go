@@ -21,6 +21,7 @@ import (
 	"github.com/attested-runner/attested-runner/internal/cli"
 	"github.com/attested-runner/attested-runner/internal/version"
 	"github.com/attested-runner/attested-runner/jobgate"
+	"github.com/attested-runner/attested-runner/jobgate/fleet"
 )
 
 const usage = `jobgate: the attested-runner gate. It is the only holder of GitHub credentials:
@@ -35,11 +36,13 @@ Usage:
   jobgate audit show --config FILE    print the audit log (JSON lines)
   jobgate keygen --out FILE           create the gate's signing key (mode 0600)
                                       and print its public key
+  jobgate fleet status --config FILE  print the fleet's pools, VMs and jobs
+  jobgate stdio-relay HOST:PORT       the QEMU guestfwd relay (without socat)
   jobgate version
 
 The configuration file is documented in the README ("Gate configuration").
 API: POST /v1/challenge, POST /v1/admit, POST /v1/deregister, GET /v1/roots,
-GET /healthz, /readyz, /metrics.
+GET /healthz, /readyz, /metrics; with a fleet, POST /v1/github/webhook.
 `
 
 func main() {
@@ -54,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"check-github": runCheckGitHub,
 		"audit":        runAudit,
 		"keygen":       runKeygen,
+		"fleet":        runFleet,
+		"stdio-relay":  runStdioRelay,
 	}, args, stdout, stderr)
 }
 
@@ -138,7 +143,11 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	policy, digest, err := d.cfg.LoadPolicy()
+	fc, err := fleetConfig(d.cfg)
+	if err != nil {
+		return err
+	}
+	policy, digest, err := d.cfg.LoadPolicy(poolProvenance(fc)...)
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
@@ -157,8 +166,25 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	handler, adminHandler := gate.Handler(), gate.AdminHandler()
+	var fl *fleet.Fleet
+	if fc != nil {
+		var stopMetrics func()
+		if fl, stopMetrics, err = startFleet(ctx, d, fc, gate, log); err != nil {
+			return err
+		}
+		defer stopMetrics()
+		mux := http.NewServeMux()
+		mux.Handle("POST "+WebhookPath, fl.WebhookHandler())
+		mux.Handle("/", handler)
+		handler = mux
+		amux := http.NewServeMux()
+		amux.Handle("GET /fleet/status", fleetAdmin(fl))
+		amux.Handle("/", adminHandler)
+		adminHandler = amux
+	}
 	srv := &http.Server{
-		Handler:           gate.Handler(),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      90 * time.Second,
@@ -180,11 +206,14 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		}
 	}()
 	go func() { errc <- gate.Run(ctx) }()
+	if fl != nil {
+		go fl.Run(ctx)
+	}
 	admin, err := listenAdmin(d.cfg.AdminSocketPath())
 	if err != nil {
 		return fmt.Errorf("admin socket: %w", err)
 	}
-	adminSrv := &http.Server{Handler: gate.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	adminSrv := &http.Server{Handler: adminHandler, ReadHeaderTimeout: 10 * time.Second}
 	go adminSrv.Serve(admin)
 	defer adminSrv.Close()
 	select {

@@ -38,6 +38,7 @@ type jobState struct {
 	requestID  int64
 	leaseUntil time.Time
 	runner     *runnerState
+	jobID      int64 // the workflow job id of its webhooks
 }
 
 // AcquiredJob is the answer to acquire: the job and its lease.
@@ -82,6 +83,7 @@ func (s *Server) QueueJob(j Job) (JobRecord, error) {
 	js := &jobState{rec: JobRecord{Job: c, QueuedAt: s.now()}}
 	s.jobs[c.RunID] = js
 	s.queue = append(s.queue, js)
+	s.jobEventLocked(js, "queued")
 	return js.rec, nil
 }
 
@@ -130,6 +132,7 @@ func (s *Server) expireLeasesLocked() {
 		js.rec.Reason = fmt.Sprintf("The self-hosted runner: %s lost communication with the server.", rs.name)
 		rs.job = nil
 		rs.session = ""
+		s.jobEventLocked(js, "completed")
 	}
 }
 
@@ -323,6 +326,7 @@ func (s *Server) handleAcquire(w http.ResponseWriter, r *http.Request) {
 		js.leaseUntil = s.now().Add(s.opts.JobLease)
 		js.rec.RunnerID, js.rec.RunnerName, js.rec.AcquiredAt = rs.id, rs.name, s.now()
 		rs.job = js
+		s.jobEventLocked(js, "in_progress")
 		writeJSON(w, http.StatusOK, AcquiredJob{RequestID: js.requestID, LeaseSeconds: leaseSecs, Job: js.rec.Job})
 		return
 	}
@@ -386,6 +390,7 @@ func (s *Server) handleComplete(w http.ResponseWriter, r *http.Request) {
 	defer s.mu.Unlock()
 	rs.job.rec.Result = req.Result
 	rs.job.rec.CompletedAt = s.now()
+	s.jobEventLocked(rs.job, "completed")
 	rs.job = nil
 	// A JIT runner is ephemeral: the service removes it after its job.
 	s.removeRunnerLocked(rs)

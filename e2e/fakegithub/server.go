@@ -122,6 +122,16 @@ type Server struct {
 	down                    bool
 	requestSeq              int64
 	rate                    map[int64]*rateWindow
+	// The App's webhook (webhooks.go).
+	hookURL      string
+	hookSecret   []byte
+	hookQueue    chan *WebhookDelivery
+	hookStop     chan struct{}
+	hookDrop     int
+	hookDup      bool
+	hookLog      []*WebhookDelivery
+	nextDelivery int64
+	nextJobID    int64
 }
 
 // New validates opts and returns a fake that is not yet listening; serve it
@@ -283,6 +293,12 @@ func (s *Server) URL() string {
 
 // Close stops a server started by Start or Listen.
 func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.hookStop != nil {
+		close(s.hookStop)
+		s.hookStop, s.hookQueue = nil, nil
+	}
+	s.mu.Unlock()
 	if s.httpServer == nil {
 		return nil
 	}
@@ -300,6 +316,8 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /app", s.handleGetApp)
 	m.HandleFunc("GET /app/installations/{installation_id}", s.handleGetInstallation)
 	m.HandleFunc("POST /app/installations/{installation_id}/access_tokens", s.handleAccessToken)
+	m.HandleFunc("GET /app/hook/deliveries", s.handleListHookDeliveries)
+	m.HandleFunc("GET /app/hook/deliveries/{delivery_id}", s.handleGetHookDelivery)
 
 	m.HandleFunc("POST /orgs/{org}/actions/runners/generate-jitconfig", s.handleGenerateJIT)
 	m.HandleFunc("POST /repos/{owner}/{repo}/actions/runners/generate-jitconfig", s.handleGenerateJIT)

@@ -20,6 +20,10 @@ func ReadFile(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return readLimited(f, path, limit)
+}
+
+func readLimited(f *os.File, path string, limit int64) ([]byte, error) {
 	b, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
@@ -28,6 +32,25 @@ func ReadFile(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w (%d bytes)", path, ErrTooLarge, limit)
 	}
 	return b, nil
+}
+
+// ReadSecretFile reads a secret (a key, a webhook secret) like ReadFile,
+// refusing a file readable by group or others: the mode is checked on the
+// opened file, so a swap after the check reads nothing else.
+func ReadSecretFile(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s has mode %04o: a secret file must not be readable by group or others (chmod 600)", path, fi.Mode().Perm())
+	}
+	return readLimited(f, path, limit)
 }
 
 // WriteFileAtomic writes data to path through a temporary file in the same

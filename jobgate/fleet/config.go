@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -91,8 +92,9 @@ var poolName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
 // maxConfig bounds the fleet section.
 const maxConfig = 1 << 20
 
-// ParseConfig reads the fleet section strictly and fills in defaults.
-func ParseConfig(raw []byte) (*Config, error) {
+// ParseConfig reads the fleet section strictly, fills in defaults, and
+// resolves relative paths against dir (the gate configuration's directory).
+func ParseConfig(raw []byte, dir string) (*Config, error) {
 	if len(raw) > maxConfig {
 		return nil, fmt.Errorf("fleet: configuration over %d bytes", maxConfig)
 	}
@@ -105,7 +107,30 @@ func ParseConfig(raw []byte) (*Config, error) {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, errors.New("fleet: trailing data")
 	}
+	c.resolve(dir)
 	return &c, c.validate()
+}
+
+func (c *Config) resolve(dir string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	abs(&c.WebhookSecret)
+	for i := range c.Pools {
+		p := &c.Pools[i]
+		abs(&p.Image.Dir)
+		abs(&p.Image.Provenance)
+		if q := p.QEMU; q != nil {
+			abs(&q.StateDir)
+			abs(&q.OVMFCode)
+			abs(&q.OVMFVars)
+		}
+		if g := p.GCE; g != nil {
+			abs(&g.CredentialsFile)
+		}
+	}
 }
 
 func (c *Config) validate() error {

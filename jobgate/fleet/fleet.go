@@ -31,6 +31,7 @@ type Fleet struct {
 	kick     chan struct{}
 	recovery DeliverySource
 	budget   BudgetSource
+	requests func() (installation, app int64)
 
 	mu      sync.Mutex
 	seenIDs map[string]bool // delivery ids processed (the store has them too)
@@ -57,24 +58,19 @@ type Options struct {
 	Deliveries DeliverySource
 	// Budget, if set, reports the installation's GitHub request quota.
 	Budget BudgetSource
-	Logger *slog.Logger
-	Now    func() time.Time
+	// Requests, if set, counts the gate's GitHub requests (for status and
+	// metrics).
+	Requests func() (installation, app int64)
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // DeliverySource lists the App's recent webhook deliveries and fetches one
-// (GitHub: GET /app/hook/deliveries, GET /app/hook/deliveries/{id}).
+// (jobgate.GitHubRegistry: GET /app/hook/deliveries, GET
+// /app/hook/deliveries/{id}).
 type DeliverySource interface {
-	RecentDeliveries(ctx context.Context) ([]Delivery, error)
-	Redeliver(ctx context.Context, id int64) (*Delivery, error)
-}
-
-// Delivery is one webhook delivery as GitHub recorded it.
-type Delivery struct {
-	ID      int64
-	GUID    string // the X-GitHub-Delivery header
-	Event   string
-	Action  string
-	Payload []byte // nil in lists; set by Redeliver
+	RecentDeliveries(ctx context.Context, since time.Time) ([]jobgate.WebhookDelivery, error)
+	Delivery(ctx context.Context, id int64) (*jobgate.WebhookDelivery, error)
 }
 
 // BudgetSource reports the installation's remaining request quota as
@@ -96,7 +92,7 @@ func New(o Options) (*Fleet, error) {
 	f := &Fleet{
 		gate: o.Gate, store: o.Gate.Store(), cfg: o.Config, secret: o.WebhookSecret, signers: o.ImageSigners,
 		log: o.Logger, now: o.Now, metrics: newMetrics(), kick: make(chan struct{}, 1),
-		recovery: o.Deliveries, budget: o.Budget,
+		recovery: o.Deliveries, budget: o.Budget, requests: o.Requests,
 	}
 	if f.log == nil {
 		f.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -296,7 +292,7 @@ func (f *Fleet) Admission(ctx context.Context, vmID string) (*jobgate.AdmissionT
 	if p == nil {
 		return nil, fmt.Errorf("VM %s belongs to pool %s, which this gate no longer has", vm.Name, vm.Pool)
 	}
-	t := &jobgate.AdmissionTerms{Labels: slices.Clone(p.cfg.Labels), WorkFolder: p.cfg.WorkFolder}
+	t := &jobgate.AdmissionTerms{Labels: slices.Clone(p.cfg.Labels), WorkFolder: p.cfg.WorkFolder, ImageID: vm.ImageID}
 	if len(vm.AK) > 0 {
 		if t.TrustedAK, err = parseKey(vm.AK); err != nil {
 			return nil, err

@@ -106,6 +106,26 @@ func (h *histogram) observe(v float64) {
 // jobs by state.
 type Status struct {
 	Pools []PoolStatus `json:"pools"`
+	// GitHubRequests made by the gate since it started: with the
+	// installation token (minting, deleting, listing runners) and as the
+	// App (tokens, webhook deliveries).
+	GitHubRequests *RequestCount `json:"githubRequests,omitempty"`
+}
+
+// RequestCount counts GitHub requests.
+type RequestCount struct {
+	Installation int64 `json:"installation"`
+	App          int64 `json:"app"`
+}
+
+// VMStatus is one live VM.
+type VMStatus struct {
+	Name   string    `json:"name"`
+	State  string    `json:"state"`
+	Runner string    `json:"runner,omitempty"`
+	JobID  int64     `json:"jobId,omitempty"`
+	Image  string    `json:"image"`
+	Since  time.Time `json:"since"`
 }
 
 // PoolStatus is one pool's counts.
@@ -118,6 +138,7 @@ type PoolStatus struct {
 	MinIdle   int            `json:"minIdle"`
 	MaxTotal  int            `json:"maxTotal"`
 	Launching []string       `json:"launching,omitempty"`
+	List      []VMStatus     `json:"list,omitempty"`
 }
 
 // Status reads the fleet's state from the store.
@@ -139,6 +160,8 @@ func (f *Fleet) Status(ctx context.Context) (*Status, error) {
 				if vm.State == jobgate.VMLaunching {
 					ps.Launching = append(ps.Launching, vm.Name)
 				}
+				ps.List = append(ps.List, VMStatus{Name: vm.Name, State: string(vm.State), Runner: vm.RunnerName, JobID: vm.JobID,
+					Image: vm.ImageID, Since: vm.UpdatedAt})
 			}
 		}
 		for _, j := range jobs {
@@ -153,6 +176,10 @@ func (f *Fleet) Status(ctx context.Context) (*Status, error) {
 			}
 		}
 		st.Pools = append(st.Pools, ps)
+	}
+	if f.requests != nil {
+		inst, app := f.requests()
+		st.GitHubRequests = &RequestCount{Installation: inst, App: app}
 	}
 	return st, nil
 }
@@ -210,6 +237,11 @@ func (m *metrics) write(w io.Writer, st *Status) {
 			fmt.Fprintf(w, "%s_bucket{pool=%q,le=\"+Inf\"} %d\n", name, pool, h.n)
 			fmt.Fprintf(w, "%s_sum{pool=%q} %s\n%s_count{pool=%q} %d\n", name, pool, formatFloat(h.sum), name, pool, h.n)
 		}
+	}
+	if st.GitHubRequests != nil {
+		fmt.Fprintf(w, "# HELP jobgate_github_requests_total GitHub API requests by credential.\n# TYPE jobgate_github_requests_total counter\n")
+		fmt.Fprintf(w, "jobgate_github_requests_total{auth=\"installation\"} %d\njobgate_github_requests_total{auth=\"app\"} %d\n",
+			st.GitHubRequests.Installation, st.GitHubRequests.App)
 	}
 	hist("jobgate_fleet_job_startup_duration_seconds", "Seconds from a job queued to it started on a pool VM.", m.startup)
 	hist("jobgate_fleet_launch_to_admitted_seconds", "Seconds from a VM launched to its agent admitted.", m.admit)

@@ -62,6 +62,7 @@ func (f *Fleet) Reconcile(ctx context.Context) {
 			}
 			f.reconcileVM(ctx, p, vm, present[vm.Name], byName[vm.RunnerName])
 		}
+		f.scaleDown(ctx, p, byName)
 		for _, in := range insts {
 			if !known[in.Name] {
 				// A VM this fleet has no record of (a launch whose record
@@ -105,6 +106,67 @@ func (f *Fleet) reconcileVM(ctx context.Context, p *pool, vm *jobgate.VM, presen
 	}
 	if reason != "" {
 		f.destroy(ctx, p, vm, runner, reason)
+	}
+}
+
+// scaleGrace: a VM is not scaled down within this long of its last change
+// (a webhook about its job may be on its way).
+const scaleGrace = 30 * time.Second
+
+// scaleDown destroys spare VMs beyond the pool's demand and minIdle (a
+// cancelled job, a job another runner took): launching ones first (no
+// runner yet, nothing spent at GitHub), then idle ones, whose runner is
+// removed from GitHub first; GitHub refuses to remove a runner that just
+// took a job, and that VM is kept.
+func (f *Fleet) scaleDown(ctx context.Context, p *pool, byName map[string]*jobgate.Runner) {
+	jobs, err := f.store.Jobs(ctx)
+	if err != nil {
+		return
+	}
+	vms, err := f.store.VMs(ctx)
+	if err != nil {
+		return
+	}
+	demand := 0
+	for _, j := range jobs {
+		if j.Pool == p.cfg.Name && j.State == jobgate.JobQueued {
+			demand++
+		}
+	}
+	var launching, idle []*jobgate.VM
+	for i := range vms {
+		vm := &vms[i]
+		if vm.Pool != p.cfg.Name {
+			continue
+		}
+		switch vm.State {
+		case jobgate.VMLaunching:
+			launching = append(launching, vm)
+		case jobgate.VMAdmitted:
+			idle = append(idle, vm)
+		}
+	}
+	excess := len(launching) + len(idle) - demand - p.cfg.MinIdle
+	now := f.now()
+	for _, vm := range append(launching, idle...) {
+		if excess <= 0 {
+			return
+		}
+		if now.Sub(vm.UpdatedAt) < scaleGrace {
+			continue
+		}
+		if r := byName[vm.RunnerName]; vm.State == jobgate.VMAdmitted && r != nil && r.State == jobgate.StateLive {
+			if err := f.gate.Registry().Remove(ctx, r.ID); err != nil {
+				f.log.Info("fleet: keeping a spare VM whose runner GitHub would not remove", "vm", vm.Name, "err", err)
+				continue
+			}
+			f.store.SetState(ctx, r.Name, jobgate.StateRemoved, now, &jobgate.AuditRecord{Time: now.UTC(), Action: "fleet",
+				Result: "removed", Reason: "scale_down", RunnerName: r.Name, RunnerID: r.ID, KeyDigest: r.KeyDigest,
+				Detail: "spare runner of VM " + vm.Name + ": no queued job needs it"})
+			r.State = jobgate.StateRemoved
+		}
+		f.destroy(ctx, p, vm, byName[vm.RunnerName], fmt.Sprintf("scale down: %d queued jobs and minIdle %d need fewer VMs", demand, p.cfg.MinIdle))
+		excess--
 	}
 }
 

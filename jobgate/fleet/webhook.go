@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/attested-runner/attested-runner/jobgate"
 	"github.com/google/go-github/v62/github"
@@ -218,6 +219,11 @@ func clip(s string) string {
 	return s
 }
 
+// recoverWindow: older deliveries are not recovered (their jobs are long
+// started or cancelled; a queued one is still found by the next job's
+// demand).
+const recoverWindow = time.Hour
+
 // recoverDeliveries processes the App's recent deliveries the gate never
 // acted on (a lost webhook): one list request per reconcile, one more per
 // missed delivery.
@@ -225,7 +231,7 @@ func (f *Fleet) recoverDeliveries(ctx context.Context) {
 	if f.recovery == nil || (f.cfg.RecoverDeliveries != nil && !*f.cfg.RecoverDeliveries) {
 		return
 	}
-	ds, err := f.recovery.RecentDeliveries(ctx)
+	ds, err := f.recovery.RecentDeliveries(ctx, f.now().Add(-recoverWindow))
 	if err != nil {
 		f.log.Warn("fleet: listing webhook deliveries", "err", err)
 		return
@@ -237,7 +243,7 @@ func (f *Fleet) recoverDeliveries(ctx context.Context) {
 		if seen, err := f.seen(ctx, d.GUID); err != nil || seen {
 			continue
 		}
-		full, err := f.recovery.Redeliver(ctx, d.ID)
+		full, err := f.recovery.Delivery(ctx, d.ID)
 		if err != nil || len(full.Payload) == 0 {
 			f.log.Warn("fleet: fetching a missed delivery", "delivery", d.GUID, "err", err)
 			continue
