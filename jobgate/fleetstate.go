@@ -68,9 +68,14 @@ const (
 	JobQueued     JobState = "queued"
 	JobInProgress JobState = "in_progress"
 	JobCompleted  JobState = "completed"
+	// JobAbandoned is the fleet's own: a queued job that a matching VM
+	// waited for in vain for a whole idle TTL (GitHub gave it elsewhere,
+	// or it never existed) no longer creates demand. A later in_progress
+	// or completed still applies.
+	JobAbandoned JobState = "abandoned"
 )
 
-var jobStateOrder = map[JobState]int{JobQueued: 0, JobInProgress: 1, JobCompleted: 2}
+var jobStateOrder = map[JobState]int{JobQueued: 0, JobAbandoned: 1, JobInProgress: 2, JobCompleted: 3}
 
 // QueuedJob is a workflow job the fleet knows of: the demand it creates.
 type QueuedJob struct {

@@ -78,6 +78,16 @@ type AdmissionTerms struct {
 	WorkFolder string
 }
 
+// reconcileDefault is how often the gate lists the scope's runners at
+// GitHub: every minute, or with a fleet (which watches its VMs and removes
+// their runners by id) every 30 minutes, as a backstop.
+func reconcileDefault(c *Config) time.Duration {
+	if len(c.Fleet) > 0 {
+		return 30 * time.Minute
+	}
+	return time.Minute
+}
+
 // SetFleet attaches the fleet's hooks (before serving).
 func (g *Gate) SetFleet(h FleetHooks) { g.hooks = h }
 
@@ -144,7 +154,7 @@ func New(o Options) (*Gate, error) {
 		certTTL:        c.TTL.Certificate.Or(6 * time.Hour),
 		unclaimedTTL:   c.TTL.UnclaimedRunner.Or(15 * time.Minute),
 		deregisterSkew: c.TTL.DeregisterSkew.Or(15 * time.Minute),
-		reconcileEvery: c.TTL.ReconcileInterval.Or(time.Minute),
+		reconcileEvery: c.TTL.ReconcileInterval.Or(reconcileDefault(c)),
 		offlineGrace:   c.TTL.OfflineGrace.Or(2 * time.Minute),
 		offlineSince:   map[string]time.Time{},
 		pendingTTL:     5 * time.Minute,

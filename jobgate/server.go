@@ -470,6 +470,21 @@ func (g *Gate) deregister(ctx context.Context, req *gateapi.DeregisterRequest, f
 	case StatePending:
 		return nil, reject(refuse(http.StatusConflict, "admission_in_progress", errors.New("the runner's admission has not completed")), rec.KeyDigest)
 	}
+	if g.hooks != nil && rec.VMID != "" {
+		// A fleet runner: GitHub deletes an ephemeral runner after its job,
+		// and the fleet's reconcile removes the registration only if
+		// GitHub's workflow_job completed does not say it ran one. One
+		// GitHub request per runner's life (the mint), not two.
+		if err := g.store.SetState(context.WithoutCancel(ctx), rec.Name, StateDeregistered, now, &AuditRecord{
+			Time: now.UTC(), Action: "deregister", Result: "deregistered", Remote: from, RunnerName: rec.Name, RunnerID: rec.ID,
+			KeyDigest: rec.KeyDigest, Detail: "agent teardown: " + req.Reason + "; the fleet settles the GitHub registration", Outcome: outcome,
+		}); err != nil {
+			return nil, refuse(http.StatusServiceUnavailable, "store_unavailable", err)
+		}
+		g.log.Info("deregistered", "runner", rec.Name, "runner_id", rec.ID, "vm", rec.VMID, "reason", req.Reason)
+		g.hooks.Deregistered(context.WithoutCancel(ctx), rec, outcome)
+		return &gateapi.DeregisterResponse{Removed: false, Detail: "deregistered; the fleet settles the GitHub registration"}, nil
+	}
 	if err := g.registry.Remove(ctx, rec.ID); err != nil {
 		e := refuse(http.StatusBadGateway, "github_unavailable", err)
 		g.auditRecord(ctx, &AuditRecord{Action: "deregister", Result: "failed", Reason: e.code, Remote: from,

@@ -204,7 +204,7 @@ func (p *PoolConfig) validate() error {
 			return fmt.Errorf("label %q", l)
 		}
 	}
-	if slices.ContainsFunc(p.Labels, func(l string) bool { return strings.EqualFold(l, "self-hosted") }) == false {
+	if !slices.ContainsFunc(p.Labels, func(l string) bool { return strings.EqualFold(l, "self-hosted") }) {
 		p.Labels = append([]string{"self-hosted"}, p.Labels...)
 	}
 	if p.QEMU != nil {

@@ -250,10 +250,44 @@ func TestJobLifecycle(t *testing.T) {
 	if _, _, alive := w.prov.counts(); alive != 0 {
 		t.Fatalf("%d VMs left", alive)
 	}
+	if !w.auditHas("fleet:gone:ephemeral") {
+		t.Fatalf("audit: %v", w.audit())
+	}
+	if r, _ := w.store.Runner(w.ctx, ag.resp.RunnerName); r.State != jobgate.StateRemoved {
+		t.Fatalf("runner record: %+v", r)
+	}
+	// One request for the runner's whole life: the mint. GitHub deleted
+	// the ephemeral runner itself after the job.
 	inst, _ := w.reg.Requests()
-	t.Logf("GitHub installation requests for one runner lifecycle (mint, delete, one reconcile): %d", inst-inst0)
-	if inst-inst0 > 3 {
-		t.Fatalf("%d installation requests for one lifecycle", inst-inst0)
+	if inst-inst0 != 1 {
+		t.Fatalf("%d installation requests for one runner lifecycle, want 1 (the mint)", inst-inst0)
+	}
+}
+
+// A fleet runner deregistered without a completed job (its VM idled out
+// in the agent) is removed from GitHub after the done grace.
+func TestDeregisteredWithoutJobRemoved(t *testing.T) {
+	w := newWorld(t, worldOpts{tpms: true, noRecovery: true, pool: func(p *PoolConfig) { p.MinIdle = 1 }})
+	w.fleet.Schedule(w.ctx)
+	vm := w.vms(jobgate.VMLaunching)[0]
+	ag, err := w.boot(w.prov.vm(vm.Name), vm.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp := w.deregister(ag, "failed"); resp.Removed {
+		t.Fatalf("%+v", resp)
+	}
+	w.fleet.Reconcile(w.ctx)
+	if _, ok := w.gh.Runner(ag.resp.RunnerName); !ok {
+		t.Fatal("removed within the grace")
+	}
+	w.clock.Add(doneGrace + time.Second)
+	w.fleet.Reconcile(w.ctx)
+	if _, ok := w.gh.Runner(ag.resp.RunnerName); ok {
+		t.Fatal("a deregistered runner that ran no job is still registered")
+	}
+	if !w.auditHas("fleet:removed:deregistered_no_job") {
+		t.Fatalf("audit: %v", w.audit())
 	}
 }
 
@@ -591,5 +625,40 @@ func TestStatusAndMetrics(t *testing.T) {
 		if !strings.Contains(rec.Body.String(), want) {
 			t.Errorf("metrics lack %q:\n%s", want, rec.Body.String())
 		}
+	}
+}
+
+// A job that never arrives (a queued webhook for a job GitHub gives to no
+// runner of ours) costs one VM for one idle TTL, audited, and is not
+// launched for again.
+func TestJobNeverArrives(t *testing.T) {
+	w := newWorld(t, worldOpts{tpms: true, noRecovery: true, pool: func(p *PoolConfig) { p.IdleTTL = jobgate.Duration(time.Minute) }})
+	if got := w.postWebhook("workflow_job", "ghost-1", "", workflowJob("queued", 4242, poolLabels...)); got != http.StatusAccepted {
+		t.Fatalf("webhook: %d", got)
+	}
+	w.fleet.Schedule(w.ctx)
+	vm := w.vms(jobgate.VMLaunching)[0]
+	w.clock.Add(time.Second)
+	if _, err := w.boot(w.prov.vm(vm.Name), vm.Name); err != nil {
+		t.Fatal(err)
+	}
+	w.clock.Add(time.Minute + time.Second)
+	w.fleet.Reconcile(w.ctx)
+	if got, _ := w.store.VM(w.ctx, vm.Name); got.State != jobgate.VMDestroyed {
+		t.Fatalf("%+v", got)
+	}
+	if !w.auditHas("fleet:abandoned:job_never_arrived") {
+		t.Fatalf("audit: %v", w.audit())
+	}
+	w.fleet.Schedule(w.ctx)
+	if n, _, _ := w.prov.counts(); n != 1 {
+		t.Fatalf("%d launches for a job that never arrives", n)
+	}
+	// If it does start after all, it is recorded.
+	if got := w.postWebhook("workflow_job", "ghost-2", "", workflowJob("in_progress", 4242, poolLabels...)); got != http.StatusAccepted {
+		t.Fatalf("webhook: %d", got)
+	}
+	if jobs, _ := w.store.Jobs(w.ctx); jobs[0].State != jobgate.JobInProgress {
+		t.Fatalf("%+v", jobs)
 	}
 }

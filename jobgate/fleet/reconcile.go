@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/attested-runner/attested-runner/jobgate"
@@ -77,6 +78,7 @@ func (f *Fleet) Reconcile(ctx context.Context) {
 		}
 	}
 	f.reapRunners(ctx, byName)
+	f.settleRunners(ctx, byName)
 	f.recoverDeliveries(ctx)
 	if n, err := f.store.PruneFleet(ctx, f.now().Add(-24*time.Hour)); err == nil && n > 0 {
 		f.log.Debug("fleet: pruned", "records", n)
@@ -105,7 +107,34 @@ func (f *Fleet) reconcileVM(ctx context.Context, p *pool, vm *jobgate.VM, presen
 		reason = fmt.Sprintf("still running %s after its agent tore down", doneGrace)
 	}
 	if reason != "" {
+		idle := vm.State == jobgate.VMAdmitted && !runnerGone
 		f.destroy(ctx, p, vm, runner, reason)
+		if idle {
+			f.abandonJobs(ctx, p, vm)
+		}
+	}
+}
+
+// abandonJobs: the pool's jobs that were queued while an idle VM of the
+// pool waited a whole idle TTL never came to it (GitHub gave them to
+// another runner, or they never existed: a job that never arrives). They
+// stop creating demand, so no VM is launched for them again and again.
+func (f *Fleet) abandonJobs(ctx context.Context, p *pool, vm *jobgate.VM) {
+	jobs, err := f.store.Jobs(ctx)
+	if err != nil {
+		return
+	}
+	for i := range jobs {
+		j := &jobs[i]
+		if j.Pool != p.cfg.Name || j.State != jobgate.JobQueued || j.UpdatedAt.After(vm.AdmittedAt) {
+			continue
+		}
+		j.State, j.UpdatedAt = jobgate.JobAbandoned, f.now().UTC()
+		if err := f.store.PutJob(ctx, j); err != nil {
+			continue
+		}
+		f.gate.AuditRecord(ctx, &jobgate.AuditRecord{Action: "fleet", Result: "abandoned", Reason: "job_never_arrived",
+			Detail: fmt.Sprintf("pool %s: job %d of %s (run %d) stayed queued while VM %s waited %s for a job", p.cfg.Name, j.ID, j.Repository, j.RunID, vm.Name, p.cfg.idleTTL())})
 	}
 }
 
@@ -178,7 +207,7 @@ func (f *Fleet) destroy(ctx context.Context, p *pool, vm *jobgate.VM, runner *jo
 		return
 	}
 	if runner != nil && runner.State == jobgate.StateLive {
-		f.removeRunner(ctx, runner, "its VM "+vm.Name+" was destroyed: "+reason)
+		f.removeRunner(ctx, runner, "runner_without_vm", "its VM "+vm.Name+" was destroyed: "+reason)
 	}
 	now := f.now().UTC()
 	was := vm.State
@@ -205,16 +234,54 @@ func (f *Fleet) reapRunners(ctx context.Context, byName map[string]*jobgate.Runn
 		if p := f.pool(vm.Pool); p != nil && !f.leaseFor(ctx, p) {
 			continue
 		}
-		f.removeRunner(ctx, r, "its VM "+vm.Name+" is gone ("+vm.Reason+")")
+		f.removeRunner(ctx, r, "runner_without_vm", "its VM "+vm.Name+" is gone ("+vm.Reason+")")
 	}
 }
 
-func (f *Fleet) removeRunner(ctx context.Context, r *jobgate.Runner, why string) {
+// settleRunners finishes deregistered fleet runners: a runner whose job
+// GitHub reported completed is gone at GitHub already (ephemeral), so its
+// record is closed without a request; any other is removed from GitHub
+// once its VM's done grace has passed.
+func (f *Fleet) settleRunners(ctx context.Context, byName map[string]*jobgate.Runner) {
+	var jobs []jobgate.QueuedJob
+	for _, r := range byName {
+		if r.VMID == "" || r.State != jobgate.StateDeregistered {
+			continue
+		}
+		vm, err := f.store.VM(ctx, r.VMID)
+		if err != nil {
+			continue
+		}
+		if p := f.pool(vm.Pool); p != nil && !f.leaseFor(ctx, p) {
+			continue
+		}
+		if jobs == nil {
+			if jobs, err = f.store.Jobs(ctx); err != nil {
+				return
+			}
+		}
+		ran := slices.ContainsFunc(jobs, func(j jobgate.QueuedJob) bool {
+			return j.RunnerName == r.Name && j.State == jobgate.JobCompleted
+		})
+		now := f.now()
+		switch {
+		case ran:
+			f.store.SetState(ctx, r.Name, jobgate.StateRemoved, now, &jobgate.AuditRecord{Time: now.UTC(), Action: "fleet",
+				Result: "gone", Reason: "ephemeral", RunnerName: r.Name, RunnerID: r.ID, KeyDigest: r.KeyDigest,
+				Detail: "GitHub reported its job completed and deletes an ephemeral runner after its job"})
+			r.State = jobgate.StateRemoved
+		case now.Sub(r.UpdatedAt) > doneGrace:
+			f.removeRunner(ctx, r, "deregistered_no_job", "deregistered without a completed job")
+		}
+	}
+}
+
+func (f *Fleet) removeRunner(ctx context.Context, r *jobgate.Runner, reason, why string) {
 	if err := f.gate.Registry().Remove(ctx, r.ID); err != nil {
 		f.log.Warn("fleet: removing a runner", "runner", r.Name, "err", err)
 		return
 	}
 	f.store.SetState(ctx, r.Name, jobgate.StateRemoved, f.now(), &jobgate.AuditRecord{Time: f.now().UTC(), Action: "fleet",
-		Result: "removed", Reason: "runner_without_vm", RunnerName: r.Name, RunnerID: r.ID, KeyDigest: r.KeyDigest, Detail: why})
+		Result: "removed", Reason: reason, RunnerName: r.Name, RunnerID: r.ID, KeyDigest: r.KeyDigest, Detail: why})
 	r.State = jobgate.StateRemoved
 }
