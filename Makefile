@@ -20,7 +20,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ $(addprefix ./cmd/,$(BINARIES))
 
 ## test: the whole suite with the race detector (needs gcc, libssl-dev, swtpm: see scripts/prereqs.sh)
-test:
+test: prereqs
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 ## test-qemu: real measured boot under QEMU + OVMF + swtpm (-accel tcg), agent in the VM

@@ -3,7 +3,8 @@
 # they are missing. Quiet when everything is present. Usage: scripts/prereqs.sh [--qemu]
 set -euo pipefail
 
-pkgs=(gcc libc6-dev libssl-dev swtpm swtpm-tools git make)
+# fdisk, dosfstools and mtools: the GCE disk image test (scripts/image/gce-image.sh).
+pkgs=(gcc libc6-dev libssl-dev swtpm swtpm-tools git make fdisk dosfstools mtools)
 case "${1:-}" in
   "") ;;
   --qemu)

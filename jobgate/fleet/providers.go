@@ -2,7 +2,6 @@ package fleet
 
 import (
 	"context"
-	"errors"
 	"fmt"
 )
 
@@ -17,7 +16,7 @@ func NewProviders(ctx context.Context, c *Config) (map[string]Provider, error) {
 		case p.QEMU != nil:
 			prov, err = NewQEMU(ctx, p.Name, p.QEMU)
 		case p.GCE != nil:
-			err = errors.New("the gce provider is not built into this gate")
+			prov, err = NewGCE(ctx, p.Name, p.GCE)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("fleet pool %s: %w", p.Name, err)
