@@ -271,6 +271,7 @@ func (a *Agent) live(ctx context.Context, out *Outcome) (string, error) {
 			}
 			return reason, nil
 		case <-idle.C:
+			out.RunnerOutcome = OutcomeIdle
 			return fmt.Sprintf("idle: no job within %s", c.IdleTTL), nil
 		case <-jobTimer:
 			return fmt.Sprintf("job exceeded %s", c.JobTimeout), nil

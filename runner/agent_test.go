@@ -473,11 +473,16 @@ func TestRunnerOutcomes(t *testing.T) {
 		"update message ignored":   {latest: "2.999.0", ignore: true, outcome: runner.OutcomeImageOutOfDate, reason: "image out of date: rebuild with runner >= 2.999.0 (the image has 2.336.0", updates: 1},
 		"version deprecated":       {min: "3.0.0", outcome: runner.OutcomeImageOutOfDate, reason: "GitHub refused runner 2.336.0 as deprecated, exit 7"},
 		"current runner, normally": {outcome: runner.OutcomeDone, reason: "job completed"},
+		"no job arrives":           {outcome: runner.OutcomeIdle, reason: "idle: no job within"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			w := newWorld(t)
 			w.gh.SetRunnerVersions(c.latest, c.min, c.ignore)
-			w.gh.QueueJob(releaseJob(901, fakegithub.Step{Name: "hello", Run: "echo hello"}))
+			if c.outcome == runner.OutcomeIdle {
+				w.cfg.IdleTTL = 2 * time.Second
+			} else {
+				w.gh.QueueJob(releaseJob(901, fakegithub.Step{Name: "hello", Run: "echo hello"}))
+			}
 			a, err := runner.New(w.cfg)
 			if err != nil {
 				t.Fatal(err)

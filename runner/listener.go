@@ -42,6 +42,9 @@ const (
 	// or GitHub refused its version (exit 7): the image must be rebuilt
 	// with a current runner, or every VM of it will end the same way.
 	OutcomeImageOutOfDate = "image_out_of_date"
+	// OutcomeIdle: no job started within the agent's idle TTL (the job
+	// that caused the VM went to another runner, or never existed).
+	OutcomeIdle = "idle"
 )
 
 // listenerExitMeaning explains Runner.Listener's exit codes

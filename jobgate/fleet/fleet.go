@@ -331,7 +331,13 @@ func (f *Fleet) Deregistered(ctx context.Context, r *jobgate.Runner, outcome str
 		return
 	}
 	now := f.now().UTC()
+	wasIdle := vm.State == jobgate.VMAdmitted
 	vm.State, vm.Reason, vm.EndedAt, vm.UpdatedAt = jobgate.VMDone, "agent deregistered: "+outcome, now, now
 	f.store.PutVM(ctx, vm, nil)
+	if p := f.pool(vm.Pool); p != nil && wasIdle && outcome == "idle" {
+		// The agent waited its whole idle TTL: the jobs queued before it
+		// was admitted were not for it.
+		f.abandonJobs(ctx, p, vm)
+	}
 	f.Kick()
 }

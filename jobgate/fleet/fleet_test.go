@@ -654,11 +654,46 @@ func TestJobNeverArrives(t *testing.T) {
 	if n, _, _ := w.prov.counts(); n != 1 {
 		t.Fatalf("%d launches for a job that never arrives", n)
 	}
+	// The agent's own idle TTL does the same: its deregistration says
+	// "idle".
+	if got := w.postWebhook("workflow_job", "ghost-3", "", workflowJob("queued", 4343, poolLabels...)); got != http.StatusAccepted {
+		t.Fatalf("webhook: %d", got)
+	}
+	w.fleet.Schedule(w.ctx)
+	vm2 := w.vms(jobgate.VMLaunching)[0]
+	w.clock.Add(time.Second)
+	ag2, err := w.boot(w.prov.vm(vm2.Name), vm2.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.deregister(ag2, "idle")
+	w.fleet.Schedule(w.ctx)
+	if n, _, _ := w.prov.counts(); n != 2 {
+		t.Fatalf("%d launches after an idle agent", n)
+	}
 	// If it does start after all, it is recorded.
 	if got := w.postWebhook("workflow_job", "ghost-2", "", workflowJob("in_progress", 4242, poolLabels...)); got != http.StatusAccepted {
 		t.Fatalf("webhook: %d", got)
 	}
-	if jobs, _ := w.store.Jobs(w.ctx); jobs[0].State != jobgate.JobInProgress {
-		t.Fatalf("%+v", jobs)
+	if j := jobByID(t, w, 4242); j.State != jobgate.JobInProgress {
+		t.Fatalf("%+v", j)
 	}
+	if j := jobByID(t, w, 4343); j.State != jobgate.JobAbandoned {
+		t.Fatalf("%+v", j)
+	}
+}
+
+func jobByID(t *testing.T, w *world, id int64) jobgate.QueuedJob {
+	t.Helper()
+	jobs, err := w.store.Jobs(w.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range jobs {
+		if j.ID == id {
+			return j
+		}
+	}
+	t.Fatalf("no job %d", id)
+	return jobgate.QueuedJob{}
 }

@@ -93,6 +93,8 @@ func (f *Fleet) reconcileVM(ctx context.Context, p *pool, vm *jobgate.VM, presen
 	switch {
 	case !present && vm.State == jobgate.VMLaunching && now.Sub(vm.LaunchedAt) < 30*time.Second:
 		// Just launched: the provider may not list it yet.
+	case !present && vm.State == jobgate.VMDone:
+		reason = "powered itself off after its agent tore down"
 	case !present:
 		reason = "vanished: the provider no longer runs it"
 	case vm.State == jobgate.VMLaunching && now.Sub(vm.LaunchedAt) > p.cfg.admissionDeadline():
@@ -134,7 +136,8 @@ func (f *Fleet) abandonJobs(ctx context.Context, p *pool, vm *jobgate.VM) {
 			continue
 		}
 		f.gate.AuditRecord(ctx, &jobgate.AuditRecord{Action: "fleet", Result: "abandoned", Reason: "job_never_arrived",
-			Detail: fmt.Sprintf("pool %s: job %d of %s (run %d) stayed queued while VM %s waited %s for a job", p.cfg.Name, j.ID, j.Repository, j.RunID, vm.Name, p.cfg.idleTTL())})
+			Detail: fmt.Sprintf("pool %s: job %d of %s (run %d) stayed queued while VM %s, admitted at %s, waited for a job until %s",
+				p.cfg.Name, j.ID, j.Repository, j.RunID, vm.Name, vm.AdmittedAt.Format(time.RFC3339), f.now().UTC().Format(time.RFC3339))})
 	}
 }
 

@@ -129,7 +129,7 @@ type DeregisterRequest struct {
 }
 
 // Outcomes a deregistration may report.
-var Outcomes = []string{"done", "failed", "image_out_of_date"}
+var Outcomes = []string{"done", "failed", "image_out_of_date", "idle"}
 
 // DeregisterMessage is the exact byte string a deregistration signs.
 func DeregisterMessage(runnerName, outcome, reason string, signedAt time.Time) []byte {
