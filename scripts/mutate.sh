@@ -25,8 +25,9 @@ fi
 # package : files in scope : test packages that must kill the mutants
 scope=(
   "attest:verify.go verify_tpm.go verify_tdx.go policy.go cel.go:./attest/"
-  "provenance:verify.go envcert.go dispatch.go:./provenance/ ./cmd/attested-verify/"
+  "provenance:verify.go envcert.go dispatch.go image.go launch.go:./provenance/ ./cmd/attested-verify/"
   "jobgate:server.go:./jobgate/"
+  "jobgate/fleet:webhook.go image.go fleet.go reconcile.go config.go:./jobgate/fleet/"
   "jobgate/gateapi:api.go:./jobgate/gateapi/ ./runner/"
   "runner:socket.go jobs.go subject.go workerlog.go:./runner/"
 )
@@ -35,6 +36,8 @@ report=${MUTATE_REPORT:-mutate-report.txt}
 status=0
 for entry in "${scope[@]}"; do
   IFS=: read -r pkg files tests <<<"$entry"
+  # MUTATE_ONLY=pkg[,pkg]: one package's mutants (while killing survivors).
+  if [[ -n "${MUTATE_ONLY:-}" && ",$MUTATE_ONLY," != *",$pkg,"* ]]; then continue; fi
   excludes=(-E '/' -E '_test\.go$')
   for f in $(cd "$pkg" && ls *.go); do
     case " $files " in *" $f "*) ;; *) excludes+=(-E "^${f//./\\.}\$") ;; esac
