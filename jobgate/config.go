@@ -179,6 +179,11 @@ func LoadConfig(path string) (*Config, error) {
 	return &c, nil
 }
 
+// HasFleet reports whether the configuration has a fleet section.
+func (c *Config) HasFleet() bool {
+	return len(bytes.TrimSpace(c.Fleet)) > 0 && string(bytes.TrimSpace(c.Fleet)) != "null"
+}
+
 // Dir is the configuration file's directory, against which relative paths
 // resolve (also the fleet section's).
 func (c *Config) Dir() string { return c.dir }
@@ -224,7 +229,7 @@ func (c *Config) Validate() error {
 	need(len(g.Labels) > 0, "github.labels: at least one label (runs-on matches labels)")
 	// A fleet brings its pools' signed images as reference values and each
 	// VM's own AK.
-	fleet := len(c.Fleet) > 0
+	fleet := c.HasFleet()
 	need(fleet || len(c.Policy.ReferenceValues) > 0, "policy.referenceValues: at least one file; a gate without reference values would admit anything")
 	need(fleet || len(c.Policy.TrustedAKs) > 0 || len(c.Policy.TrustedAKRoots) > 0, "policy: trustedAKs or trustedAKRoots required; a gate that trusts no attestation key would admit no TPM")
 	need(!fleet || len(c.Policy.ImageSigners) > 0, "policy.imageSigners is required with a fleet: pool images are verified against signed provenance before every launch")

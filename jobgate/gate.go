@@ -82,7 +82,7 @@ type AdmissionTerms struct {
 // GitHub: every minute, or with a fleet (which watches its VMs and removes
 // their runners by id) every 30 minutes, as a backstop.
 func reconcileDefault(c *Config) time.Duration {
-	if len(c.Fleet) > 0 {
+	if c.HasFleet() {
 		return 30 * time.Minute
 	}
 	return time.Minute
@@ -136,7 +136,7 @@ func New(o Options) (*Gate, error) {
 	if err := o.Policy.Reference.Validate(); err != nil {
 		return nil, fmt.Errorf("jobgate: %w", err)
 	}
-	if len(o.Policy.TrustedAKs) == 0 && len(o.Policy.TrustedAKRoots) == 0 && len(c.Fleet) == 0 {
+	if len(o.Policy.TrustedAKs) == 0 && len(o.Policy.TrustedAKRoots) == 0 && !c.HasFleet() {
 		// (A fleet's VMs each bring the AK their provider enrolled; other
 		// agents are then refused for want of a trust root.)
 		return nil, fmt.Errorf("jobgate: %w", attest.ErrNoTrustRoot)

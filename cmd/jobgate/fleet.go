@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -30,32 +32,49 @@ const maxWebhookSecret = 4096
 
 // fleetConfig reads the configuration's fleet section (nil without one).
 func fleetConfig(cfg *jobgate.Config) (*fleet.Config, error) {
-	if len(cfg.Fleet) == 0 {
+	if !cfg.HasFleet() {
 		return nil, nil
 	}
 	return fleet.ParseConfig(cfg.Fleet, cfg.Dir())
 }
 
-// poolProvenance lists the pools' image provenance files: their signed
-// reference values join the gate's policy.
-func poolProvenance(fc *fleet.Config) []string {
+// webhookSecret reads fleet.webhookSecret (mode 0600 or stricter; one
+// trailing newline is not part of it).
+func webhookSecret(fc *fleet.Config) ([]byte, error) {
+	if fc == nil {
+		return nil, nil
+	}
+	b, err := fileio.ReadSecretFile(fc.WebhookSecret, maxWebhookSecret)
+	if err != nil {
+		return nil, fmt.Errorf("fleet.webhookSecret: %w", err)
+	}
+	return bytes.TrimSuffix(bytes.TrimSuffix(b, []byte("\n")), []byte("\r")), nil
+}
+
+// poolProvenance lists the pools' image provenance files not already in
+// policy.referenceValues, once each: their signed reference values join the
+// gate's policy.
+func poolProvenance(cfg *jobgate.Config, fc *fleet.Config) []string {
 	if fc == nil {
 		return nil
 	}
+	seen := map[string]bool{}
+	for _, f := range cfg.Policy.ReferenceValues {
+		seen[filepath.Clean(f)] = true
+	}
 	var out []string
 	for _, p := range fc.Pools {
-		out = append(out, p.Image.Provenance)
+		if f := filepath.Clean(p.Image.Provenance); !seen[f] {
+			seen[f] = true
+			out = append(out, f)
+		}
 	}
 	return out
 }
 
 // startFleet builds the fleet of a gate whose configuration has one and
 // starts its metrics listener. The caller runs it.
-func startFleet(ctx context.Context, d *gateDeps, fc *fleet.Config, gate *jobgate.Gate, log *slog.Logger) (*fleet.Fleet, func(), error) {
-	secret, err := fileio.ReadSecretFile(fc.WebhookSecret, maxWebhookSecret)
-	if err != nil {
-		return nil, nil, fmt.Errorf("fleet.webhookSecret: %w", err)
-	}
+func startFleet(ctx context.Context, d *gateDeps, fc *fleet.Config, secret []byte, gate *jobgate.Gate, log *slog.Logger) (*fleet.Fleet, func(), error) {
 	signers, err := d.cfg.ImageSigners()
 	if err != nil {
 		return nil, nil, err
@@ -70,7 +89,7 @@ func startFleet(ctx context.Context, d *gateDeps, fc *fleet.Config, gate *jobgat
 		}
 	}
 	f, err := fleet.New(fleet.Options{
-		Config: fc, Gate: gate, WebhookSecret: []byte(strings.TrimSpace(string(secret))), ImageSigners: signers,
+		Config: fc, Gate: gate, WebhookSecret: secret, ImageSigners: signers,
 		Providers: providers, Deliveries: d.registry, Budget: d.registry, Requests: d.registry.Requests, Logger: log,
 	})
 	if err != nil {
@@ -116,7 +135,7 @@ func runFleet(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if len(cfg.Fleet) == 0 {
+	if !cfg.HasFleet() {
 		return errors.New("fleet status: the configuration has no fleet section")
 	}
 	var buf strings.Builder

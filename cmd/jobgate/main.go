@@ -147,7 +147,11 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	policy, digest, err := d.cfg.LoadPolicy(poolProvenance(fc)...)
+	secret, err := webhookSecret(fc)
+	if err != nil {
+		return err
+	}
+	policy, digest, err := d.cfg.LoadPolicy(poolProvenance(d.cfg, fc)...)
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
@@ -170,7 +174,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var fl *fleet.Fleet
 	if fc != nil {
 		var stopMetrics func()
-		if fl, stopMetrics, err = startFleet(ctx, d, fc, gate, log); err != nil {
+		if fl, stopMetrics, err = startFleet(ctx, d, fc, secret, gate, log); err != nil {
 			return err
 		}
 		defer stopMetrics()

@@ -7,6 +7,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"net"
 	"net/http"
@@ -163,4 +166,52 @@ func writeTestConfig(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// A fleet section is checked before anything starts: image signers are
+// required, the webhook secret must be private, the metrics listener
+// loopback, and `fleet status` needs a fleet.
+func TestServeRefusesBadFleet(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gate.json")
+	appKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	pemKey := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(appKey)})
+	os.WriteFile(filepath.Join(dir, "app.pem"), pemKey, 0o600)
+	write := func(policy, fleet string) {
+		os.WriteFile(cfg, []byte(`{"listen":"127.0.0.1:0","gateId":"g","builderId":"b","dataDir":"d","signingKey":"k",
+"github":{"appId":1,"installationId":2,"privateKey":"app.pem","org":"o","labels":["self-hosted"]},
+"policy":`+policy+`,"fleet":`+fleet+`}`), 0o600)
+	}
+	pool := `{"name":"linux","labels":["attested"],"image":{"dir":"img","provenance":"img/p.json"},"qemu":{"stateDir":"vms"}}`
+	for _, tc := range []struct{ name, policy, fleet, want string }{
+		{"no image signers", `{}`, `{"webhookSecret":"s","pools":[` + pool + `]}`, "policy.imageSigners is required with a fleet"},
+		{"no webhook secret", `{"imageSigners":["s.pem"]}`, `{"pools":[` + pool + `]}`, "fleet.webhookSecret is required"},
+		{"metrics not loopback", `{"imageSigners":["s.pem"]}`, `{"webhookSecret":"s","metricsListen":":9464","pools":[` + pool + `]}`, "must be a loopback address"},
+		{"no pools", `{"imageSigners":["s.pem"]}`, `{"webhookSecret":"s","pools":[]}`, "at least one pool"},
+		{"unknown field", `{"imageSigners":["s.pem"]}`, `{"webhookSecret":"s","pool":[]}`, "unknown field"},
+		{"two providers", `{"imageSigners":["s.pem"]}`, `{"webhookSecret":"s","pools":[{"name":"x","labels":["a"],"image":{"dir":"i","provenance":"p"},"qemu":{"stateDir":"v"},"gce":{}}]}`, "exactly one provider"},
+		{"no provenance", `{"imageSigners":["s.pem"]}`, `{"webhookSecret":"s","pools":[{"name":"x","labels":["a"],"image":{"dir":"i"},"qemu":{"stateDir":"v"}}]}`, "image.provenance is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			write(tc.policy, tc.fleet)
+			out, code := runArgs("serve", "--config", cfg)
+			if code != 1 || !strings.Contains(out, tc.want) {
+				t.Fatalf("exit %d, want %q: %s", code, tc.want, out)
+			}
+		})
+	}
+	// A readable webhook secret is refused.
+	os.WriteFile(filepath.Join(dir, "secret"), []byte("0123456789abcdef0123"), 0o644)
+	write(`{"imageSigners":["s.pem"]}`, `{"webhookSecret":"secret","pools":[`+pool+`]}`)
+	if out, code := runArgs("serve", "--config", cfg); code != 1 || !strings.Contains(out, "chmod 600") {
+		t.Fatalf("readable secret: exit %d: %s", code, out)
+	}
+	// fleet status on a gate without a fleet.
+	write(`{"referenceValues":["rv.json"],"trustedAKs":["ak.pem"]}`, `null`)
+	if out, code := runArgs("fleet", "status", "--config", cfg); code != 1 || !strings.Contains(out, "no fleet section") {
+		t.Fatalf("fleet status: exit %d: %s", code, out)
+	}
+	if out, code := runArgs("fleet", "start", "--config", cfg); code != 2 {
+		t.Fatalf("fleet start: exit %d: %s", code, out)
+	}
 }

@@ -106,7 +106,7 @@ func buildArgs(t *testing.T) []string {
 		"--agent", "--gate", fmt.Sprintf("http://%s:%d", guestHost, guestGatePort), "--gate-key", pub,
 		"--runner", "fake", "--runner-user", "1000:1000", "--runner-device", "/dev/ttyS1",
 		"--agent-flag", "--insecure-allow-plain-http-gate",
-		"--agent-flag", "--admission-deadline=40s", "--agent-flag", "--idle-ttl=60s", "--agent-flag", "--teardown-deadline=20s",
+		"--agent-flag", "--admission-deadline=40s", "--agent-flag", "--idle-ttl=300s", "--agent-flag", "--teardown-deadline=20s",
 	}
 }
 
@@ -220,6 +220,17 @@ var (
 	appKey     *rsa.PrivateKey
 )
 
+// testAppKey is the GitHub App key of every fake GitHub in this package.
+func testAppKey() *rsa.PrivateKey {
+	appKeyOnce.Do(func() {
+		var err error
+		if appKey, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
+			panic(err)
+		}
+	})
+	return appKey
+}
+
 // gateSpec is what differs between the gates of the tests.
 type gateSpec struct {
 	reference *attest.ReferenceValues
@@ -237,12 +248,7 @@ type gateSpec struct {
 // way `jobgate serve` builds it.
 func newWorld(t *testing.T, m *machine, spec gateSpec) *world {
 	t.Helper()
-	appKeyOnce.Do(func() {
-		var err error
-		if appKey, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
-			panic(err)
-		}
-	})
+	appKey := testAppKey()
 	gh, err := fakegithub.New(fakegithub.Options{
 		AppID: 7, AppPublicKey: &appKey.PublicKey, InstallationID: 8, Org: org, Repos: []string{repo},
 		JobLease:  30 * time.Second,
