@@ -35,6 +35,10 @@ type Fleet struct {
 
 	mu      sync.Mutex
 	seenIDs map[string]bool // delivery ids processed (the store has them too)
+	// busyUntil: runners GitHub would not remove because they still run a
+	// job (their VM is gone), by name: not asked again before this time,
+	// or before the job's completed webhook, whichever comes first.
+	busyUntil map[string]time.Time
 }
 
 type pool struct {

@@ -558,12 +558,24 @@ func TestReconcileRunnersAndVMs(t *testing.T) {
 			}
 			return false
 		})
+		w.fleet.Reconcile(w.ctx) // busy: not asked again until the job ends
+		w.fleet.Reconcile(w.ctx)
+		w.waitDeliveries() // the failed job's completed webhook frees it
 		w.fleet.Reconcile(w.ctx)
 		if _, ok := w.gh.Runner(ag.resp.RunnerName); ok {
 			t.Fatal("a runner without a VM is still registered at GitHub")
 		}
 		if !w.auditHas("fleet:removed:runner_without_vm") {
 			t.Fatalf("audit: %v", w.audit())
+		}
+		deletes := 0
+		for _, c := range w.gh.Calls() {
+			if c.Method == http.MethodDelete && strings.Contains(c.Path, "/actions/runners/") {
+				deletes++
+			}
+		}
+		if deletes != 2 {
+			t.Fatalf("%d DELETE requests for the runner, want 2 (refused while busy, then removed)", deletes)
 		}
 	})
 	t.Run("job timeout", func(t *testing.T) {

@@ -179,6 +179,13 @@ func (f *Fleet) onWorkflowJob(ctx context.Context, ev *github.WorkflowJobEvent) 
 	if state == jobgate.JobInProgress && j.RunnerName != "" {
 		f.jobStarted(ctx, j)
 	}
+	if state == jobgate.JobCompleted && j.RunnerName != "" {
+		// GitHub freed the runner: a removal waiting on it goes ahead at
+		// the next reconcile.
+		f.mu.Lock()
+		delete(f.busyUntil, j.RunnerName)
+		f.mu.Unlock()
+	}
 	if j.Pool != "" {
 		f.log.Info("fleet: workflow job", "job", j.ID, "state", state, "pool", j.Pool, "runner", j.RunnerName)
 		f.Kick()
