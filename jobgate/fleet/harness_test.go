@@ -44,6 +44,18 @@ const (
 
 var testSecret = []byte("webhook-secret-0123456789")
 
+var (
+	appKeyOnce sync.Once
+	appKey     *rsa.PrivateKey
+)
+
+// testAppKey is the GitHub App key of every test (RSA 2048 takes a while
+// to generate, under -race much longer).
+func testAppKey() *rsa.PrivateKey {
+	appKeyOnce.Do(func() { appKey, _ = rsa.GenerateKey(rand.Reader, 2048) })
+	return appKey
+}
+
 // clock is the test's time, shared by the gate and the fleet.
 type clock struct {
 	mu sync.Mutex
@@ -257,7 +269,7 @@ func newWorld(t *testing.T, o worldOpts) *world {
 	t.Helper()
 	ctx := context.Background()
 	w := &world{t: t, ctx: ctx, clock: &clock{t: time.Now().UTC().Truncate(time.Second)}, runID: 100}
-	appKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	appKey := testAppKey()
 	gh, err := fakegithub.Start(fakegithub.Options{AppID: testAppID, AppPublicKey: &appKey.PublicKey, InstallationID: testInstallation,
 		Org: testOrg, Repos: []string{testRepo}, JobLease: 2 * time.Second})
 	if err != nil {
