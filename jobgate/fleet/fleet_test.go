@@ -639,7 +639,7 @@ func TestStatusAndMetrics(t *testing.T) {
 		`jobgate_fleet_launching_vms{pool="linux"} 2`, `jobgate_fleet_assigned_jobs{pool="linux"} 1`,
 		`jobgate_fleet_idle_runners{pool="linux"} 0`, `jobgate_fleet_webhooks_total{event="workflow_job",result="accepted"} 1`,
 		`jobgate_fleet_job_startup_duration_seconds_count{pool="linux"} 0`, `jobgate_fleet_launch_to_admitted_seconds_bucket{pool="linux",le="+Inf"} 0`,
-		`jobgate_github_requests_total{auth="installation"}`,
+		`jobgate_fleet_github_requests_total{auth="installation"}`,
 	} {
 		if !strings.Contains(rec.Body.String(), want) {
 			t.Errorf("metrics lack %q:\n%s", want, rec.Body.String())
