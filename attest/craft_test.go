@@ -206,19 +206,12 @@ func TestCraftedEvidence(t *testing.T) {
 		}, want: attest.ErrKeyNotCertified, msg: "by an ECC AK"},
 		// A quote over fewer PCRs than the reference image lists.
 		{name: "reference PCR not quoted", edit: func(t *testing.T, _ io.ReadWriter, ak *client.Key, _ tpmKey, ev *attest.Evidence, p *attest.Policy) {
-			q, err := ak.Quote(tpm2.PCRSelection{Hash: tpm2.AlgSHA256, PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}}, tpmNonce(ev))
-			if err != nil {
-				t.Fatal(err)
-			}
-			editAttestation(t, ev, func(a *pb.Attestation) {
-				for i, old := range a.Quotes {
-					if old.GetPcrs().GetHash() == q.GetPcrs().GetHash() {
-						a.Quotes[i] = q
-					}
-				}
-			})
+			replaceQuote(t, ev, ak, []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14})
 			p.Reference.Images[0].PCRs[15] = make(attest.Hex, 32)
 		}, want: attest.ErrReferenceMismatch, msg: "PCR 15 not quoted"},
+		{name: "lifecycle PCR not quoted", edit: func(t *testing.T, _ io.ReadWriter, ak *client.Key, _ tpmKey, ev *attest.Evidence, _ *attest.Policy) {
+			replaceQuote(t, ev, ak, []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14})
+		}, want: attest.ErrCELReplay, msg: "missing from the quote"},
 		// A trusted but unrestricted key can sign any digest, including a
 		// forged TPMS_ATTEST: such an "AK" must be refused whatever it signed.
 		{name: "unrestricted AK could sign forged quotes", ak: func(rw io.ReadWriter) *client.Key {
@@ -281,6 +274,22 @@ func TestCraftedEvidence(t *testing.T) {
 	}
 }
 
+// replaceQuote replaces the SHA-256 quote by one of ak over pcrs only.
+func replaceQuote(t *testing.T, ev *attest.Evidence, ak *client.Key, pcrs []int) {
+	t.Helper()
+	q, err := ak.Quote(tpm2.PCRSelection{Hash: tpm2.AlgSHA256, PCRs: pcrs}, tpmNonce(ev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	editAttestation(t, ev, func(a *pb.Attestation) {
+		for i, old := range a.Quotes {
+			if old.GetPcrs().GetHash() == q.GetPcrs().GetHash() {
+				a.Quotes[i] = q
+			}
+		}
+	})
+}
+
 // tpmNonce is the quote nonce evidence must carry for the challenge the
 // crafting tests use: it is read back from the certification.
 func tpmNonce(ev *attest.Evidence) []byte {
@@ -323,6 +332,7 @@ func TestLifecycle(t *testing.T) {
 		name   string
 		extend []attest.Event
 		want   error
+		msg    string
 		check  func(*testing.T, *attest.Lifecycle)
 	}{
 		{name: "job start, end, teardown", extend: []attest.Event{
@@ -337,9 +347,20 @@ func TestLifecycle(t *testing.T) {
 				t.Errorf("lifecycle %+v", lc)
 			}
 		}},
+		{name: "teardown with no reason", extend: []attest.Event{attest.TeardownEvent("")}, check: func(t *testing.T, lc *attest.Lifecycle) {
+			if !lc.TornDown {
+				t.Errorf("lifecycle %+v", lc)
+			}
+		}},
 		{name: "second job on a single-use environment", extend: []attest.Event{
 			attest.JobStartEvent(build), attest.JobStartEvent("octo/app/actions/runs/43/attempts/1/jobs/build"),
-		}, want: attest.ErrCELOrder},
+		}, want: attest.ErrCELOrder, msg: "event 3 (job-start) after job-start"},
+		{name: "job end twice", extend: []attest.Event{
+			attest.JobStartEvent(build), attest.JobEndEvent(build), attest.JobEndEvent(build),
+		}, want: attest.ErrCELOrder, msg: "event 4 (job-end) after job-end"},
+		{name: "teardown twice", extend: []attest.Event{
+			attest.TeardownEvent("idle"), attest.TeardownEvent("idle"),
+		}, want: attest.ErrCELOrder, msg: "event 3 (teardown) after teardown"},
 		{name: "job end for another build", extend: []attest.Event{
 			attest.JobStartEvent(build), attest.JobEndEvent("octo/other/actions/runs/1/attempts/1/jobs/x"),
 		}, want: attest.ErrCELOrder},
@@ -365,32 +386,12 @@ func TestLifecycle(t *testing.T) {
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("Verify: got %v, want %v", err, tc.want)
 			}
+			if tc.msg != "" && !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("Verify: got %q, want %q", err, tc.msg)
+			}
 			if tc.check != nil {
 				tc.check(t, c.Lifecycle)
 			}
 		})
-	}
-}
-
-// TestUnknownLifecycleEvent: a genuine TPM, an agent that extends an event
-// type this verifier does not know.
-func TestUnknownLifecycleEvent(t *testing.T) {
-	sim := attesttest.Simulator(t)
-	p, err := attesttest.Policy(sim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ak, err := attest.OpenAK(sim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ak.Close()
-	env := newKey(t, sim, tpm2.HandleNull, attest.EnvKeyTemplate())
-	ch := attest.AdmissionChallenge(nonce(t))
-	ev := craftEvidence(t, sim, ak, env, ch,
-		attest.AgentStartEvent(attesttest.AgentDigest),
-		gecel.FakeTlv{EventType: gecel.FakeEvent1, EventContent: []byte("debug shell opened")})
-	if _, err := attest.Verify(ev, ch, p); !errors.Is(err, attest.ErrUnknownEvent) {
-		t.Fatalf("Verify: got %v, want ErrUnknownEvent", err)
 	}
 }

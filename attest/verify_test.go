@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/binary"
 	"errors"
 	"strings"
@@ -298,6 +299,49 @@ func TestRejections(t *testing.T) {
 			editCEL(t, e, func(r []gecel.Record) []gecel.Record { return []gecel.Record{r[1], r[0]} })
 		}, want: attest.ErrCELReplay},
 		{name: "lifecycle log empty", evidence: func(e *attest.Evidence) { e.CEL = nil }, want: attest.ErrCELReplay},
+		// Records are checked to be on PCR 13's SHA-256 bank before the
+		// replay, which only compares the registers it is given.
+		{name: "lifecycle records on another PCR", evidence: func(e *attest.Evidence) {
+			editCEL(t, e, func(r []gecel.Record) []gecel.Record {
+				for i := range r {
+					r[i].Index = attest.LifecyclePCR + 1
+				}
+				return r
+			})
+		}, want: attest.ErrCELReplay, msg: "is on register type 1 index 14"},
+		{name: "lifecycle records on a CC measurement register", evidence: func(e *attest.Evidence) {
+			editCEL(t, e, func(r []gecel.Record) []gecel.Record {
+				for i := range r {
+					r[i].IndexType = gecel.CCMRType
+				}
+				return r
+			})
+		}, want: attest.ErrCELReplay, msg: "is on register type 108 index 13"},
+		{name: "lifecycle records without a SHA-256 digest", evidence: func(e *attest.Evidence) {
+			editCEL(t, e, func(r []gecel.Record) []gecel.Record {
+				for i := range r {
+					b, err := r[i].Content.MarshalBinary()
+					if err != nil {
+						t.Fatal(err)
+					}
+					d := sha512.Sum384(b)
+					r[i].Digests = map[crypto.Hash][]byte{crypto.SHA384: d[:]}
+				}
+				return r
+			})
+		}, want: attest.ErrCELReplay, msg: "no SHA-256 digest"},
+		// Record numbers are not measured.
+		{name: "lifecycle records numbered from 1", evidence: func(e *attest.Evidence) {
+			log, err := gecel.DecodeToCEL(bytes.NewBuffer(e.CEL))
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs := log.Records()
+			for i := range recs {
+				recs[i].RecNum++
+			}
+			e.CEL = encodeCEL(t, recs...)
+		}, want: attest.ErrCELOrder, msg: "has number 1"},
 		{name: "lifecycle record content edited", evidence: func(e *attest.Evidence) {
 			editCEL(t, e, func(r []gecel.Record) []gecel.Record {
 				r[0].Content.Value = bytes.Clone(r[0].Content.Value)
