@@ -27,7 +27,7 @@ const (
 )
 
 // agileEvents returns the algorithms the spec ID event declares and the
-// events after it.
+// events after it, up to any padding.
 func agileEvents(t testing.TB, raw []byte) ([]tcgAlg, []tcgEvent) {
 	t.Helper()
 	first := int(binary.LittleEndian.Uint32(raw[28:32]))
@@ -43,7 +43,10 @@ func agileEvents(t testing.TB, raw []byte) ([]tcgAlg, []tcgEvent) {
 		sizes[algs[i].id] = int(algs[i].size)
 	}
 	var events []tcgEvent
-	for off := sha1EventHeader + first; off < len(raw); {
+	for off := sha1EventHeader + first; off+4 <= len(raw); {
+		if binary.LittleEndian.Uint32(raw[off:]) == 0xFFFFFFFF {
+			break // padding (CCEL)
+		}
 		e := tcgEvent{off: off, pcr: binary.LittleEndian.Uint32(raw[off:]), typ: binary.LittleEndian.Uint32(raw[off+4:])}
 		count := int(binary.LittleEndian.Uint32(raw[off+8:]))
 		p := off + 12
