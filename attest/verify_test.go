@@ -195,6 +195,14 @@ func TestRejections(t *testing.T) {
 		{name: "AK not trusted", policy: func(p *attest.Policy) { p.TrustedAKs = []crypto.PublicKey{otherAK(t)} }, want: attest.ErrUntrustedAK},
 		{name: "software TPM under a strict policy", policy: func(p *attest.Policy) { p.AllowSoftwareTPMUnsafe = false }, want: attest.ErrSoftwareTPM},
 		{name: "PCR not in reference values", policy: func(p *attest.Policy) { p.Reference.Images[0].PCRs[4] = make(attest.Hex, 32) }, want: attest.ErrReferenceMismatch},
+		// The lowest PCR that differs is reported.
+		{name: "PCRs not in reference values", policy: func(p *attest.Policy) {
+			p.Reference.Images[0].PCRs[7] = make(attest.Hex, 32)
+			p.Reference.Images[0].PCRs[4] = make(attest.Hex, 32)
+		}, want: attest.ErrReferenceMismatch, msg: "test-image: PCR 4 is "},
+		{name: "reference values for TDX only", policy: func(p *attest.Policy) {
+			p.Reference.Images = []attest.Image{{ID: "tdx", MRTD: make(attest.Hex, 48), RTMRs: []attest.Hex{make(attest.Hex, 48), make(attest.Hex, 48), make(attest.Hex, 48)}}}
+		}, want: attest.ErrReferenceMismatch, msg: "no tpm image"},
 		{name: "required boot event absent", policy: func(p *attest.Policy) {
 			p.Reference.Images[0].Events = []attest.EventRef{{PCR: 4, Digest: make(attest.Hex, 32)}}
 		}, want: attest.ErrReferenceMismatch},
@@ -490,6 +498,19 @@ func hmacAKPublicArea(t testing.TB) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestVerifyWithoutPolicy: no policy is not an empty one that passes.
+func TestVerifyWithoutPolicy(t *testing.T) {
+	m := attesttest.SimulatedMachine(t)
+	ch := attest.AdmissionChallenge(nonce(t))
+	ev, err := m.Collector.Collect(ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := attest.Verify(ev, ch, nil); !errors.Is(err, attest.ErrPolicyEmpty) {
+		t.Fatalf("Verify: got %v, want %v", err, attest.ErrPolicyEmpty)
+	}
 }
 
 // flipEventDigest flips one bit of the SHA-256 digest of the last event on
