@@ -113,8 +113,13 @@ func TestTDXVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	expiredRoot, err := signer.WithExpiredRootCopy()
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name     string
+		signer   *attesttest.TDXSigner
 		report   func(*tdxpb.TDQuoteBody)
 		extend   []attest.Event
 		evidence func(*attest.Evidence)
@@ -126,6 +131,9 @@ func TestTDXVerify(t *testing.T) {
 		{name: "DEBUG TD", report: func(b *tdxpb.TDQuoteBody) { b.TdAttributes[0] |= 0x01 }, want: attest.ErrTDXDebug},
 		{name: "REPORTDATA of another challenge", report: func(b *tdxpb.TDQuoteBody) { b.ReportData[0] ^= 1 }, want: attest.ErrNonceMismatch},
 		{name: "PCK chain not under the trusted root", policy: func(p *attest.Policy) { p.TrustedTDXRoots = nil }, want: attest.ErrTDXQuote},
+		// Policy.Time zero is now, not the zero time (which would let
+		// go-tdx-guest skip its expiry check of the embedded chain).
+		{name: "PCK chain embeds an expired root", signer: expiredRoot, want: attest.ErrTDXQuote, msg: "expired"},
 		{name: "TD report edited after signing", evidence: func(e *attest.Evidence) {
 			e.TDX.Quote = bytes.Clone(e.TDX.Quote)
 			e.TDX.Quote[48+136] ^= 1 // MRTD
@@ -146,7 +154,11 @@ func TestTDXVerify(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			m := newTDXMachine(t, f, signer)
+			sg := signer
+			if tc.signer != nil {
+				sg = tc.signer
+			}
+			m := newTDXMachine(t, f, sg)
 			m.edit = tc.report
 			for _, e := range tc.extend {
 				if err := m.collector.Extend(e); err != nil {
@@ -174,7 +186,7 @@ func TestTDXVerify(t *testing.T) {
 			if err != nil {
 				return
 			}
-			pck := sha256.Sum256(signer.PCK.Raw)
+			pck := sha256.Sum256(sg.PCK.Raw)
 			if c.Level != 3 || c.ImageID != "cos-113" || c.AKDigest != hex.EncodeToString(pck[:]) || !bytes.Equal(c.Lifecycle.AgentDigest, attesttest.AgentDigest[:]) {
 				t.Errorf("claims: level %d, image %q, AK %s, lifecycle %+v", c.Level, c.ImageID, c.AKDigest, c.Lifecycle)
 			}

@@ -36,6 +36,9 @@ type TDXSigner struct {
 	chainPEM  []byte
 	pckKey    *ecdsa.PrivateKey
 	attestKey *ecdsa.PrivateKey
+	root      *x509.Certificate
+	rootKey   *ecdsa.PrivateKey
+	inter     *x509.Certificate
 }
 
 var oidAuthorityKeyID = asn1.ObjectIdentifier{2, 5, 29, 35}
@@ -105,15 +108,44 @@ func NewTDXSigner(template []byte) (*TDXSigner, error) {
 	if s.PCK, err = x509.ParseCertificate(der); err != nil {
 		return nil, err
 	}
-	for _, c := range []*x509.Certificate{s.PCK, inter, root} {
-		s.chainPEM = append(s.chainPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
+	s.root, s.rootKey, s.inter = root, rootKey, inter
+	s.chainPEM = chainPEM(s.PCK, inter, root)
 	s.Roots = x509.NewCertPool()
 	s.Roots.AddCert(root)
 	if s.attestKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// WithExpiredRootCopy returns a signer whose quotes embed, as the last
+// certificate of their PCK chain, a copy of the root (same subject, same
+// key) that expired an hour ago. go-tdx-guest checks the embedded
+// certificates' expiry itself, besides the chain it verifies to the trusted
+// root.
+func (s *TDXSigner) WithExpiredRootCopy() (*TDXSigner, error) {
+	now := time.Now()
+	tmpl := *s.root
+	tmpl.NotBefore, tmpl.NotAfter = now.Add(-48*time.Hour), now.Add(-time.Hour)
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, &s.rootKey.PublicKey, s.rootKey)
+	if err != nil {
+		return nil, err
+	}
+	expired, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	out := *s
+	out.chainPEM = chainPEM(s.PCK, s.inter, expired)
+	return &out, nil
+}
+
+func chainPEM(certs ...*x509.Certificate) []byte {
+	var b []byte
+	for _, c := range certs {
+		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return b
 }
 
 // Template is a copy of the TD report the signer starts from.
