@@ -69,6 +69,8 @@ type memProvider struct {
 	destroyed []string
 	failNext  error
 	listErr   error
+	// destroyErr, if set, fails every Destroy.
+	destroyErr error
 }
 
 type memVM struct {
@@ -120,6 +122,9 @@ func (m *memProvider) Launch(ctx context.Context, req *LaunchRequest) (*Launched
 func (m *memProvider) Destroy(_ context.Context, name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.destroyErr != nil {
+		return m.destroyErr
+	}
 	if vm := m.vms[name]; vm != nil {
 		if vm.tpm != nil {
 			vm.tpm.Stop()
