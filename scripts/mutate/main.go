@@ -94,8 +94,11 @@ func mutants(file string) ([]mutant, error) {
 	for _, g := range guards {
 		cond := exprString(fset, g.Cond)
 		// Replace the condition's bytes: positions are those of orig.
+		// The mutant wraps the original bytes, not cond: exprString
+		// shortens long conditions (they would not compile) and folds
+		// whitespace (even inside string literals).
 		start, end := fset.Position(g.Cond.Pos()).Offset, fset.Position(g.Cond.End()).Offset
-		src := append(append(append([]byte{}, orig[:start]...), []byte("false && ("+cond+")")...), orig[end:]...)
+		src := append(append(append([]byte{}, orig[:start]...), []byte("false && ("+string(orig[start:end])+")")...), orig[end:]...)
 		out = append(out, mutant{file: file, pos: fset.Position(g.Pos()).String(), cond: cond, src: src})
 	}
 	return out, nil
