@@ -564,6 +564,8 @@ func TestMetricsAndHealth(t *testing.T) {
 		"/healthz": "ok",
 		"/readyz":  "ready",
 		"/metrics": `jobgate_admissions_total{result="rejected",reason="key_already_admitted"} 1`,
+		// (the same path twice would be one map key)
+		"/metrics?live": "\njobgate_live_runners 1\n",
 	} {
 		resp, err := http.Get(h.srv.URL + path)
 		if err != nil {

@@ -56,7 +56,7 @@ func (f *fleetHooks) Deregistered(_ context.Context, r *jobgate.Runner, outcome 
 // image the VM was launched with; the fleet hears of the admission and of
 // the deregistration, which leaves the GitHub registration to the fleet.
 func TestAdmitFleetTerms(t *testing.T) {
-	h := newHarness(t)
+	h, fs := faultyHarness(t)
 	ctx := context.Background()
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	pool := []string{"self-hosted", "attested", "linux"}
@@ -114,7 +114,16 @@ func TestAdmitFleetTerms(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := h.client.Deregister(ctx, &gateapi.DeregisterRequest{RunnerName: resp.RunnerName, Outcome: "done", Reason: "job completed", SignedAt: at, Signature: sig})
+	dereg := &gateapi.DeregisterRequest{RunnerName: resp.RunnerName, Outcome: "done", Reason: "job completed", SignedAt: at, Signature: sig}
+	fs.set(func(f *faultyStore) { f.setState = errStoreDown })
+	if status, code := h.post(gateapi.PathDeregister, mustJSON(t, dereg)); status != 503 || code != "store_unavailable" {
+		t.Errorf("store down at a fleet runner's deregistration: %d %s", status, code)
+	}
+	fs.set((*faultyStore).clear)
+	if len(hooks.deregistered) != 0 {
+		t.Errorf("fleet told of a deregistration the gate did not record: %v", hooks.deregistered)
+	}
+	out, err := h.client.Deregister(ctx, dereg)
 	if err != nil || out.Removed {
 		t.Fatalf("fleet runner deregistration: %+v, %v; want deregistered, not removed", out, err)
 	}

@@ -12,9 +12,11 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/attested-runner/attested-runner/attest"
@@ -108,6 +110,10 @@ type faultyStore struct {
 	mu                                  sync.Mutex
 	skipNonceCheck                      bool
 	reserve, activate, setState, runner error
+	checkNonce, newNonce, runners       error
+	// editAudit, if set, changes the audit records the store returns
+	// (records tampered with in the database).
+	editAudit func(*jobgate.AuditRecord)
 }
 
 func (f *faultyStore) fault(err *error) error {
@@ -125,6 +131,33 @@ func (f *faultyStore) set(fn func(*faultyStore)) {
 // clear removes every fault (called under set's lock).
 func (f *faultyStore) clear() {
 	f.skipNonceCheck, f.reserve, f.activate, f.setState, f.runner = false, nil, nil, nil, nil
+	f.checkNonce, f.newNonce, f.runners, f.editAudit = nil, nil, nil, nil
+}
+
+func (f *faultyStore) NewNonce(ctx context.Context, expires time.Time) ([]byte, error) {
+	if err := f.fault(&f.newNonce); err != nil {
+		return nil, err
+	}
+	return f.BoltStore.NewNonce(ctx, expires)
+}
+
+func (f *faultyStore) Runners(ctx context.Context) ([]jobgate.Runner, error) {
+	if err := f.fault(&f.runners); err != nil {
+		return nil, err
+	}
+	return f.BoltStore.Runners(ctx)
+}
+
+func (f *faultyStore) AuditLog(ctx context.Context, fn func(jobgate.AuditRecord) error) error {
+	f.mu.Lock()
+	edit := f.editAudit
+	f.mu.Unlock()
+	return f.BoltStore.AuditLog(ctx, func(r jobgate.AuditRecord) error {
+		if edit != nil {
+			edit(&r)
+		}
+		return fn(r)
+	})
 }
 
 func (f *faultyStore) CheckNonce(ctx context.Context, nonce []byte, now time.Time) error {
@@ -133,6 +166,9 @@ func (f *faultyStore) CheckNonce(ctx context.Context, nonce []byte, now time.Tim
 	f.mu.Unlock()
 	if skip {
 		return nil
+	}
+	if err := f.fault(&f.checkNonce); err != nil {
+		return err
 	}
 	return f.BoltStore.CheckNonce(ctx, nonce, now)
 }
@@ -194,6 +230,12 @@ func TestAdmitStoreFaults(t *testing.T) {
 	}
 	h.clock.Add(-2 * time.Minute)
 	fs.set(func(f *faultyStore) { f.skipNonceCheck = false })
+
+	fs.set(func(f *faultyStore) { f.checkNonce = errStoreDown })
+	if status, code := admit(h.evidence(ctx)); status != 503 || code != "store_unavailable" {
+		t.Errorf("store down at the nonce check: %d %s", status, code)
+	}
+	fs.set(func(f *faultyStore) { f.checkNonce = nil })
 
 	fs.set(func(f *faultyStore) { f.reserve = errStoreDown })
 	if status, code := admit(h.evidence(ctx)); status != 503 || code != "store_unavailable" {
@@ -292,5 +334,107 @@ func TestDeregisterRejections(t *testing.T) {
 	fs.set(func(f *faultyStore) { f.setState = errStoreDown })
 	if status, code := h.post(gateapi.PathDeregister, sign(env, resp.RunnerName, "done", now)); status != 503 || code != "store_unavailable" {
 		t.Fatalf("store down at the state change: %d %s", status, code)
+	}
+}
+
+// TestChallengeRefusals: the challenge endpoint takes an empty JSON object
+// only, and says so when its store cannot issue a nonce.
+func TestChallengeRefusals(t *testing.T) {
+	h, fs := faultyHarness(t)
+	for _, tc := range []struct {
+		name   string
+		body   string
+		status int
+		code   string
+	}{
+		{"not JSON", "x", 400, "malformed_request"},
+		{"unknown field", `{"nonce":"AAAA"}`, 400, "malformed_request"},
+		{"trailing data", `{} {}`, 400, "malformed_request"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if status, code := h.post(gateapi.PathChallenge, []byte(tc.body)); status != tc.status || code != tc.code {
+				t.Fatalf("%d %s, want %d %s", status, code, tc.status, tc.code)
+			}
+		})
+	}
+	fs.set(func(f *faultyStore) { f.newNonce = errStoreDown })
+	if status, code := h.post(gateapi.PathChallenge, []byte(`{}`)); status != 500 || code != "internal" {
+		t.Fatalf("store failing to issue a nonce: %d %s", status, code)
+	}
+}
+
+// TestBodyReadFailure: a body that cannot be read is refused as malformed,
+// on every endpoint that reads one.
+func TestBodyReadFailure(t *testing.T) {
+	h := newHarness(t)
+	for _, path := range []string{gateapi.PathChallenge, gateapi.PathAdmit, gateapi.PathDeregister} {
+		rec := httptest.NewRecorder()
+		h.gate.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, path, iotest.ErrReader(errors.New("connection reset"))))
+		var e gateapi.Error
+		json.NewDecoder(rec.Body).Decode(&e)
+		if rec.Code != 400 || e.Code != "malformed_request" {
+			t.Errorf("%s: %d %s", path, rec.Code, e.Code)
+		}
+	}
+}
+
+// TestReadyAndAudit: readiness follows the store; the admin handler
+// exports the audit log and says whether its chain holds.
+func TestReadyAndAudit(t *testing.T) {
+	h, fs := faultyHarness(t)
+	ctx := context.Background()
+	if _, err := h.admit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.admit(ctx) // key already admitted: a second record
+	get := func(handler http.Handler, path string) (int, string) {
+		rec := httptest.NewRecorder()
+		handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		return rec.Code, rec.Body.String()
+	}
+	if status, _ := get(h.gate.Handler(), "/readyz"); status != 200 {
+		t.Errorf("readyz: %d", status)
+	}
+	if status, body := get(h.gate.AdminHandler(), "/audit"); status != 200 || strings.Count(body, "\n") != 2 || !strings.Contains(body, `"reason":"key_already_admitted"`) {
+		t.Errorf("audit export: %d %q", status, body)
+	}
+	if status, body := get(h.gate.AdminHandler(), "/audit/verify"); status != 200 || !strings.HasPrefix(body, "audit log OK: 2 records") {
+		t.Errorf("audit verify: %d %q", status, body)
+	}
+	fs.set(func(f *faultyStore) {
+		f.runners = errStoreDown
+		f.editAudit = func(r *jobgate.AuditRecord) {
+			if r.Seq == 1 {
+				r.Result = "rejected"
+			}
+		}
+	})
+	if status, _ := get(h.gate.Handler(), "/readyz"); status != 503 {
+		t.Errorf("readyz with the store down: %d", status)
+	}
+	if status, body := get(h.gate.AdminHandler(), "/audit/verify"); status != http.StatusConflict || !strings.Contains(body, "record 1 was edited") {
+		t.Errorf("audit verify of an edited record: %d %q", status, body)
+	}
+}
+
+// TestDeregisterCorruptRecord: a runner record whose key does not parse
+// (a damaged store) refuses every deregistration instead of trusting it.
+func TestDeregisterCorruptRecord(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	ch, err := h.client.Challenge(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &jobgate.Runner{Name: "attested-corrupt", KeyDigest: attest.KeyDigest([]byte("junk")), EnvKey: []byte("junk")}
+	if err := h.store.Reserve(ctx, ch.Nonce, h.clock.Now(), r, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.store.Activate(ctx, r, nil); err != nil {
+		t.Fatal(err)
+	}
+	body := mustJSON(t, gateapi.DeregisterRequest{RunnerName: r.Name, Outcome: "done", SignedAt: h.clock.Now(), Signature: []byte{1}})
+	if status, code := h.post(gateapi.PathDeregister, body); status != 500 || code != "internal" {
+		t.Fatalf("%d %s", status, code)
 	}
 }
