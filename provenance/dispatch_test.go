@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
@@ -71,7 +72,34 @@ func TestSignDispatchRefusesIncomplete(t *testing.T) {
 			}
 		})
 	}
+	valid := func() *provenance.Dispatch {
+		return &provenance.Dispatch{Job: e.Job, AdmissionEvidenceSH: digest(enc), EnvCert: e.EnvCert}
+	}
+	t.Run("job record incomplete", func(t *testing.T) {
+		d := valid()
+		d.Job.Repository = ""
+		if _, err := provenance.SignDispatch(context.Background(), d, e.Machine.Collector.Signer(), e.Machine.Collector); err == nil || !strings.Contains(err.Error(), "job record lacks repository") {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("signer not P-256", func(t *testing.T) {
+		_, ed, _ := ed25519.GenerateKey(rand.Reader)
+		if _, err := provenance.SignDispatch(context.Background(), valid(), ed, e.Machine.Collector); err == nil || !strings.Contains(err.Error(), "want ECDSA P-256") {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("no hardware quote", func(t *testing.T) {
+		errTPM := errors.New("TPM: device busy")
+		if _, err := provenance.SignDispatch(context.Background(), valid(), e.Machine.Collector.Signer(), failingQuoter{errTPM}); !errors.Is(err, errTPM) {
+			t.Fatalf("got %v, want %v", err, errTPM)
+		}
+	})
 }
+
+// failingQuoter is a TPM that cannot quote.
+type failingQuoter struct{ err error }
+
+func (q failingQuoter) Collect(attest.Challenge) (*attest.Evidence, error) { return nil, q.err }
 
 // TestVerifyDispatchRejections: a valid dispatch attestation with one
 // thing broken. Edits are re-signed with the environment key (a
@@ -116,6 +144,16 @@ func TestVerifyDispatchRejections(t *testing.T) {
 		raw  []byte
 		want error
 	}{
+		{"empty input", nil, provenance.ErrMalformed},
+		{"signed by a key the gate never certified", func() []byte {
+			rogue, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			raw, err := provenance.SignDispatch(context.Background(), &provenance.Dispatch{Job: e.Job, AdmissionEvidenceSH: digest(enc), EnvCert: e.EnvCert},
+				rogue, e.Machine.Collector)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return raw
+		}(), provenance.ErrSignature},
 		{"provenance, not a dispatch", e.Sign(t, e.Build(map[string][]byte{"app.tar.gz": artifact})), provenance.ErrNotAttestedRunner},
 		{"two subjects", resign(t, e, good, func(st map[string]any) { st["subject"] = append(st["subject"].([]any), subject(st)) }),
 			provenance.ErrNotAttestedRunner},
