@@ -36,6 +36,10 @@ type GitHubRunner struct {
 	Busy   bool
 }
 
+// ErrRunnerBusy: GitHub refuses to remove a runner while it runs a job
+// (422); it frees the runner when the job ends (or its lease is lost).
+var ErrRunnerBusy = errors.New("GitHub says the runner is still running a job")
+
 // ErrRunnerNameTaken: GitHub already has a runner of that name.
 var ErrRunnerNameTaken = errors.New("runner name already exists on GitHub")
 
@@ -199,6 +203,9 @@ func (g *GitHubRegistry) Remove(ctx context.Context, id int64) error {
 	}
 	if err != nil && resp != nil && resp.StatusCode == http.StatusNotFound {
 		return nil
+	}
+	if err != nil && resp != nil && resp.StatusCode == http.StatusUnprocessableEntity {
+		return fmt.Errorf("removing runner %d: %w: %v", id, ErrRunnerBusy, err)
 	}
 	if err != nil {
 		return fmt.Errorf("removing runner %d: %w", id, err)

@@ -32,9 +32,15 @@ type Fleet struct {
 	recovery DeliverySource
 	budget   BudgetSource
 	requests func() (installation, app int64)
+	// lastRecovery: when the delivery log was last read (Reconcile only).
+	lastRecovery time.Time
 
 	mu      sync.Mutex
 	seenIDs map[string]bool // delivery ids processed (the store has them too)
+	// busyUntil: runners GitHub would not remove because they still run a
+	// job (their VM is gone), by name: not asked again before this time,
+	// or before the job's completed webhook, whichever comes first.
+	busyUntil map[string]time.Time
 }
 
 type pool struct {

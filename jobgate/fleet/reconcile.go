@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -279,11 +280,36 @@ func (f *Fleet) settleRunners(ctx context.Context, byName map[string]*jobgate.Ru
 	}
 }
 
+// busyBackoff: how long a runner GitHub calls busy is left alone (unless
+// its job's completed webhook comes first).
+const busyBackoff = 2 * time.Minute
+
 func (f *Fleet) removeRunner(ctx context.Context, r *jobgate.Runner, reason, why string) {
+	f.mu.Lock()
+	until, waiting := f.busyUntil[r.Name]
+	f.mu.Unlock()
+	if waiting && f.now().Before(until) {
+		return
+	}
 	if err := f.gate.Registry().Remove(ctx, r.ID); err != nil {
+		if errors.Is(err, jobgate.ErrRunnerBusy) {
+			// The VM is gone but GitHub still counts the job as running:
+			// one request per backoff, not per reconcile.
+			f.mu.Lock()
+			if f.busyUntil == nil {
+				f.busyUntil = map[string]time.Time{}
+			}
+			f.busyUntil[r.Name] = f.now().Add(busyBackoff)
+			f.mu.Unlock()
+			f.log.Info("fleet: GitHub still runs a job on a runner whose VM is gone; retrying when the job ends", "runner", r.Name)
+			return
+		}
 		f.log.Warn("fleet: removing a runner", "runner", r.Name, "err", err)
 		return
 	}
+	f.mu.Lock()
+	delete(f.busyUntil, r.Name)
+	f.mu.Unlock()
 	f.store.SetState(ctx, r.Name, jobgate.StateRemoved, f.now(), &jobgate.AuditRecord{Time: f.now().UTC(), Action: "fleet",
 		Result: "removed", Reason: reason, RunnerName: r.Name, RunnerID: r.ID, KeyDigest: r.KeyDigest, Detail: why})
 	r.State = jobgate.StateRemoved

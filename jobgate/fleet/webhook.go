@@ -179,6 +179,13 @@ func (f *Fleet) onWorkflowJob(ctx context.Context, ev *github.WorkflowJobEvent) 
 	if state == jobgate.JobInProgress && j.RunnerName != "" {
 		f.jobStarted(ctx, j)
 	}
+	if state == jobgate.JobCompleted && j.RunnerName != "" {
+		// GitHub freed the runner: a removal waiting on it goes ahead at
+		// the next reconcile.
+		f.mu.Lock()
+		delete(f.busyUntil, j.RunnerName)
+		f.mu.Unlock()
+	}
 	if j.Pool != "" {
 		f.log.Info("fleet: workflow job", "job", j.ID, "state", state, "pool", j.Pool, "runner", j.RunnerName)
 		f.Kick()
@@ -231,6 +238,11 @@ func (f *Fleet) recoverDeliveries(ctx context.Context) {
 	if f.recovery == nil || (f.cfg.RecoverDeliveries != nil && !*f.cfg.RecoverDeliveries) {
 		return
 	}
+	now := f.now()
+	if !f.lastRecovery.IsZero() && now.Sub(f.lastRecovery) < f.cfg.RecoverInterval.Or(5*time.Minute) {
+		return
+	}
+	f.lastRecovery = now
 	ds, err := f.recovery.RecentDeliveries(ctx, f.now().Add(-recoverWindow))
 	if err != nil {
 		f.log.Warn("fleet: listing webhook deliveries", "err", err)
