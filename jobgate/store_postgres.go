@@ -63,6 +63,12 @@ type PostgresOptions struct {
 	noNonceKey bool
 }
 
+// ErrStoreUnavailable: the database could not be reached, or did not
+// answer within the store's timeout. Nothing is known to have changed (a
+// write whose COMMIT got no answer may have happened: the caller cannot
+// tell, and must not assume either way).
+var ErrStoreUnavailable = errors.New("store unavailable")
+
 // ErrSchemaNewer: the database was migrated by a newer jobgate.
 var ErrSchemaNewer = errors.New("the database schema is newer than this jobgate")
 
@@ -196,7 +202,29 @@ func (s *PostgresStore) fail(op string, err error) error {
 	if isStoreSentinel(err) || errors.Is(err, pgx.ErrNoRows) {
 		return err
 	}
+	if unavailable(err) {
+		return s.redact(fmt.Errorf("postgres store: %s: %w: %w", op, ErrStoreUnavailable, err))
+	}
 	return s.redact(fmt.Errorf("postgres store: %s: %w", op, err))
+}
+
+// unavailable tells a database that could not be reached or did not answer
+// in time (no answer at all; a connection exception, the server shutting
+// down or out of resources; a statement, lock or idle timeout) from the
+// database's answer to what was asked.
+func unavailable(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return true
+	}
+	if len(pe.Code) < 2 {
+		return false
+	}
+	switch pe.Code[:2] {
+	case "08", "53", "57":
+		return true
+	}
+	return pe.Code == "25P03" || pe.Code == "55P03"
 }
 
 // tx runs fn and, when it succeeds, appends the audit record, in one

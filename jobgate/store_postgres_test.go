@@ -3,6 +3,7 @@ package jobgate
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/attested-runner/attested-runner/internal/pgtest"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // TestRedactDSN: the password never reaches a log line or an error,
@@ -117,5 +119,46 @@ func TestStoreConfig(t *testing.T) {
 	defer s.Close()
 	if _, ok := s.(*PostgresStore); !ok {
 		t.Fatalf("store %T", s)
+	}
+}
+
+// TestStoreUnavailableOnlyWhenTheDatabaseDidNotAnswer: connection
+// failures, shutdowns and timeouts are ErrStoreUnavailable (the gate
+// answers store_unavailable, the agent retries); the database's refusals
+// keep their own errors and are never taken for an outage.
+func TestStoreUnavailableOnlyWhenTheDatabaseDidNotAnswer(t *testing.T) {
+	s := &PostgresStore{redact: dsnRedactor("host=db password=hunter2")}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"no answer", fmt.Errorf("dial tcp: connection refused (password=hunter2)"), ErrStoreUnavailable},
+		{"deadline", context.DeadlineExceeded, ErrStoreUnavailable},
+		{"connection exception", &pgconn.PgError{Code: "08006"}, ErrStoreUnavailable},
+		{"admin shutdown", &pgconn.PgError{Code: "57P01"}, ErrStoreUnavailable},
+		{"statement timeout", &pgconn.PgError{Code: "57014"}, ErrStoreUnavailable},
+		{"lock timeout", &pgconn.PgError{Code: "55P03"}, ErrStoreUnavailable},
+		{"idle in transaction timeout", &pgconn.PgError{Code: "25P03"}, ErrStoreUnavailable},
+		{"state backward", &pgconn.PgError{Code: sqlStateBackward}, ErrStateBackward},
+		{"audit fork", &pgconn.PgError{Code: sqlAuditFork}, ErrAuditChain},
+		{"nonce used", fmt.Errorf("x: %w", ErrNonceUsed), ErrNonceUsed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := s.fail("op", tc.err)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("fail(%v) = %v, want %v", tc.err, err, tc.want)
+			}
+			if tc.want != ErrStoreUnavailable && errors.Is(err, ErrStoreUnavailable) {
+				t.Fatalf("a refusal taken for an outage: %v", err)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("the password is in the error: %v", err)
+			}
+		})
+	}
+	// A unique violation the store does not map is the database's answer.
+	if err := s.fail("op", &pgconn.PgError{Code: sqlUniqueViolated}); errors.Is(err, ErrStoreUnavailable) {
+		t.Fatalf("unique violation taken for an outage: %v", err)
 	}
 }
