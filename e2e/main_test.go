@@ -33,6 +33,7 @@ import (
 
 	"github.com/attested-runner/attested-runner/attest/attesttest"
 	"github.com/attested-runner/attested-runner/e2e/harness"
+	"github.com/attested-runner/attested-runner/internal/pgtest"
 	"github.com/attested-runner/attested-runner/jobgate"
 )
 
@@ -70,7 +71,7 @@ func setup(m *testing.M) (int, error) {
 	if bin, err = harness.Build(ctx, repoRoot, dir); err != nil {
 		return 0, err
 	}
-	code := m.Run()
+	code := pgtest.Main(m) // m.Run, then the PostgreSQL cluster stops
 	for _, f := range cleanups {
 		f()
 	}
