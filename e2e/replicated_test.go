@@ -494,3 +494,34 @@ func TestReplicatedDatabaseCut(t *testing.T) {
 	r.requireAudit(evidenceRecords(recs, req), "admit", "rejected", "nonce_used")
 	r.requireNoSecret()
 }
+
+// TestGateDatabaseUnreachableAtStart: a gate whose database cannot be
+// reached exits at start (within its store timeout, not after the
+// harness's readiness wait) with an error naming the store, and neither
+// that error nor anything else it logs carries the DSN's password.
+func TestGateDatabaseUnreachableAtStart(t *testing.T) {
+	e, _ := newEnv(t, envOptions{noGate: true})
+	secret := "pw-unreachable-0123456789"
+	dsnFile := filepath.Join(t.TempDir(), "dsn")
+	// Port 1 on loopback: connection refused.
+	dsn := "host=127.0.0.1 port=1 user=jobgate dbname=jobgate password=" + secret
+	if err := os.WriteFile(dsnFile, []byte(dsn+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	store := &jobgate.StoreConfig{Postgres: &jobgate.PostgresConfig{DSNFile: dsnFile, Timeout: jobgate.Duration(replicaStoreTimeout)}}
+	_, err := e.StartGate(e.ctx, harness.GateOptions{Store: store}, e.M)
+	if err == nil {
+		t.Fatal("the gate started without its database")
+	}
+	if !strings.Contains(err.Error(), "jobgate exited at start") || !strings.Contains(err.Error(), "postgres store") {
+		t.Fatalf("want the gate to exit at start naming its store: %v", err)
+	}
+	log, rerr := os.ReadFile(filepath.Join(e.Dir, "gate", "gate.log"))
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if strings.Contains(err.Error(), secret) || bytes.Contains(log, []byte(secret)) {
+		t.Fatalf("the database password is in the gate's output:\n%s", log)
+	}
+	t.Logf("the gate says: %s", strings.TrimSpace(string(log)))
+}
