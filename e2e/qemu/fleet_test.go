@@ -15,12 +15,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/attested-runner/attested-runner/e2e/fakegithub"
+	"github.com/attested-runner/attested-runner/e2e/harness"
 	"github.com/attested-runner/attested-runner/internal/qemutest"
 	"github.com/attested-runner/attested-runner/jobgate"
 	"github.com/attested-runner/attested-runner/jobgate/fleet"
@@ -40,24 +40,7 @@ type fleetGate struct {
 	secret   []byte
 	cmd      *exec.Cmd
 	exited   chan struct{}
-	log      *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	log      *harness.LogBuffer
 }
 
 func freePort(t *testing.T) int {
@@ -83,7 +66,7 @@ func startFleetGate(t *testing.T, f *fixture) *fleetGate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &fleetGate{t: t, gh: gh, ghAddr: serve(t, gh), log: &lockedBuffer{}, secret: []byte("fleet-webhook-secret-0123456789")}
+	g := &fleetGate{t: t, gh: gh, ghAddr: serve(t, gh), log: &harness.LogBuffer{}, secret: []byte("fleet-webhook-secret-0123456789")}
 	dir := t.TempDir()
 	write := func(name string, b []byte, mode os.FileMode) string {
 		p := filepath.Join(dir, name)
