@@ -6,11 +6,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"io"
 	"net/http"
@@ -25,6 +23,7 @@ import (
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/attest/attesttest"
 	"github.com/attested-runner/attested-runner/e2e/fakegithub"
+	"github.com/attested-runner/attested-runner/internal/fakeclock"
 	"github.com/attested-runner/attested-runner/jobgate"
 	"github.com/attested-runner/attested-runner/jobgate/gateapi"
 	"github.com/attested-runner/attested-runner/provenance"
@@ -43,31 +42,6 @@ const (
 )
 
 var testSecret = []byte("webhook-secret-0123456789")
-
-var (
-	appKeyOnce sync.Once
-	appKey     *rsa.PrivateKey
-)
-
-// testAppKey is the GitHub App key of every test (RSA 2048 takes a while
-// to generate, under -race much longer).
-func testAppKey() *rsa.PrivateKey {
-	appKeyOnce.Do(func() { appKey, _ = rsa.GenerateKey(rand.Reader, 2048) })
-	return appKey
-}
-
-// clock is the test's time, shared by the gate and the fleet.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // memProvider runs "VMs" in memory; with tpms set each has a swtpm whose
 // AK it reports, as the qemu provider does.
@@ -250,7 +224,7 @@ func newImage(t testing.TB, rv *attest.ReferenceValues) *image {
 type world struct {
 	t     *testing.T
 	ctx   context.Context
-	clock *clock
+	clock *fakeclock.Clock
 	gh    *fakegithub.Server
 	reg   *jobgate.GitHubRegistry
 	store jobgate.Store
@@ -279,8 +253,11 @@ type worldOpts struct {
 func newWorld(t *testing.T, o worldOpts) *world {
 	t.Helper()
 	ctx := context.Background()
-	w := &world{t: t, ctx: ctx, clock: &clock{t: time.Now().UTC().Truncate(time.Second)}, runID: 100}
-	appKey := testAppKey()
+	w := &world{t: t, ctx: ctx, clock: fakeclock.New(time.Now().UTC().Truncate(time.Second)), runID: 100}
+	appKey, pemKey, err := fakegithub.AppKey()
+	if err != nil {
+		t.Fatal(err)
+	}
 	gh, err := fakegithub.Start(fakegithub.Options{AppID: testAppID, AppPublicKey: &appKey.PublicKey, InstallationID: testInstallation,
 		Org: testOrg, Repos: []string{testRepo}, JobLease: 2 * time.Second})
 	if err != nil {
@@ -288,7 +265,6 @@ func newWorld(t *testing.T, o worldOpts) *world {
 	}
 	t.Cleanup(func() { gh.Close() })
 	w.gh = gh
-	pemKey := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(appKey)})
 	w.reg, err = jobgate.NewGitHubRegistry(jobgate.GitHubOptions{APIURL: gh.URL() + "/", AppID: testAppID, InstallationID: testInstallation,
 		PrivateKey: pemKey, Org: testOrg, MaxRateLimit: time.Second})
 	if err != nil {
