@@ -16,6 +16,9 @@
 //   - resilience_test.go: the gate down, GitHub failing, the VM killed, the
 //     gate restarted.
 //   - load_test.go: many agents at once; BenchmarkLoad.
+//   - replicated_test.go: two gates on one PostgreSQL database (one key at
+//     both at once, a gate killed mid-admission, the database restarted
+//     and cut).
 //
 // Rejections are asserted by their specific reason: the gate's error code
 // and its audit record, the verifier's failed check and sentinel error.
