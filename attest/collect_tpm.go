@@ -21,6 +21,11 @@ type TPMOptions struct {
 	EventLog func() ([]byte, error)
 	// SoftwareTPM labels the evidence as coming from a simulator or swtpm.
 	SoftwareTPM bool
+	// AKTemplate, if set, is the attestation key's template: a primary key
+	// of the endorsement hierarchy (e.g. client.AKTemplateRSA(), or an RSA
+	// template with the RSA-PSS scheme). Nil: the platform's AK (see
+	// OpenAK).
+	AKTemplate *tpm2.Public
 }
 
 // TPMCollector collects evidence from a TPM 2.0 reached through rw
@@ -42,7 +47,16 @@ type TPMCollector struct {
 
 // NewTPMCollector opens the attestation key on rw.
 func NewTPMCollector(rw io.ReadWriter, opts TPMOptions) (*TPMCollector, error) {
-	ak, err := OpenAK(rw)
+	var ak *client.Key
+	var err error
+	if opts.AKTemplate != nil {
+		ak, err = client.NewKey(rw, tpm2.HandleEndorsement, *opts.AKTemplate)
+		if err != nil {
+			err = fmt.Errorf("creating the attestation key: %w", err)
+		}
+	} else {
+		ak, err = OpenAK(rw)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +189,7 @@ func (t *TPMCollector) Collect(ch Challenge) (*Evidence, error) {
 	if eventLog == nil {
 		eventLog = []byte{} // nil would make go-tpm-tools read securityfs itself
 	}
-	att, err := t.ak.Attest(client.AttestOpts{Nonce: nonce, TCGEventLog: eventLog, SkipTeeAttestation: true})
+	att, err := attestWith(t.rw, t.ak, nonce, eventLog)
 	if err != nil {
 		return nil, fmt.Errorf("quoting: %w", err)
 	}
@@ -183,8 +197,11 @@ func (t *TPMCollector) Collect(ch Challenge) (*Evidence, error) {
 	if err != nil {
 		return nil, err
 	}
-	info, sig, err := tpm2.CertifyEx(t.rw, "", "", t.env.Handle(), t.ak.Handle(), nonce,
-		tpm2.SigScheme{Alg: tpm2.AlgECDSA, Hash: tpm2.AlgSHA256})
+	scheme, err := akSigScheme(t.ak.PublicArea())
+	if err != nil {
+		return nil, err
+	}
+	info, sig, err := tpm2.CertifyEx(t.rw, "", "", t.env.Handle(), t.ak.Handle(), nonce, scheme)
 	if err != nil {
 		return nil, fmt.Errorf("certifying the environment key: %w", err)
 	}
