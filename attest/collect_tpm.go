@@ -43,6 +43,8 @@ type TPMCollector struct {
 	ak     *client.Key
 	env    *client.Key
 	signer crypto.Signer
+	// ekCert is the EK certificate ActivationRequest read.
+	ekCert []byte
 }
 
 // NewTPMCollector opens the attestation key on rw.
