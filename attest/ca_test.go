@@ -18,7 +18,7 @@ type testAuthority struct {
 	key  *ecdsa.PrivateKey
 }
 
-func testCA(t testing.TB) *testAuthority {
+func newAuthority(t testing.TB) *testAuthority {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

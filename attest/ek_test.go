@@ -75,9 +75,9 @@ func readPEMCert(t testing.TB, path string) *x509.Certificate {
 // TestVerifyEKCertificate: an EK certificate chained to a configured root
 // through an intermediate verifies; each case breaks one thing.
 func TestVerifyEKCertificate(t *testing.T) {
-	root := testCA(t)
+	root := newAuthority(t)
 	inter := root.intermediate(t, nil)
-	other := testCA(t)
+	other := newAuthority(t)
 	now := time.Now()
 	ek := &rsaKey(t, 0).PublicKey
 	tcg := func(c *x509.Certificate) { c.ExtraExtensions = []pkix.Extension{tcgSAN(t)}; c.Subject = pkix.Name{} }
@@ -94,7 +94,7 @@ func TestVerifyEKCertificate(t *testing.T) {
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	rsa1024, _ := rsa.GenerateKey(rand.Reader, 1024)
-	impostor := testCA(t) // same name as inter, another key
+	impostor := newAuthority(t) // same name as inter, another key
 	impostorInter := impostor.intermediate(t, func(c *x509.Certificate) { c.Subject = inter.cert.Subject })
 
 	for _, tc := range []struct {

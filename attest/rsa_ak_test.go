@@ -163,7 +163,7 @@ func TestRealGCEAttestationRSA(t *testing.T) {
 			q.RawSig[len(q.RawSig)-1] ^= 1
 		}, want: attest.ErrQuoteSignature},
 		{name: "quoted PCR edited", edit: func(a *pb.Attestation) { sha256Quote(a).Pcrs.Pcrs[0][0] ^= 1 }, want: attest.ErrQuoteSignature},
-		{name: "AK certificate under another root", policy: &attest.Policy{TrustedAKRoots: []*x509.Certificate{testCA(t).cert}}, want: attest.ErrUntrustedAK},
+		{name: "AK certificate under another root", policy: &attest.Policy{TrustedAKRoots: []*x509.Certificate{newAuthority(t).cert}}, want: attest.ErrUntrustedAK},
 		{name: "AK certificate without its intermediate", policy: &attest.Policy{TrustedAKRoots: server.GceEKRoots}, want: attest.ErrUntrustedAK},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
