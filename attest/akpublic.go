@@ -9,8 +9,10 @@ import (
 	"crypto/x509"
 	"fmt"
 
+	pb "github.com/google/go-tpm-tools/proto/attest"
 	"github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/legacy/tpm2/credactivation"
+	"google.golang.org/protobuf/proto"
 )
 
 // MaxAKPublicSize bounds a TPMT_PUBLIC (an RSA 4096 key's is ~540 bytes).
@@ -132,4 +134,20 @@ func MakeCredential(ek crypto.PublicKey, ak *AKPublicArea, secret []byte) (*Cred
 		return nil, fmt.Errorf("making the credential: %w", err)
 	}
 	return &Credential{IDObject: id, EncryptedSecret: enc}, nil
+}
+
+// TPMAKPublic returns the AK public area (TPMT_PUBLIC) that TPM evidence
+// names as its signer. It checks nothing: Verify does.
+func (e *Evidence) TPMAKPublic() ([]byte, error) {
+	if e == nil || e.Kind != KindTPM || e.TPM == nil {
+		return nil, fmt.Errorf("%w: not TPM evidence", ErrMalformedEvidence)
+	}
+	var att pb.Attestation
+	if err := proto.Unmarshal(e.TPM.Attestation, &att); err != nil {
+		return nil, fmt.Errorf("%w: attestation: %v", ErrMalformedEvidence, err)
+	}
+	if len(att.GetAkPub()) == 0 {
+		return nil, fmt.Errorf("%w: attestation has no AK public area", ErrMalformedEvidence)
+	}
+	return att.GetAkPub(), nil
 }

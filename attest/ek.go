@@ -77,22 +77,12 @@ var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
 // It does NOT check that the TPM holding the certificate owns the EK: that
 // is what credential activation proves.
 func VerifyEKCertificate(der []byte, t *EKTrust, now time.Time) (*EKCertificate, error) {
-	if len(der) > MaxEKCertificateSize {
-		return nil, fmt.Errorf("%w: EK certificate is %d bytes, limit %d", ErrTooLarge, len(der), MaxEKCertificateSize)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("%w: EK certificate: %v", ErrMalformedEvidence, err)
-	}
-	if !bytes.Equal(cert.Raw, der) {
-		return nil, fmt.Errorf("%w: data after the EK certificate", ErrMalformedEvidence)
-	}
-	pub, err := ekPublicKey(cert)
+	ek, err := ParseEKCertificate(der)
 	if err != nil {
 		return nil, err
 	}
-	d := sha256.Sum256(der)
-	name := hex.EncodeToString(d[:8])
+	cert, pub := ek.Cert, ek.PublicKey
+	name := ek.Digest[:16]
 	if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
 		return nil, fmt.Errorf("%w: EK certificate %s is valid from %s to %s, not at %s", ErrEKExpired, name,
 			cert.NotBefore.Format(time.RFC3339), cert.NotAfter.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
@@ -123,6 +113,35 @@ func VerifyEKCertificate(der []byte, t *EKTrust, now time.Time) (*EKCertificate,
 	if err := checkRevocation(chains, t.CRLs, now); err != nil {
 		return nil, fmt.Errorf("EK certificate %s: %w", name, err)
 	}
+	return &EKCertificate{Cert: cert, PublicKey: pub, Digest: ek.Digest}, nil
+}
+
+// ParseEKCertificate parses an EK certificate (DER) and checks its form
+// only: within MaxEKCertificateSize, nothing after it (ErrTooLarge,
+// ErrMalformedEvidence), an RSA 2048 or ECC P-256 key (ErrEKUntrusted).
+// It checks NO signature, validity or chain: the result is not trusted
+// until VerifyEKCertificate accepts the same bytes. (A gate makes a
+// credential under it at challenge time; the credential is worth nothing
+// unless admission verifies the certificate.)
+func ParseEKCertificate(der []byte) (*EKCertificate, error) {
+	if len(der) > MaxEKCertificateSize {
+		return nil, fmt.Errorf("%w: EK certificate is %d bytes, limit %d", ErrTooLarge, len(der), MaxEKCertificateSize)
+	}
+	if len(der) == 0 {
+		return nil, fmt.Errorf("%w: no EK certificate", ErrMalformedEvidence)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("%w: EK certificate: %v", ErrMalformedEvidence, err)
+	}
+	if !bytes.Equal(cert.Raw, der) {
+		return nil, fmt.Errorf("%w: data after the EK certificate", ErrMalformedEvidence)
+	}
+	pub, err := ekPublicKey(cert)
+	if err != nil {
+		return nil, err
+	}
+	d := sha256.Sum256(der)
 	return &EKCertificate{Cert: cert, PublicKey: pub, Digest: hex.EncodeToString(d[:])}, nil
 }
 

@@ -23,4 +23,10 @@ var (
 	// sensitiveDataOrigin, restricted, sign, no decrypt), or its algorithm
 	// or parameters are not accepted.
 	ErrAKAttributes = errors.New("AK public area is not a restricted signing key bound to its TPM")
+	// ErrEKActivation: the answer to a credential is not its secret: the
+	// TPM that answered does not hold the EK, or not the AK it was made for.
+	ErrEKActivation = errors.New("credential activation failed: the answer is not from the TPM holding the EK and AK")
+	// ErrAKMismatch: the evidence is signed by another AK than the one
+	// credential activation proved.
+	ErrAKMismatch = errors.New("the evidence's AK is not the activated AK")
 )

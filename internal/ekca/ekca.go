@@ -294,3 +294,20 @@ func writeNV(rw io.ReadWriter, auth tpmutil.Handle, index uint32, attrs tpm2.NVA
 	}
 	return nil
 }
+
+// CRL signs a CRL revoking the certificates of the given serials, due for
+// its next update at next (DER).
+func (ca *CA) CRL(next time.Time, serials ...*big.Int) ([]byte, error) {
+	var entries []x509.RevocationListEntry
+	now := time.Now()
+	for _, s := range serials {
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: now.Add(-time.Minute)})
+	}
+	number, err := randSerial()
+	if err != nil {
+		return nil, err
+	}
+	return x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number: number, ThisUpdate: now.Add(-time.Hour), NextUpdate: next, RevokedCertificateEntries: entries,
+	}, ca.Cert, ca.key)
+}
