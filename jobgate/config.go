@@ -94,6 +94,11 @@ type PolicyConfig struct {
 	TrustedAKs []string `json:"trustedAKs,omitempty"`
 	// TrustedAKRoots: PEM files of AK certificate CAs (cloud vTPMs).
 	TrustedAKRoots []string `json:"trustedAKRoots,omitempty"`
+	// TrustBundles: names of CA bundles shipped with attested-runner
+	// (attest.TrustBundles): "gce" trusts Compute Engine vTPM AK
+	// certificates (as trustedAKRoots) and EK certificates (as
+	// trustedEKRoots) under Google's CAs.
+	TrustBundles []string `json:"trustBundles,omitempty"`
 	// TrustedEKRoots: PEM files of EK certificate CAs (TPM manufacturers,
 	// a fleet's local EK CA). A TPM whose EK certificate chains to one
 	// proves its AK by credential activation, with no AK enrolled.
@@ -241,8 +246,8 @@ func (c *Config) Validate() error {
 	// VM's own AK.
 	fleet := c.HasFleet()
 	need(fleet || len(c.Policy.ReferenceValues) > 0, "policy.referenceValues: at least one file; a gate without reference values would admit anything")
-	need(fleet || len(c.Policy.TrustedAKs) > 0 || len(c.Policy.TrustedAKRoots) > 0 || len(c.Policy.TrustedEKRoots) > 0,
-		"policy: trustedAKs, trustedAKRoots or trustedEKRoots required; a gate that trusts no attestation key would admit no TPM")
+	need(fleet || len(c.Policy.TrustedAKs) > 0 || len(c.Policy.TrustedAKRoots) > 0 || len(c.Policy.TrustedEKRoots) > 0 || len(c.Policy.TrustBundles) > 0,
+		"policy: trustedAKs, trustedAKRoots, trustedEKRoots or trustBundles required; a gate that trusts no attestation key would admit no TPM")
 	need(len(c.Policy.TrustedEKRoots) > 0 || len(c.Policy.EKIntermediates)+len(c.Policy.EKCRLs) == 0, "policy.ekIntermediates and policy.ekCRLs need policy.trustedEKRoots")
 	need(!fleet || len(c.Policy.ImageSigners) > 0, "policy.imageSigners is required with a fleet: pool images are verified against signed provenance before every launch")
 	need(c.Policy.TPMLevel == 0 || c.Policy.TPMLevel == 2 || c.Policy.TPMLevel == 3, "policy.tpmLevel must be 2 or 3")
@@ -321,6 +326,19 @@ func (c *Config) LoadPolicy(extraReferenceValues ...string) (*attest.Policy, str
 	}
 	if p.TrustedEKs, err = loadEKTrust(c.Policy.TrustedEKRoots, c.Policy.EKIntermediates, c.Policy.EKCRLs); err != nil {
 		return nil, "", fmt.Errorf("policy: %w", err)
+	}
+	for _, name := range c.Policy.TrustBundles {
+		b, err := attest.LoadTrustBundle(name)
+		if err != nil {
+			return nil, "", fmt.Errorf("policy.trustBundles: %w", err)
+		}
+		p.TrustedAKRoots = append(p.TrustedAKRoots, b.Roots...)
+		p.TrustedAKIntermediates = append(p.TrustedAKIntermediates, b.Intermediates...)
+		if p.TrustedEKs == nil {
+			p.TrustedEKs = &attest.EKTrust{}
+		}
+		p.TrustedEKs.Roots = append(p.TrustedEKs.Roots, b.Roots...)
+		p.TrustedEKs.Intermediates = append(p.TrustedEKs.Intermediates, b.Intermediates...)
 	}
 	digest, err := policyDigest(p)
 	if err != nil {
@@ -421,7 +439,7 @@ func policyDigest(p *attest.Policy) (string, error) {
 		}
 		roots = append(roots, b)
 	}
-	for _, c := range p.TrustedAKRoots {
+	for _, c := range append(slices.Clone(p.TrustedAKRoots), p.TrustedAKIntermediates...) {
 		roots = append(roots, c.Raw)
 	}
 	slices.SortFunc(roots, bytes.Compare)
