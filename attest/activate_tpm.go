@@ -38,9 +38,10 @@ type EKActivator interface {
 // its TPM (an RSA 2048 EK's encrypted seed is 258 bytes, an ID object 68).
 const maxCredentialPart = 1024
 
-// ReadEKCertificate reads the EK certificate at an NV index (owner
-// authorization, then the index's own, both empty), without the padding NV
-// indices often have after it. It returns an error wrapping
+// ReadEKCertificate reads the EK certificate (or any DER certificate, such
+// as Azure's AK certificate) at an NV index (owner authorization, then the
+// index's own, both empty), without the padding NV indices often have
+// after it. It returns an error wrapping
 // ErrNoEKCertificate when the index does not exist.
 func ReadEKCertificate(rw io.ReadWriter, index uint32) ([]byte, error) {
 	h := tpmutil.Handle(index)
