@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
+	"fmt"
 	"testing"
 
 	"github.com/attested-runner/attested-runner/attest"
@@ -40,7 +41,11 @@ func newSoftAK(t testing.TB) *softAK {
 }
 
 func eccPoint(k *ecdsa.PublicKey) tpm2.ECPoint {
-	return tpm2.ECPoint{XRaw: k.X.FillBytes(make([]byte, 32)), YRaw: k.Y.FillBytes(make([]byte, 32))}
+	raw, err := k.Bytes() // 0x04 || X || Y (P-256)
+	if err != nil || len(raw) != 65 {
+		panic(fmt.Sprintf("P-256 public key encoding: %v", err))
+	}
+	return tpm2.ECPoint{XRaw: raw[1:33], YRaw: raw[33:]}
 }
 
 // sign returns the TPMT_SIGNATURE (ECDSA, SHA-256) of data.
