@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"io"
 	"os"
@@ -157,5 +158,27 @@ func TestProvisionSWTPMWithEKCA(t *testing.T) {
 	other, _ := ekca.New("other fleet")
 	if _, err := attest.VerifyEKCertificate(ar.EKCertificate, &attest.EKTrust{Roots: []*x509.Certificate{other.Cert}}, time.Now()); !errors.Is(err, attest.ErrEKUntrusted) {
 		t.Fatalf("under another CA: %v", err)
+	}
+}
+
+// TestPoolEKTrust: a pool's EK trust is its trustedEKRoots files plus its
+// provider's own EK CA; neither is no EK trust (the AK path applies); a
+// root file that does not load stops the fleet.
+func TestPoolEKTrust(t *testing.T) {
+	vendor, _ := ekca.New("TPM vendor")
+	fleetCA, _ := ekca.New("fleet")
+	file := filepath.Join(t.TempDir(), "vendor.pem")
+	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: vendor.Cert.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if tr, err := poolEKTrust(&PoolConfig{}, &memProvider{}); err != nil || tr != nil {
+		t.Fatalf("no EK roots: %+v, %v", tr, err)
+	}
+	tr, err := poolEKTrust(&PoolConfig{TrustedEKRoots: []string{file}}, &memProvider{ekCA: fleetCA})
+	if err != nil || len(tr.Roots) != 2 || !tr.Roots[0].Equal(vendor.Cert) || !tr.Roots[1].Equal(fleetCA.Cert) {
+		t.Fatalf("pool EK trust %+v, %v", tr, err)
+	}
+	if _, err := poolEKTrust(&PoolConfig{TrustedEKRoots: []string{filepath.Join(t.TempDir(), "missing.pem")}}, &memProvider{}); err == nil {
+		t.Fatal("a missing root file was accepted")
 	}
 }
