@@ -94,6 +94,10 @@ type PolicyConfig struct {
 	TrustedAKs []string `json:"trustedAKs,omitempty"`
 	// TrustedAKRoots: PEM files of AK certificate CAs (cloud vTPMs).
 	TrustedAKRoots []string `json:"trustedAKRoots,omitempty"`
+	// AKIntermediates: PEM files of intermediate AK certificate CAs (not
+	// trust anchors), for AK certificates whose TPM sends no chain (Azure's
+	// "Global Virtual TPM CA - 01").
+	AKIntermediates []string `json:"akIntermediates,omitempty"`
 	// TrustBundles: names of CA bundles shipped with attested-runner
 	// (attest.TrustBundles): "gce" trusts Compute Engine vTPM AK
 	// certificates (as trustedAKRoots) and EK certificates (as
@@ -218,7 +222,7 @@ func (c *Config) resolve(dir string) {
 		abs(&c.TLS.Key)
 	}
 	for _, l := range [][]string{c.Policy.ReferenceValues, c.Policy.ImageSigners, c.Policy.TrustedAKs, c.Policy.TrustedAKRoots,
-		c.Policy.TrustedEKRoots, c.Policy.EKIntermediates, c.Policy.EKCRLs} {
+		c.Policy.TrustedEKRoots, c.Policy.EKIntermediates, c.Policy.EKCRLs, c.Policy.AKIntermediates} {
 		for i := range l {
 			abs(&l[i])
 		}
@@ -249,6 +253,7 @@ func (c *Config) Validate() error {
 	need(fleet || len(c.Policy.TrustedAKs) > 0 || len(c.Policy.TrustedAKRoots) > 0 || len(c.Policy.TrustedEKRoots) > 0 || len(c.Policy.TrustBundles) > 0,
 		"policy: trustedAKs, trustedAKRoots, trustedEKRoots or trustBundles required; a gate that trusts no attestation key would admit no TPM")
 	need(len(c.Policy.TrustedEKRoots) > 0 || len(c.Policy.EKIntermediates)+len(c.Policy.EKCRLs) == 0, "policy.ekIntermediates and policy.ekCRLs need policy.trustedEKRoots")
+	need(len(c.Policy.TrustedAKRoots) > 0 || len(c.Policy.AKIntermediates) == 0, "policy.akIntermediates needs policy.trustedAKRoots")
 	need(!fleet || len(c.Policy.ImageSigners) > 0, "policy.imageSigners is required with a fleet: pool images are verified against signed provenance before every launch")
 	need(c.Policy.TPMLevel == 0 || c.Policy.TPMLevel == 2 || c.Policy.TPMLevel == 3, "policy.tpmLevel must be 2 or 3")
 	if c.TLS == nil && !loopback(c.Listen) {
@@ -323,6 +328,13 @@ func (c *Config) LoadPolicy(extraReferenceValues ...string) (*attest.Policy, str
 			return nil, "", fmt.Errorf("policy.trustedAKRoots: %w", err)
 		}
 		p.TrustedAKRoots = append(p.TrustedAKRoots, certs...)
+	}
+	for _, f := range c.Policy.AKIntermediates {
+		certs, err := attest.LoadCertificates(f)
+		if err != nil {
+			return nil, "", fmt.Errorf("policy.akIntermediates: %w", err)
+		}
+		p.TrustedAKIntermediates = append(p.TrustedAKIntermediates, certs...)
 	}
 	if p.TrustedEKs, err = loadEKTrust(c.Policy.TrustedEKRoots, c.Policy.EKIntermediates, c.Policy.EKCRLs); err != nil {
 		return nil, "", fmt.Errorf("policy: %w", err)

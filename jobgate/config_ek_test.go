@@ -64,6 +64,10 @@ func TestLoadPolicyEKTrust(t *testing.T) {
 	if len(p.TrustedAKRoots) != 2 || len(p.TrustedAKIntermediates) != 3 || len(p.TrustedEKs.Roots) != 2 || withGCE == plain {
 		t.Fatalf("gce bundle: %d AK roots, %d intermediates, EK %+v", len(p.TrustedAKRoots), len(p.TrustedAKIntermediates), p.TrustedEKs)
 	}
+	p, _, err = load(jobgate.PolicyConfig{TrustedAKRoots: []string{root}, AKIntermediates: []string{root}})
+	if err != nil || len(p.TrustedAKIntermediates) != 1 {
+		t.Fatalf("AK intermediates: %+v, %v", p, err)
+	}
 	for _, tc := range []struct {
 		name string
 		pc   jobgate.PolicyConfig
@@ -82,5 +86,9 @@ func TestLoadPolicyEKTrust(t *testing.T) {
 	c := &jobgate.Config{Policy: jobgate.PolicyConfig{EKCRLs: []string{crl}}}
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "need policy.trustedEKRoots") {
 		t.Fatalf("CRLs without roots: %v", err)
+	}
+	c = &jobgate.Config{Policy: jobgate.PolicyConfig{AKIntermediates: []string{root}}}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "akIntermediates needs policy.trustedAKRoots") {
+		t.Fatalf("AK intermediates without roots: %v", err)
 	}
 }
