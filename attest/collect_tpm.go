@@ -21,7 +21,28 @@ type TPMOptions struct {
 	EventLog func() ([]byte, error)
 	// SoftwareTPM labels the evidence as coming from a simulator or swtpm.
 	SoftwareTPM bool
+	// AKTemplate, if set, is the attestation key's template: a primary key
+	// of the endorsement hierarchy (e.g. client.AKTemplateRSA(), or an RSA
+	// template with the RSA-PSS scheme). Nil: the platform's AK (see
+	// OpenAK).
+	AKTemplate *tpm2.Public
+	// AKHandle, if set, is a persistent attestation key made by the
+	// platform, loaded in place of a template: Azure's vTPM AK is
+	// AzureAKHandle.
+	AKHandle tpmutil.Handle
+	// AKCertNVIndex, if set, is the NV index of the AK's certificate,
+	// read at start (it must certify the AK) and sent with every quote:
+	// Azure's is AzureAKCertNVIndex.
+	AKCertNVIndex uint32
 }
+
+// Azure trusted launch and confidential VMs: the vTPM's AK is persistent
+// at AzureAKHandle, and its certificate, issued by Microsoft's vTPM CA
+// ("Global Virtual TPM CA - 01"), is in NV at AzureAKCertNVIndex.
+const (
+	AzureAKHandle      = tpmutil.Handle(0x81000003)
+	AzureAKCertNVIndex = 0x01C101D0
+)
 
 // TPMCollector collects evidence from a TPM 2.0 reached through rw
 // (/dev/tpmrm0, the go-tpm-tools simulator, or a swtpm socket).
@@ -38,15 +59,58 @@ type TPMCollector struct {
 	ak     *client.Key
 	env    *client.Key
 	signer crypto.Signer
+	// ekCert is the EK certificate ActivationRequest read.
+	ekCert []byte
+	// akCert is the AK certificate read from TPMOptions.AKCertNVIndex.
+	akCert []byte
 }
 
 // NewTPMCollector opens the attestation key on rw.
 func NewTPMCollector(rw io.ReadWriter, opts TPMOptions) (*TPMCollector, error) {
-	ak, err := OpenAK(rw)
+	var ak *client.Key
+	var err error
+	if opts.AKHandle != 0 {
+		ak, err = client.LoadCachedKey(rw, opts.AKHandle, client.NullSession{})
+		if err != nil {
+			err = fmt.Errorf("loading the attestation key at %#x: %w", uint32(opts.AKHandle), err)
+		}
+	} else if opts.AKTemplate != nil {
+		ak, err = client.NewKey(rw, tpm2.HandleEndorsement, *opts.AKTemplate)
+		if err != nil {
+			err = fmt.Errorf("creating the attestation key: %w", err)
+		}
+	} else {
+		ak, err = OpenAK(rw)
+	}
 	if err != nil {
 		return nil, err
 	}
-	return &TPMCollector{rw: rw, opts: opts, ak: ak, bootState: bootState{log: newLifecycleLog(tpmLayout)}}, nil
+	t := &TPMCollector{rw: rw, opts: opts, ak: ak, bootState: bootState{log: newLifecycleLog(tpmLayout)}}
+	if opts.AKCertNVIndex != 0 {
+		if t.akCert, err = readAKCertificate(rw, opts.AKCertNVIndex, ak.PublicKey()); err != nil {
+			ak.Close()
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// readAKCertificate reads the AK certificate at an NV index and checks
+// that it certifies ak (a certificate for another key would only be
+// refused at the gate, with a less helpful error).
+func readAKCertificate(rw io.ReadWriter, index uint32, ak crypto.PublicKey) ([]byte, error) {
+	der, err := ReadEKCertificate(rw, index)
+	if err != nil {
+		return nil, fmt.Errorf("AK certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("%w: AK certificate at NV index %#x: %v", ErrMalformedEvidence, index, err)
+	}
+	if k, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(ak) {
+		return nil, fmt.Errorf("%w: the AK certificate at NV index %#x is for another key", ErrUntrustedAK, index)
+	}
+	return der, nil
 }
 
 // OpenAK loads the TPM's attestation key: the GCE AK if provisioned, else the
@@ -175,16 +239,22 @@ func (t *TPMCollector) Collect(ch Challenge) (*Evidence, error) {
 	if eventLog == nil {
 		eventLog = []byte{} // nil would make go-tpm-tools read securityfs itself
 	}
-	att, err := t.ak.Attest(client.AttestOpts{Nonce: nonce, TCGEventLog: eventLog, SkipTeeAttestation: true})
+	att, err := attestWith(t.rw, t.ak, nonce, eventLog)
 	if err != nil {
 		return nil, fmt.Errorf("quoting: %w", err)
+	}
+	if t.akCert != nil {
+		att.AkCert = t.akCert
 	}
 	attBytes, err := proto.Marshal(att)
 	if err != nil {
 		return nil, err
 	}
-	info, sig, err := tpm2.CertifyEx(t.rw, "", "", t.env.Handle(), t.ak.Handle(), nonce,
-		tpm2.SigScheme{Alg: tpm2.AlgECDSA, Hash: tpm2.AlgSHA256})
+	scheme, err := akSigScheme(t.ak.PublicArea())
+	if err != nil {
+		return nil, err
+	}
+	info, sig, err := tpm2.CertifyEx(t.rw, "", "", t.env.Handle(), t.ak.Handle(), nonce, scheme)
 	if err != nil {
 		return nil, fmt.Errorf("certifying the environment key: %w", err)
 	}

@@ -188,7 +188,7 @@ func TestCraftedEvidence(t *testing.T) {
 			ev.TPM.CertifyInfo, ev.TPM.CertifySignature = certify(t, rw, ak, env, nonce(t))
 		}, want: attest.ErrNonceMismatch, msg: "certification"},
 		// The quote by a trusted RSA AK, the certification an ECDSA
-		// signature: by some other key.
+		// signature: by some other key (an RSA AK signs RSASSA or RSA-PSS).
 		{name: "RSA AK", edit: func(t *testing.T, rw io.ReadWriter, _ *client.Key, _ tpmKey, ev *attest.Evidence, p *attest.Policy) {
 			rsaAK, err := client.AttestationKeyRSA(rw)
 			if err != nil {
@@ -203,7 +203,7 @@ func TestCraftedEvidence(t *testing.T) {
 			if ev.TPM.Attestation, err = proto.Marshal(att); err != nil {
 				t.Fatal(err)
 			}
-		}, want: attest.ErrKeyNotCertified, msg: "by an ECC AK"},
+		}, want: attest.ErrKeyNotCertified, msg: "an RSA attestation key signs with RSASSA or RSA-PSS, not ECDSA"},
 		// A quote over fewer PCRs than the reference image lists.
 		{name: "reference PCR not quoted", edit: func(t *testing.T, _ io.ReadWriter, ak *client.Key, _ tpmKey, ev *attest.Evidence, p *attest.Policy) {
 			replaceQuote(t, ev, ak, []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14})

@@ -193,6 +193,11 @@ type Policy struct {
 	// GCE vTPM EK/AK roots), with optional intermediates.
 	TrustedAKRoots         []*x509.Certificate
 	TrustedAKIntermediates []*x509.Certificate
+	// TrustedEKs are the EK certificate roots (with intermediates and
+	// CRLs) under which a gate trusts an AK proven by credential
+	// activation. Verify does not read it: the gate verifies the EK and
+	// the activation, then passes the activated AK as the only TrustedAK.
+	TrustedEKs *EKTrust
 	// TrustedTDXRoots replaces Intel's SGX root CA (intel_sgx_root_ca.pem).
 	// Nil means the embedded root, which is what production wants.
 	TrustedTDXRoots *x509.CertPool

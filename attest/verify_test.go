@@ -378,14 +378,14 @@ func TestRejections(t *testing.T) {
 			if e.TPM.CertifySignature, err = sig.Encode(); err != nil {
 				t.Fatal(err)
 			}
-		}, want: attest.ErrKeyNotCertified, msg: "ECDSA-SHA256"},
+		}, want: attest.ErrKeyNotCertified, msg: "is not SHA-256"},
 		{name: "certify signature is RSASSA", evidence: func(e *attest.Evidence) {
 			sig, err := tpm2.Signature{Alg: tpm2.AlgRSASSA, RSA: &tpm2.SignatureRSA{HashAlg: tpm2.AlgSHA256, Signature: make([]byte, 256)}}.Encode()
 			if err != nil {
 				t.Fatal(err)
 			}
 			e.TPM.CertifySignature = sig
-		}, want: attest.ErrKeyNotCertified, msg: "ECDSA-SHA256"},
+		}, want: attest.ErrKeyNotCertified, msg: "an ECC attestation key signs with ECDSA, not RSASSA"},
 		{name: "environment key public area does not decode", evidence: func(e *attest.Evidence) {
 			e.TPM.EnvKeyPublic = []byte{0, 1}
 		}, want: attest.ErrKeyNotCertified, msg: "environment key public area"},

@@ -18,7 +18,6 @@ import (
 	"github.com/google/go-eventlog/tcg"
 	pb "github.com/google/go-tpm-tools/proto/attest"
 	tpmpb "github.com/google/go-tpm-tools/proto/tpm"
-	tpmquote "github.com/google/go-tpm-tools/quote"
 	"github.com/google/go-tpm/legacy/tpm2"
 	"google.golang.org/protobuf/proto"
 )
@@ -117,7 +116,7 @@ func verifyTPMInput(in tpmInput, p *Policy, c *Claims, s *steps) error {
 		if nonce == nil {
 			nonce = ad.ExtraData // inspection without a nonce: self-consistency only
 		}
-		if err := tpmquote.Verify(quote, ak, nonce); err != nil {
+		if err := verifyQuote(quote, ak, nonce); err != nil {
 			return "", fmt.Errorf("%w: %v", ErrQuoteSignature, err)
 		}
 		c.PCRs = quote.GetPcrs().GetPcrs()
@@ -377,13 +376,13 @@ func verifyCertify(ev *Evidence, ak crypto.PublicKey, nonce []byte) error {
 	if err != nil {
 		return fmt.Errorf("%w: certify signature: %v", ErrKeyNotCertified, err)
 	}
-	akEC, ok := ak.(*ecdsa.PublicKey)
-	if !ok || sig.Alg != tpm2.AlgECDSA || sig.ECC == nil || sig.ECC.HashAlg != tpm2.AlgSHA256 {
-		return fmt.Errorf("%w: certify signature must be ECDSA-SHA256 by an ECC AK", ErrKeyNotCertified)
+	// ECDSA by an ECC AK, RSASSA or RSA-PSS by an RSA AK, over SHA-256.
+	alg, err := verifyAKSignature(ak, sig, t.CertifyInfo)
+	if err != nil {
+		return fmt.Errorf("%w: certify signature: %v", ErrKeyNotCertified, err)
 	}
-	digest := sha256.Sum256(t.CertifyInfo)
-	if !ecdsa.Verify(akEC, digest[:], sig.ECC.R, sig.ECC.S) {
-		return fmt.Errorf("%w: certify signature does not verify with the AK", ErrKeyNotCertified)
+	if alg != tpm2.AlgSHA256 {
+		return fmt.Errorf("%w: certify signature digest is %v, want SHA-256", ErrKeyNotCertified, alg)
 	}
 	ad, err := tpm2.DecodeAttestationData(t.CertifyInfo)
 	if err != nil {

@@ -123,6 +123,24 @@ type PolicyConfig struct {
 	TrustedAKs []string `json:"trustedAKs,omitempty"`
 	// TrustedAKRoots: PEM files of AK certificate CAs (cloud vTPMs).
 	TrustedAKRoots []string `json:"trustedAKRoots,omitempty"`
+	// AKIntermediates: PEM files of intermediate AK certificate CAs (not
+	// trust anchors), for AK certificates whose TPM sends no chain (Azure's
+	// "Global Virtual TPM CA - 01").
+	AKIntermediates []string `json:"akIntermediates,omitempty"`
+	// TrustBundles: names of CA bundles shipped with attested-runner
+	// (attest.TrustBundles): "gce" trusts Compute Engine vTPM AK
+	// certificates (as trustedAKRoots) and EK certificates (as
+	// trustedEKRoots) under Google's CAs.
+	TrustBundles []string `json:"trustBundles,omitempty"`
+	// TrustedEKRoots: PEM files of EK certificate CAs (TPM manufacturers,
+	// a fleet's local EK CA). A TPM whose EK certificate chains to one
+	// proves its AK by credential activation, with no AK enrolled.
+	TrustedEKRoots []string `json:"trustedEKRoots,omitempty"`
+	// EKIntermediates: PEM files of intermediate EK CAs (not trust anchors).
+	EKIntermediates []string `json:"ekIntermediates,omitempty"`
+	// EKCRLs: CRL files (DER or PEM) of EK CAs; a listed EK certificate is
+	// refused, and an out-of-date CRL refuses every certificate it covers.
+	EKCRLs []string `json:"ekCRLs,omitempty"`
 	// AllowedLabels an agent may ask for on top of github.labels.
 	AllowedLabels []string `json:"allowedLabels,omitempty"`
 	// DirectKernelBoot: see attest.Policy.DirectKernelBoot.
@@ -235,7 +253,8 @@ func (c *Config) resolve(dir string) {
 		abs(&c.TLS.Cert)
 		abs(&c.TLS.Key)
 	}
-	for _, l := range [][]string{c.Policy.ReferenceValues, c.Policy.ImageSigners, c.Policy.TrustedAKs, c.Policy.TrustedAKRoots} {
+	for _, l := range [][]string{c.Policy.ReferenceValues, c.Policy.ImageSigners, c.Policy.TrustedAKs, c.Policy.TrustedAKRoots,
+		c.Policy.TrustedEKRoots, c.Policy.EKIntermediates, c.Policy.EKCRLs, c.Policy.AKIntermediates} {
 		for i := range l {
 			abs(&l[i])
 		}
@@ -263,7 +282,10 @@ func (c *Config) Validate() error {
 	// VM's own AK.
 	fleet := c.HasFleet()
 	need(fleet || len(c.Policy.ReferenceValues) > 0, "policy.referenceValues: at least one file; a gate without reference values would admit anything")
-	need(fleet || len(c.Policy.TrustedAKs) > 0 || len(c.Policy.TrustedAKRoots) > 0, "policy: trustedAKs or trustedAKRoots required; a gate that trusts no attestation key would admit no TPM")
+	need(fleet || len(c.Policy.TrustedAKs) > 0 || len(c.Policy.TrustedAKRoots) > 0 || len(c.Policy.TrustedEKRoots) > 0 || len(c.Policy.TrustBundles) > 0,
+		"policy: trustedAKs, trustedAKRoots, trustedEKRoots or trustBundles required; a gate that trusts no attestation key would admit no TPM")
+	need(len(c.Policy.TrustedEKRoots) > 0 || len(c.Policy.EKIntermediates)+len(c.Policy.EKCRLs) == 0, "policy.ekIntermediates and policy.ekCRLs need policy.trustedEKRoots")
+	need(len(c.Policy.TrustedAKRoots) > 0 || len(c.Policy.AKIntermediates) == 0, "policy.akIntermediates needs policy.trustedAKRoots")
 	need(!fleet || len(c.Policy.ImageSigners) > 0, "policy.imageSigners is required with a fleet: pool images are verified against signed provenance before every launch")
 	if c.Store != nil {
 		if pg := c.Store.Postgres; pg == nil {
@@ -348,11 +370,69 @@ func (c *Config) LoadPolicy(extraReferenceValues ...string) (*attest.Policy, str
 		}
 		p.TrustedAKRoots = append(p.TrustedAKRoots, certs...)
 	}
+	for _, f := range c.Policy.AKIntermediates {
+		certs, err := attest.LoadCertificates(f)
+		if err != nil {
+			return nil, "", fmt.Errorf("policy.akIntermediates: %w", err)
+		}
+		p.TrustedAKIntermediates = append(p.TrustedAKIntermediates, certs...)
+	}
+	if p.TrustedEKs, err = loadEKTrust(c.Policy.TrustedEKRoots, c.Policy.EKIntermediates, c.Policy.EKCRLs); err != nil {
+		return nil, "", fmt.Errorf("policy: %w", err)
+	}
+	for _, name := range c.Policy.TrustBundles {
+		b, err := attest.LoadTrustBundle(name)
+		if err != nil {
+			return nil, "", fmt.Errorf("policy.trustBundles: %w", err)
+		}
+		p.TrustedAKRoots = append(p.TrustedAKRoots, b.Roots...)
+		p.TrustedAKIntermediates = append(p.TrustedAKIntermediates, b.Intermediates...)
+		if p.TrustedEKs == nil {
+			p.TrustedEKs = &attest.EKTrust{}
+		}
+		p.TrustedEKs.Roots = append(p.TrustedEKs.Roots, b.Roots...)
+		p.TrustedEKs.Intermediates = append(p.TrustedEKs.Intermediates, b.Intermediates...)
+	}
 	digest, err := policyDigest(p)
 	if err != nil {
 		return nil, "", err
 	}
 	return p, digest, nil
+}
+
+// loadEKTrust loads EK roots, intermediates and CRLs (nil when no root is
+// given). Every CRL must be signed by a configured CA: one that matches
+// none would check nothing.
+func loadEKTrust(roots, intermediates, crls []string) (*attest.EKTrust, error) {
+	if len(roots) == 0 {
+		return nil, nil
+	}
+	t := &attest.EKTrust{}
+	for _, f := range roots {
+		certs, err := attest.LoadCertificates(f)
+		if err != nil {
+			return nil, fmt.Errorf("trustedEKRoots: %w", err)
+		}
+		t.Roots = append(t.Roots, certs...)
+	}
+	for _, f := range intermediates {
+		certs, err := attest.LoadCertificates(f)
+		if err != nil {
+			return nil, fmt.Errorf("ekIntermediates: %w", err)
+		}
+		t.Intermediates = append(t.Intermediates, certs...)
+	}
+	for _, f := range crls {
+		crl, err := attest.LoadCRL(f)
+		if err != nil {
+			return nil, fmt.Errorf("ekCRLs: %w", err)
+		}
+		t.CRLs = append(t.CRLs, crl)
+	}
+	if err := t.CheckCRLIssuers(); err != nil {
+		return nil, fmt.Errorf("ekCRLs: %w", err)
+	}
+	return t, nil
 }
 
 // ImageSigners loads policy.imageSigners.
@@ -412,17 +492,28 @@ func policyDigest(p *attest.Policy) (string, error) {
 		}
 		roots = append(roots, b)
 	}
-	for _, c := range p.TrustedAKRoots {
+	for _, c := range append(slices.Clone(p.TrustedAKRoots), p.TrustedAKIntermediates...) {
 		roots = append(roots, c.Raw)
 	}
 	slices.SortFunc(roots, bytes.Compare)
+	var ekRoots [][]byte
+	if p.TrustedEKs != nil {
+		for _, c := range append(slices.Clone(p.TrustedEKs.Roots), p.TrustedEKs.Intermediates...) {
+			ekRoots = append(ekRoots, c.Raw)
+		}
+		for _, crl := range p.TrustedEKs.CRLs {
+			ekRoots = append(ekRoots, crl.Raw)
+		}
+	}
+	slices.SortFunc(ekRoots, bytes.Compare)
 	b, err := json.Marshal(struct {
 		Reference *attest.ReferenceValues
 		Roots     [][]byte
 		Direct    bool
 		Software  bool
 		Level     int
-	}{p.Reference, roots, p.DirectKernelBoot, p.AllowSoftwareTPMUnsafe, p.TPMLevel})
+		EKRoots   [][]byte `json:",omitempty"`
+	}{p.Reference, roots, p.DirectKernelBoot, p.AllowSoftwareTPMUnsafe, p.TPMLevel, ekRoots})
 	if err != nil {
 		return "", err
 	}

@@ -24,6 +24,25 @@ func FuzzAdmitBody(f *testing.F) {
 	f.Add(seed)
 	f.Add([]byte(`{"nonce":"AAAA","evidence":{"format":"` + attest.EvidenceFormat + `","kind":"tpm"}}`))
 	f.Add([]byte(`{}`))
+	// An EK activation request and answer: a real swtpm_setup EK
+	// certificate and the simulator's real AK public area.
+	ek, err := os.ReadFile("../attest/testdata/swtpm/ek-rsa2048.der")
+	if err != nil {
+		f.Fatal(err)
+	}
+	decoded, err := attest.DecodeEvidence(ev)
+	if err != nil {
+		f.Fatal(err)
+	}
+	ak, err := decoded.TPMAKPublic()
+	if err != nil {
+		f.Fatal(err)
+	}
+	act := &gateapi.Activation{EKCertificate: ek, AKPublic: ak}
+	chSeed, _ := jsonMarshal(gateapi.ChallengeRequest{Activation: act})
+	f.Add(chSeed)
+	adSeed, _ := jsonMarshal(gateapi.AdmitRequest{Nonce: nonce, Evidence: ev, Activation: act, ActivationSecret: make([]byte, 32)})
+	f.Add(adSeed)
 	handler := h.gate.Handler()
 	f.Fuzz(func(t *testing.T, body []byte) {
 		mints := h.gh.JITMints()

@@ -76,6 +76,13 @@ type AdmissionTerms struct {
 	Labels []string
 	// WorkFolder, if set, is the JIT runner's work folder.
 	WorkFolder string
+	// TrustedEKs, if set, are the EK roots under which this VM's AK may be
+	// proven by credential activation (the pool's), in place of the
+	// policy's.
+	TrustedEKs *attest.EKTrust
+	// RequireActivation refuses an admission that does not prove its AK
+	// by EK credential activation.
+	RequireActivation bool
 }
 
 // reconcileDefault is how often the gate lists the scope's runners at
@@ -136,7 +143,7 @@ func New(o Options) (*Gate, error) {
 	if err := o.Policy.Reference.Validate(); err != nil {
 		return nil, fmt.Errorf("jobgate: %w", err)
 	}
-	if len(o.Policy.TrustedAKs) == 0 && len(o.Policy.TrustedAKRoots) == 0 && !c.HasFleet() {
+	if len(o.Policy.TrustedAKs) == 0 && len(o.Policy.TrustedAKRoots) == 0 && o.Policy.TrustedEKs.Empty() && !c.HasFleet() {
 		// (A fleet's VMs each bring the AK their provider enrolled; other
 		// agents are then refused for want of a trust root.)
 		return nil, fmt.Errorf("jobgate: %w", attest.ErrNoTrustRoot)

@@ -34,6 +34,23 @@ func nonceMAC(key, body []byte) []byte {
 	return m.Sum(nil)[:nonceMACSize]
 }
 
+// nonceSecretDomain separates activation secrets from nonce MACs under the
+// same key.
+const nonceSecretDomain = "attested-runner/v1/nonce-secret\x00"
+
+// nonceSecret is a 32-byte HMAC-SHA256 of the nonce and info,
+// length-prefixed, under key in its own domain. Whoever knows the nonce
+// but not the key cannot compute it.
+func nonceSecret(key, nonce, info []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(nonceSecretDomain))
+	for _, part := range [][]byte{nonce, info} {
+		m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(part))))
+		m.Write(part)
+	}
+	return m.Sum(nil)
+}
+
 // parseNonce checks a nonce's MAC and returns its expiry.
 func parseNonce(key, n []byte) (time.Time, error) {
 	if len(n) != nonceSize {

@@ -126,8 +126,8 @@ func remote(r *http.Request) string {
 }
 
 func (g *Gate) handleChallenge(w http.ResponseWriter, r *http.Request) {
-	var req struct{}
-	if e := decodeBody(w, r, maxSmallBody, &req); e != nil {
+	var req gateapi.ChallengeRequest
+	if e := decodeBody(w, r, maxChallengeBody, &req); e != nil {
 		writeError(w, e)
 		return
 	}
@@ -137,7 +137,18 @@ func (g *Gate) handleChallenge(w http.ResponseWriter, r *http.Request) {
 		writeError(w, refuse(http.StatusInternalServerError, "internal", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, gateapi.ChallengeResponse{Nonce: nonce, ExpiresAt: exp})
+	resp := gateapi.ChallengeResponse{Nonce: nonce, ExpiresAt: exp}
+	if req.Activation != nil {
+		cred, e := g.challengeCredential(r.Context(), nonce, req.Activation)
+		if e != nil {
+			g.auditReject(r, "challenge", e, "", "")
+			g.log.Info("activation challenge refused", "reason", e.code, "remote", remote(r), "detail", e.err)
+			writeError(w, e)
+			return
+		}
+		resp.Credential = cred
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 func (g *Gate) handleAdmit(w http.ResponseWriter, r *http.Request) {
@@ -215,6 +226,35 @@ func (g *Gate) admit(ctx context.Context, req *gateapi.AdmitRequest, from string
 		return nil, reject(evidenceError(err), "")
 	}
 	keyDigest := attest.KeyDigest(ev.EnvKey)
+	challenge, ekNote := req.Nonce, ""
+	if req.Activation != nil || len(req.ActivationSecret) > 0 {
+		// EK credential activation (activation.go): the activated AK is
+		// the only one trusted for this admission.
+		trust := g.policy.TrustedEKs
+		if terms != nil && terms.TrustedEKs != nil {
+			trust = terms.TrustedEKs
+		}
+		ak, ek, e := g.activatedAK(ctx, req, ev, trust, now)
+		if e != nil {
+			if ek != nil {
+				e.err = fmt.Errorf("EK %s: %w", short(ek.Digest), e.err)
+			}
+			return nil, reject(e, keyDigest)
+		}
+		if terms != nil && terms.TrustedAK != nil && !keyEqual(terms.TrustedAK, ak.Key) {
+			return nil, reject(evidenceError(fmt.Errorf("%w: VM %s was launched with another AK", attest.ErrAKMismatch, req.VMID)), keyDigest)
+		}
+		p := *policy
+		p.TrustedAKs, p.TrustedAKRoots, p.TrustedAKIntermediates = []crypto.PublicKey{ak.Key}, nil, nil
+		policy = &p
+		challenge = gateapi.AdmissionNonce(req.Nonce, req.ActivationSecret)
+		ekNote = ", EK " + short(ek.Digest) + " (" + ek.Cert.Issuer.String() + ")"
+	} else if terms != nil && terms.RequireActivation {
+		return nil, reject(refuse(http.StatusForbidden, "activation_required", fmt.Errorf("VM %s must prove its AK by EK credential activation", req.VMID)), keyDigest)
+	} else if len(policy.TrustedAKs) == 0 && len(policy.TrustedAKRoots) == 0 {
+		// Only EK roots are trusted: an AK is trusted only once activated.
+		return nil, reject(refuse(http.StatusForbidden, "activation_required", errors.New("no AK is trusted without EK credential activation")), keyDigest)
+	}
 
 	select {
 	case g.verifySem <- struct{}{}:
@@ -222,7 +262,7 @@ func (g *Gate) admit(ctx context.Context, req *gateapi.AdmitRequest, from string
 		return nil, reject(refuse(http.StatusServiceUnavailable, "overloaded", ctx.Err()), keyDigest)
 	}
 	start := time.Now()
-	claims, err := attest.Verify(ev, attest.AdmissionChallenge(req.Nonce), policy)
+	claims, err := attest.Verify(ev, attest.AdmissionChallenge(challenge), policy)
 	g.metrics.observeVerify(time.Since(start))
 	<-g.verifySem
 	if err != nil {
@@ -295,7 +335,7 @@ func (g *Gate) admit(ctx context.Context, req *gateapi.AdmitRequest, from string
 	if err == nil {
 		err = g.store.Activate(context.WithoutCancel(ctx), rec, &AuditRecord{Time: now.UTC(), Action: "admit", Result: "accepted", Remote: from,
 			KeyDigest: keyDigest, EvidenceDigest: evDigest, RunnerName: name, RunnerID: id,
-			Detail: fmt.Sprintf("image %s, %s, labels %v", claims.ImageID, provenance.LevelName(claims.Level), labels)})
+			Detail: fmt.Sprintf("image %s, %s, labels %v%s", claims.ImageID, provenance.LevelName(claims.Level), labels, ekNote)})
 	}
 	if err != nil {
 		// Never leave a minted runner behind without a record.
@@ -370,6 +410,13 @@ var evidenceReasons = []struct {
 	{attest.ErrTDXQuote, "tdx_quote"},
 	{attest.ErrTDXDebug, "tdx_debug"},
 	{attest.ErrBadChallenge, "bad_challenge"},
+	{attest.ErrEKUntrusted, "ek_untrusted"},
+	{attest.ErrEKExpired, "ek_expired"},
+	{attest.ErrEKRevoked, "ek_revoked"},
+	{attest.ErrEKCRLExpired, "ek_crl_expired"},
+	{attest.ErrAKAttributes, "ak_attributes"},
+	{attest.ErrEKActivation, "ek_activation_failed"},
+	{attest.ErrAKMismatch, "ak_name_mismatch"},
 }
 
 func evidenceError(err error) *apiError {
@@ -516,6 +563,12 @@ func (g *Gate) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	g.metrics.write(w)
+}
+
+// keyEqual reports whether two public keys are the same key.
+func keyEqual(a, b crypto.PublicKey) bool {
+	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && k.Equal(b)
 }
 
 func short(s string) string {

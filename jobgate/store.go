@@ -74,6 +74,10 @@ type Store interface {
 	// CheckNonce reports whether nonce could be consumed now, without
 	// consuming it (to refuse replays before spending CPU on evidence).
 	CheckNonce(ctx context.Context, nonce []byte, now time.Time) error
+	// NonceSecret derives a secret from a nonce it issued and info, under
+	// the same key as nonces (so it survives restarts and is shared by
+	// replicas): the EK activation secret. Nothing is written.
+	NonceSecret(ctx context.Context, nonce, info []byte) ([]byte, error)
 	// Reserve consumes nonce and reserves r.KeyDigest (state pending) in one
 	// transaction; ErrNonce* or ErrKeyAdmitted if either is not possible.
 	// The audit record, if any, is appended in the same transaction.

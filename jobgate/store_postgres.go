@@ -319,6 +319,14 @@ func (s *PostgresStore) NewNonce(_ context.Context, expires time.Time) ([]byte, 
 	return makeNonce(s.nonceKey, expires)
 }
 
+// NonceSecret implements Store: under the nonce key every replica shares.
+func (s *PostgresStore) NonceSecret(_ context.Context, nonce, info []byte) ([]byte, error) {
+	if _, err := parseNonce(s.nonceKey, nonce); err != nil {
+		return nil, err
+	}
+	return nonceSecret(s.nonceKey, nonce, info), nil
+}
+
 // CheckNonce implements Store.
 func (s *PostgresStore) CheckNonce(ctx context.Context, nonce []byte, now time.Time) error {
 	exp, err := parseNonce(s.nonceKey, nonce)

@@ -6,6 +6,7 @@ package jobgate
 // migrations, refusals by the database itself, outages.
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -213,6 +214,48 @@ func TestNonceLifecycle(t *testing.T) {
 		}
 		if err := s.CheckNonce(ctx, n, t0.Add(2*time.Minute)); !errors.Is(err, ErrNonceExpired) {
 			t.Fatalf("a pruned nonce is still refused by its expiry: %v", err)
+		}
+	})
+}
+
+// TestNonceSecret: the EK activation secret is derived only from a nonce
+// the store issued, is the same after a restart and at a replica, and
+// differs per nonce and per info.
+func TestNonceSecret(t *testing.T) {
+	forEachStore(t, func(t *testing.T, fx *storeFixture) {
+		ctx := context.Background()
+		n, err := fx.s.NewNonce(ctx, t0.Add(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := fx.s.NonceSecret(ctx, n, []byte("ek|ak"))
+		if err != nil || len(a) != 32 {
+			t.Fatalf("secret %x, %v", a, err)
+		}
+		if b, _ := fx.s.NonceSecret(ctx, n, []byte("ek|other-ak")); bytes.Equal(a, b) {
+			t.Fatal("the same secret for another AK")
+		}
+		n2, _ := fx.s.NewNonce(ctx, t0.Add(time.Minute))
+		if b, _ := fx.s.NonceSecret(ctx, n2, []byte("ek|ak")); bytes.Equal(a, b) {
+			t.Fatal("the same secret for another nonce")
+		}
+		forged := append([]byte(nil), n...)
+		forged[0] ^= 1
+		if b, err := fx.s.NonceSecret(ctx, forged, []byte("ek|ak")); !errors.Is(err, ErrNonceUnknown) || b != nil {
+			t.Fatalf("secret for a nonce the store never issued: %x, %v", b, err)
+		}
+		if b, err := fx.s.NonceSecret(ctx, nil, []byte("ek|ak")); err == nil || b != nil {
+			t.Fatalf("secret for no nonce: %x, %v", b, err)
+		}
+		again := fx.restart(t)
+		if b, err := again.NonceSecret(ctx, n, []byte("ek|ak")); err != nil || !bytes.Equal(a, b) {
+			t.Fatalf("after a restart: %x, %v (want %x)", b, err, a)
+		}
+		if fx.replica != nil {
+			r := fx.replica(t)
+			if b, err := r.NonceSecret(ctx, n, []byte("ek|ak")); err != nil || !bytes.Equal(a, b) {
+				t.Fatalf("at a replica: %x, %v (want %x)", b, err, a)
+			}
 		}
 	})
 }

@@ -49,6 +49,10 @@ type Config struct {
 	// VMID names the fleet VM the agent runs in, for the gate's fleet
 	// ("" outside a fleet; see cmd/attested-runner --vm-id).
 	VMID string
+	// EKActivation: prove the AK to the gate by EK credential activation
+	// (no AK enrolled by hand): the collector must be an attest.EKActivator
+	// whose TPM has an EK certificate in NV.
+	EKActivation bool
 	// SocketPath is the agent's socket (default /run/attested-runner/agent.sock).
 	SocketPath string
 	// StateDir holds generated hook scripts and the dispatch attestation
@@ -327,20 +331,53 @@ func (a *Agent) admit(ctx context.Context) ([]byte, error) {
 	defer cancel()
 	var resp *gateapi.AdmitResponse
 	var nonce, evJSON []byte
+	var activation *gateapi.Activation
+	if c.EKActivation {
+		act, ok := c.Collector.(attest.EKActivator)
+		if !ok {
+			return nil, fmt.Errorf("admission: EK activation: the %s collector cannot activate credentials", c.Collector.Kind())
+		}
+		ar, err := act.ActivationRequest()
+		if err != nil {
+			return nil, fmt.Errorf("admission: EK activation: %w", err)
+		}
+		if ar == nil {
+			return nil, fmt.Errorf("admission: EK activation: %w in the TPM's NV", attest.ErrNoEKCertificate)
+		}
+		activation = &gateapi.Activation{EKCertificate: ar.EKCertificate, AKPublic: ar.AKPublic}
+	}
 	err := gateapi.Retry(actx, 1<<20, 500*time.Millisecond, 30*time.Second, func(attempt int) error {
-		ch, err := c.Gate.Challenge(actx)
+		var ch *gateapi.ChallengeResponse
+		var err error
+		if activation != nil {
+			ch, err = c.Gate.ChallengeActivation(actx, activation)
+		} else {
+			ch, err = c.Gate.Challenge(actx)
+		}
 		if err != nil {
 			a.log.Warn("gate challenge failed; retrying", "attempt", attempt+1, "err", err)
 			return err
 		}
-		ev, err := c.Collector.Collect(attest.AdmissionChallenge(ch.Nonce))
+		var secret []byte
+		if activation != nil {
+			if ch.Credential == nil {
+				return errors.New("the gate answered an activation challenge without a credential")
+			}
+			// TPM2_ActivateCredential: only this TPM (its EK), for this AK.
+			if secret, err = c.Collector.(attest.EKActivator).ActivateCredential(&attest.Credential{
+				IDObject: ch.Credential.IDObject, EncryptedSecret: ch.Credential.EncryptedSecret}); err != nil {
+				return fmt.Errorf("EK activation: %w", err)
+			}
+		}
+		ev, err := c.Collector.Collect(attest.AdmissionChallenge(gateapi.AdmissionNonce(ch.Nonce, secret)))
 		if err != nil {
 			return fmt.Errorf("collecting evidence: %w", err)
 		}
 		if evJSON, err = ev.Encode(); err != nil {
 			return err
 		}
-		resp, err = c.Gate.Admit(actx, &gateapi.AdmitRequest{Nonce: ch.Nonce, Evidence: evJSON, Labels: c.Labels, AgentVersion: c.AgentVersion, VMID: c.VMID})
+		resp, err = c.Gate.Admit(actx, &gateapi.AdmitRequest{Nonce: ch.Nonce, Evidence: evJSON, Labels: c.Labels, AgentVersion: c.AgentVersion, VMID: c.VMID,
+			Activation: activation, ActivationSecret: secret})
 		if err != nil {
 			a.log.Warn("admission failed", "attempt", attempt+1, "err", err)
 			return err

@@ -48,7 +48,7 @@ With --tdx the agent uses the TDX guest interface instead of a TPM.
 
 type agentFlags struct {
 	gate, gateCA, gateKeys, runnerDir, runnerUser, labels, tpm, eventLog, socket, stateDir, poweroff, logFormat, vmID string
-	tdx, insecureDiskRunnerDir, insecurePlainHTTP                                                                     bool
+	tdx, insecureDiskRunnerDir, insecurePlainHTTP, ekActivation, azureAK                                              bool
 	idleTTL, admissionDeadline, jobTimeout, teardownDeadline                                                          time.Duration
 }
 
@@ -63,6 +63,8 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.runnerUser, "runner-user", "runner", "unprivileged user the runner and the job run as: a name, or uid:gid")
 	fs.BoolVar(&f.insecureDiskRunnerDir, "insecure-allow-runner-dir-on-disk", false, "allow a runner directory on a persistent filesystem (the runner writes its JIT credentials there): local demos and tests only")
 	fs.StringVar(&f.labels, "labels", "", "extra runner labels to ask the gate for, comma-separated")
+	fs.BoolVar(&f.azureAK, "azure-ak", false, "attest with Azure's vTPM AK (persistent 0x81000003) and send its certificate from NV 0x01C101D0 (trusted launch and confidential VMs)")
+	fs.BoolVar(&f.ekActivation, "ek-activation", false, "prove the attestation key to the gate by EK credential activation (the TPM's EK certificate in NV; no AK enrolled by hand)")
 	fs.StringVar(&f.vmID, "vm-id", "auto", "the fleet VM this agent runs in, told to the gate: auto (QEMU fw_cfg opt/attested-runner/vm, else Compute Engine's instance name, else none), none, or a name")
 	fs.StringVar(&f.tpm, "tpm", "/dev/tpmrm0", "TPM: a device path, unix:/path/to/swtpm.sock, or simulator")
 	fs.BoolVar(&f.tdx, "tdx", false, "use the Intel TDX guest interface instead of a TPM")
@@ -140,7 +142,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Gate: &gateapi.Client{BaseURL: f.gate, HTTP: httpClient}, GateKeys: gateKeys, Collector: collector,
 		AgentDigest: digest, AgentVersion: version.String("attested-runner"), AgentPath: self,
 		RunnerDir: f.runnerDir, RunnerUID: uid, RunnerGID: gid, Labels: labels, VMID: vmID,
-		SocketPath: f.socket, StateDir: f.stateDir,
+		SocketPath: f.socket, StateDir: f.stateDir, EKActivation: f.ekActivation,
 		AdmissionDeadline: f.admissionDeadline, IdleTTL: f.idleTTL, JobTimeout: f.jobTimeout, TeardownDeadline: f.teardownDeadline,
 		PowerOff: powerOff, Log: log, AllowRunnerDirOnDiskInsecure: f.insecureDiskRunnerDir,
 	})
@@ -301,6 +303,9 @@ func openCollector(f agentFlags) (attest.Collector, func(), error) {
 		return c, func() {}, err
 	}
 	opts := attest.TPMOptions{}
+	if f.azureAK {
+		opts.AKHandle, opts.AKCertNVIndex = attest.AzureAKHandle, attest.AzureAKCertNVIndex
+	}
 	if f.eventLog != "" {
 		path := f.eventLog
 		opts.EventLog = func() ([]byte, error) { return os.ReadFile(path) }

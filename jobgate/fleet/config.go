@@ -72,6 +72,10 @@ type PoolConfig struct {
 	// WorkFolder is the JIT runners' work folder (an image built with
 	// --scratch: /scratch/_work).
 	WorkFolder string `json:"workFolder,omitempty"`
+	// TrustedEKRoots: PEM files of EK CAs for this pool's VMs. When set
+	// (or when the provider has its own EK CA: qemu.ekCA), a VM proves its
+	// AK by EK credential activation, under these roots only.
+	TrustedEKRoots []string `json:"trustedEKRoots,omitempty"`
 	// Exactly one provider.
 	QEMU *QEMUConfig `json:"qemu,omitempty"`
 	GCE  *GCEConfig  `json:"gce,omitempty"`
@@ -126,8 +130,12 @@ func (c *Config) resolve(dir string) {
 		p := &c.Pools[i]
 		abs(&p.Image.Dir)
 		abs(&p.Image.Provenance)
+		for j := range p.TrustedEKRoots {
+			abs(&p.TrustedEKRoots[j])
+		}
 		if q := p.QEMU; q != nil {
 			abs(&q.StateDir)
+			abs(&q.EKCA)
 			abs(&q.OVMFCode)
 			abs(&q.OVMFVars)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/jobgate"
 )
 
@@ -47,6 +49,9 @@ type pool struct {
 	cfg      *PoolConfig
 	provider Provider
 	bucket   tokenBucket
+	// ekTrust, if set, is what the pool's VMs' EK certificates must chain
+	// to; their AKs are then trusted only through credential activation.
+	ekTrust *attest.EKTrust
 }
 
 // Options assemble a Fleet.
@@ -115,11 +120,41 @@ func New(o Options) (*Fleet, error) {
 		if prov == nil {
 			return nil, fmt.Errorf("fleet: pool %s has no provider", pc.Name)
 		}
-		f.pools = append(f.pools, &pool{cfg: pc, provider: prov, bucket: newTokenBucket(pc.LaunchesPerMinute, f.now())})
+		ekTrust, err := poolEKTrust(pc, prov)
+		if err != nil {
+			return nil, fmt.Errorf("fleet: pool %s: %w", pc.Name, err)
+		}
+		f.pools = append(f.pools, &pool{cfg: pc, provider: prov, bucket: newTokenBucket(pc.LaunchesPerMinute, f.now()), ekTrust: ekTrust})
 		f.metrics.pool(pc.Name)
 	}
 	o.Gate.SetFleet(f)
 	return f, nil
+}
+
+// EKAuthority is a Provider that manufactures its VMs' TPMs with EK
+// certificates of its own CA (the qemu provider with an ekCA).
+type EKAuthority interface {
+	EKRoots() []*x509.Certificate
+}
+
+// poolEKTrust is the pool's EK trust: its trustedEKRoots files and its
+// provider's own EK CA; nil when it has neither.
+func poolEKTrust(pc *PoolConfig, prov Provider) (*attest.EKTrust, error) {
+	var roots []*x509.Certificate
+	for _, f := range pc.TrustedEKRoots {
+		certs, err := attest.LoadCertificates(f)
+		if err != nil {
+			return nil, fmt.Errorf("trustedEKRoots: %w", err)
+		}
+		roots = append(roots, certs...)
+	}
+	if a, ok := prov.(EKAuthority); ok {
+		roots = append(roots, a.EKRoots()...)
+	}
+	if len(roots) == 0 {
+		return nil, nil
+	}
+	return &attest.EKTrust{Roots: roots}, nil
 }
 
 func (f *Fleet) pool(name string) *pool {
@@ -299,6 +334,11 @@ func (f *Fleet) Admission(ctx context.Context, vmID string) (*jobgate.AdmissionT
 		return nil, fmt.Errorf("VM %s belongs to pool %s, which this gate no longer has", vm.Name, vm.Pool)
 	}
 	t := &jobgate.AdmissionTerms{Labels: slices.Clone(p.cfg.Labels), WorkFolder: p.cfg.WorkFolder, ImageID: vm.ImageID}
+	if p.ekTrust != nil {
+		// The pool's EK roots, and only them: the VM proves its AK by
+		// credential activation.
+		t.TrustedEKs, t.RequireActivation = p.ekTrust, true
+	}
 	if len(vm.AK) > 0 {
 		if t.TrustedAK, err = parseKey(vm.AK); err != nil {
 			return nil, err

@@ -23,6 +23,7 @@ import (
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/attest/attesttest"
 	"github.com/attested-runner/attested-runner/e2e/fakegithub"
+	"github.com/attested-runner/attested-runner/internal/ekca"
 	"github.com/attested-runner/attested-runner/internal/fakeclock"
 	"github.com/attested-runner/attested-runner/jobgate"
 	"github.com/attested-runner/attested-runner/jobgate/gateapi"
@@ -48,6 +49,11 @@ var testSecret = []byte("webhook-secret-0123456789")
 type memProvider struct {
 	t    testing.TB
 	tpms bool
+	// ekCA, if set (with tpms), manufactures each VM's swtpm with an EK
+	// certificate it signs, as the qemu provider with an ekCA does, and
+	// reports no AK; foreignCA, if set, signs the next VM's instead (a
+	// self-made EK certificate from another CA).
+	ekCA, foreignCA *ekca.CA
 
 	mu        sync.Mutex
 	vms       map[string]*memVM
@@ -71,6 +77,14 @@ type memVM struct {
 
 func (m *memProvider) Kind() string { return "mem" }
 
+// EKRoots implements EKAuthority.
+func (m *memProvider) EKRoots() []*x509.Certificate {
+	if m.ekCA == nil {
+		return nil
+	}
+	return []*x509.Certificate{m.ekCA.Cert}
+}
+
 func (m *memProvider) Launch(ctx context.Context, req *LaunchRequest) (*Launched, error) {
 	m.mu.Lock()
 	if err := m.failNext; err != nil {
@@ -86,6 +100,26 @@ func (m *memProvider) Launch(ctx context.Context, req *LaunchRequest) (*Launched
 			return nil, err
 		}
 		m.t.Cleanup(func() { tpm.Stop() })
+		if m.ekCA != nil {
+			m.mu.Lock()
+			ca := m.ekCA
+			if m.foreignCA != nil {
+				ca, m.foreignCA = m.foreignCA, nil
+			}
+			m.mu.Unlock()
+			if err := tpm.With(func(rw io.ReadWriter) error { _, err := ekca.Provision(rw, ca, ekca.RSA); return err }); err != nil {
+				return nil, err
+			}
+			vm.tpm = tpm
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			if m.vms == nil {
+				m.vms = map[string]*memVM{}
+			}
+			m.vms[req.Name] = vm
+			m.launches = append(m.launches, req.Name)
+			return &Launched{}, nil
+		}
 		var spki []byte
 		if err := tpm.With(func(rw io.ReadWriter) (err error) { spki, err = attest.AKPublic(rw); return err }); err != nil {
 			return nil, err
@@ -242,6 +276,9 @@ type world struct {
 
 type worldOpts struct {
 	tpms bool
+	// ekCA: the provider manufactures TPMs with EK certificates of this
+	// CA, and VMs prove their AKs by credential activation.
+	ekCA *ekca.CA
 	pool func(*PoolConfig)
 	// noRecovery turns off recovering missed deliveries.
 	noRecovery bool
@@ -305,7 +342,7 @@ func newWorld(t *testing.T, o worldOpts) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.prov = &memProvider{t: t, tpms: o.tpms}
+	w.prov = &memProvider{t: t, tpms: o.tpms, ekCA: o.ekCA}
 	w.fleet, err = New(Options{Config: w.cfg, Gate: w.gate, WebhookSecret: testSecret, ImageSigners: []crypto.PublicKey{w.img.signer},
 		Providers: map[string]Provider{"linux": w.prov}, Deliveries: w.reg, Budget: w.reg, Requests: w.reg.Requests, Now: w.clock.Now})
 	if err != nil {
@@ -413,16 +450,32 @@ func (w *world) boot(vm *memVM, vmID string) (*agent, error) {
 		w.t.Fatal(err)
 	}
 	client := &gateapi.Client{BaseURL: w.srv.URL}
-	ch, err := client.Challenge(w.ctx)
-	if err != nil {
+	var activation *gateapi.Activation
+	var secret []byte
+	var ch *gateapi.ChallengeResponse
+	if w.prov.ekCA != nil {
+		// The agent's --ek-activation path.
+		ar, err := c.ActivationRequest()
+		if err != nil || ar == nil {
+			w.t.Fatalf("activation request: %+v, %v", ar, err)
+		}
+		activation = &gateapi.Activation{EKCertificate: ar.EKCertificate, AKPublic: ar.AKPublic}
+		if ch, err = client.ChallengeActivation(w.ctx, activation); err != nil {
+			w.t.Fatal(err)
+		}
+		if secret, err = c.ActivateCredential(&attest.Credential{IDObject: ch.Credential.IDObject, EncryptedSecret: ch.Credential.EncryptedSecret}); err != nil {
+			w.t.Fatal(err)
+		}
+	} else if ch, err = client.Challenge(w.ctx); err != nil {
 		w.t.Fatal(err)
 	}
-	ev, err := c.Collect(attest.AdmissionChallenge(ch.Nonce))
+	ev, err := c.Collect(attest.AdmissionChallenge(gateapi.AdmissionNonce(ch.Nonce, secret)))
 	if err != nil {
 		w.t.Fatal(err)
 	}
 	b, _ := ev.Encode()
-	resp, err := client.Admit(w.ctx, &gateapi.AdmitRequest{Nonce: ch.Nonce, Evidence: b, VMID: vmID, Labels: []string{"attested", "linux"}})
+	resp, err := client.Admit(w.ctx, &gateapi.AdmitRequest{Nonce: ch.Nonce, Evidence: b, VMID: vmID, Labels: []string{"attested", "linux"},
+		Activation: activation, ActivationSecret: secret})
 	if err != nil {
 		return nil, err
 	}

@@ -3,8 +3,10 @@ package fleet
 import (
 	"context"
 	"crypto"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -17,14 +19,17 @@ import (
 	"time"
 
 	"github.com/attested-runner/attested-runner/attest"
+	"github.com/attested-runner/attested-runner/internal/ekca"
 	"github.com/attested-runner/attested-runner/internal/fileio"
 	"github.com/google/go-tpm/legacy/tpm2"
 )
 
 // QEMUConfig runs a pool's VMs as QEMU processes on the gate's host: one
-// QEMU, OVMF and swtpm per VM. The fleet makes each VM's TPM itself and
-// reads its attestation key before the VM boots, so the gate trusts that
-// AK for that VM only; no admin enrolls anything.
+// QEMU, OVMF and swtpm per VM. The fleet makes each VM's TPM itself, so
+// no admin enrolls anything. Without EKCA it reads the TPM's attestation
+// key before the VM boots and the gate trusts that AK for that VM only;
+// with EKCA it manufactures the TPM with an EK certificate of the fleet's
+// own EK CA, and the VM proves its AK by credential activation.
 type QEMUConfig struct {
 	// StateDir holds one directory per VM (boot files, TPM state, console
 	// log); required.
@@ -58,6 +63,13 @@ type QEMUConfig struct {
 	// Relay is the guestfwd relay program, run as "RELAY HOST:PORT"
 	// (default: socat, else "jobgate stdio-relay").
 	Relay string `json:"relay,omitempty"`
+	// EKCA is the directory of the fleet's local EK CA (ek-ca.pem and a
+	// 0600 ek-ca-key.pem; created on first use). Each VM's fresh swtpm
+	// gets an RSA 2048 EK certificate it signs, in NV 0x01c00002 (TCG EK
+	// Credential Profile), written and locked before the VM boots; the
+	// pool trusts this CA, and its VMs are admitted only by EK credential
+	// activation (agent --ek-activation).
+	EKCA string `json:"ekCA,omitempty"`
 	// KeepFiles keeps a destroyed VM's directory (console log, TPM state)
 	// for inspection.
 	KeepFiles bool `json:"keepFiles,omitempty"`
@@ -124,6 +136,8 @@ type QEMU struct {
 	pool  string
 	accel string
 	relay []string
+	// ekCA, if set, manufactures every VM's TPM (QEMUConfig.EKCA).
+	ekCA *ekca.CA
 
 	mu  sync.Mutex
 	vms map[string]*qemuVM
@@ -157,6 +171,13 @@ func NewQEMU(ctx context.Context, pool string, cfg *QEMUConfig) (*QEMU, error) {
 		return nil, err
 	}
 	q := &QEMU{cfg: cfg, pool: pool, vms: map[string]*qemuVM{}}
+	if cfg.EKCA != "" {
+		ca, err := ekca.LoadOrCreate(cfg.EKCA, "attested-runner fleet EK CA ("+pool+")")
+		if err != nil {
+			return nil, fmt.Errorf("qemu provider: ekCA: %w", err)
+		}
+		q.ekCA = ca
+	}
 	switch cfg.Relay {
 	case "":
 		if _, err := exec.LookPath("socat"); err == nil {
@@ -200,7 +221,18 @@ func (q *QEMU) Launch(ctx context.Context, req *LaunchRequest) (*Launched, error
 	if err := os.Mkdir(tpmState, 0o700); err != nil {
 		return nil, err
 	}
-	ak, err := q.readAK(ctx, dir, tpmState)
+	var ak crypto.PublicKey
+	var err error
+	if q.ekCA != nil {
+		// Manufactured like a TPM from a vendor: the gate trusts its EK
+		// certificate, and the agent proves its AK by activation.
+		err = ProvisionSWTPM(ctx, q.cfg.SWTPM, dir, tpmState, func(rw io.ReadWriter) error {
+			_, err := ekca.Provision(rw, q.ekCA, ekca.RSA)
+			return err
+		})
+	} else {
+		ak, err = q.readAK(ctx, dir, tpmState)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("the VM's TPM: %w", err)
 	}
@@ -255,16 +287,41 @@ func (q *QEMU) Launch(ctx context.Context, req *LaunchRequest) (*Launched, error
 	return &Launched{AK: ak}, nil
 }
 
+// EKRoots implements EKAuthority: the fleet's EK CA, if configured.
+func (q *QEMU) EKRoots() []*x509.Certificate {
+	if q.ekCA == nil {
+		return nil
+	}
+	return []*x509.Certificate{q.ekCA.Cert}
+}
+
 // readAK starts the VM's swtpm alone, reads the attestation key the agent
 // will use (the same primary key, derived from the endorsement seed in the
 // state directory) and stops it with an orderly shutdown.
 func (q *QEMU) readAK(ctx context.Context, dir, state string) (crypto.PublicKey, error) {
+	var spki []byte
+	err := ProvisionSWTPM(ctx, q.cfg.SWTPM, dir, state, func(rw io.ReadWriter) (err error) {
+		spki, err = attest.AKPublic(rw)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return parseKey(spki)
+}
+
+// ProvisionSWTPM starts swtpm (the program swtpmBin) alone on the TPM
+// state directory state, before its VM exists, runs f on it (the fleet's
+// manufacturing: read the AK, write an EK certificate) and stops it with
+// an orderly shutdown so that swtpm stores the state. Its sockets live in
+// dir.
+func ProvisionSWTPM(ctx context.Context, swtpmBin, dir, state string, f func(io.ReadWriter) error) error {
 	srv, ctrl := filepath.Join(dir, "enroll.sock"), filepath.Join(dir, "enroll.ctrl")
-	cmd := exec.CommandContext(ctx, q.cfg.SWTPM, "socket", "--tpm2", "--server", "type=unixio,path="+srv,
+	cmd := exec.CommandContext(ctx, swtpmBin, "socket", "--tpm2", "--server", "type=unixio,path="+srv,
 		"--ctrl", "type=unixio,path="+ctrl, "--tpmstate", "dir="+state, "--flags", "not-need-init,startup-clear")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return err
 	}
 	defer func() {
 		cmd.Process.Signal(syscall.SIGTERM)
@@ -273,22 +330,18 @@ func (q *QEMU) readAK(ctx context.Context, dir, state string) (crypto.PublicKey,
 		os.Remove(ctrl)
 	}()
 	if err := waitFor(srv, 5*time.Second); err != nil {
-		return nil, err
+		return err
 	}
 	conn, err := net.Dial("unix", srv)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer conn.Close()
-	spki, err := attest.AKPublic(conn)
-	if err != nil {
-		return nil, err
+	if err := f(conn); err != nil {
+		return err
 	}
 	// An orderly shutdown, so swtpm stores its state before it exits.
-	if err := tpm2.Shutdown(conn, tpm2.StartupClear); err != nil {
-		return nil, err
-	}
-	return parseKey(spki)
+	return tpm2.Shutdown(conn, tpm2.StartupClear)
 }
 
 func (q *QEMU) args(req *LaunchRequest, dir, sock string) ([]string, error) {

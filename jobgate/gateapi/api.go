@@ -23,10 +23,50 @@ const (
 	PathRoots      = "/v1/roots"
 )
 
-// ChallengeResponse carries a single-use nonce.
+// ChallengeRequest is the body of a challenge request: empty, or an EK
+// activation request of a TPM whose AK the gate does not know yet.
+type ChallengeRequest struct {
+	Activation *Activation `json:"activation,omitempty"`
+}
+
+// Activation names a TPM by its endorsement key (EK) certificate and the
+// attestation key (AK) it wants trusted through credential activation.
+type Activation struct {
+	// EKCertificate is the DER EK certificate from the TPM's NV (TCG EK
+	// Credential Profile indices).
+	EKCertificate []byte `json:"ekCertificate"`
+	// AKPublic is the AK's public area (TPMT_PUBLIC).
+	AKPublic []byte `json:"akPublic"`
+}
+
+// ChallengeResponse carries a single-use nonce, and for an activation
+// request a credential only that TPM can open for that AK.
 type ChallengeResponse struct {
 	Nonce     []byte    `json:"nonce"`
 	ExpiresAt time.Time `json:"expiresAt"`
+	// Credential, for an activation request, wraps the activation secret
+	// under the EK for the AK's name (TPM2_MakeCredential's output, both
+	// parts size-prefixed). The agent opens it with TPM2_ActivateCredential
+	// and answers with AdmissionNonce(Nonce, secret) as its quote's nonce.
+	Credential *Credential `json:"credential,omitempty"`
+}
+
+// Credential is TPM2_MakeCredential's output (TPM2B_ID_OBJECT,
+// TPM2B_ENCRYPTED_SECRET).
+type Credential struct {
+	IDObject        []byte `json:"idObject"`
+	EncryptedSecret []byte `json:"encryptedSecret"`
+}
+
+// AdmissionNonce is the nonce an agent's admission evidence answers: the
+// gate's nonce, followed by the activation secret when the challenge came
+// with a credential. A quote over it proves that the AK signing it was in
+// the TPM that opened the credential, in the same round trip.
+func AdmissionNonce(nonce, activationSecret []byte) []byte {
+	if len(activationSecret) == 0 {
+		return nonce
+	}
+	return append(append([]byte(nil), nonce...), activationSecret...)
 }
 
 // AdmitRequest asks the gate to admit an environment.
@@ -45,6 +85,12 @@ type AdmitRequest struct {
 	// through its life. A gate with a fleet admits a named VM only once,
 	// only while it is being launched, with the AK it enrolled for it.
 	VMID string `json:"vmId,omitempty"`
+	// Activation repeats the challenge's activation request, and
+	// ActivationSecret is what TPM2_ActivateCredential released: with
+	// them, the AK of the evidence is trusted as the EK's (no AK is
+	// enrolled by hand).
+	Activation       *Activation `json:"activation,omitempty"`
+	ActivationSecret []byte      `json:"activationSecret,omitempty"`
 }
 
 // AdmitResponse is the gate's answer to an admitted environment.

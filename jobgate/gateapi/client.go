@@ -45,6 +45,16 @@ func (c *Client) Challenge(ctx context.Context) (*ChallengeResponse, error) {
 	return &out, nil
 }
 
+// ChallengeActivation asks for a nonce and a credential for an AK under
+// an EK (credential activation).
+func (c *Client) ChallengeActivation(ctx context.Context, a *Activation) (*ChallengeResponse, error) {
+	var out ChallengeResponse
+	if err := c.do(ctx, PathChallenge, &ChallengeRequest{Activation: a}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // Admit presents evidence.
 func (c *Client) Admit(ctx context.Context, req *AdmitRequest) (*AdmitResponse, error) {
 	var out AdmitResponse
