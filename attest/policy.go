@@ -207,10 +207,7 @@ type Policy struct {
 	// AllowSoftwareTPMUnsafe accepts evidence labelled as coming from a
 	// simulator or swtpm. Demos and tests only.
 	AllowSoftwareTPMUnsafe bool
-	// TPMLevel is the BuildEnv level claimed for TPM evidence: 2 for a vTPM
-	// (the default; the host interface is attested), 3 for a hardware TPM
-	// that also measures the host (L3.hw-quote).
-	TPMLevel int
+	// There is no setting for the level: it is earned (see Claims.Level).
 }
 
 func (p *Policy) now() time.Time {

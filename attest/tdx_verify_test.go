@@ -187,8 +187,8 @@ func TestTDXVerify(t *testing.T) {
 				return
 			}
 			pck := sha256.Sum256(sg.PCK.Raw)
-			if c.Level != 3 || c.ImageID != "cos-113" || c.AKDigest != hex.EncodeToString(pck[:]) || !bytes.Equal(c.Lifecycle.AgentDigest, attesttest.AgentDigest[:]) {
-				t.Errorf("claims: level %d, image %q, AK %s, lifecycle %+v", c.Level, c.ImageID, c.AKDigest, c.Lifecycle)
+			if c.Level != 3 || c.Hardware != attest.HardwareTDX || c.ImageID != "cos-113" || c.AKDigest != hex.EncodeToString(pck[:]) || !bytes.Equal(c.Lifecycle.AgentDigest, attesttest.AgentDigest[:]) {
+				t.Errorf("claims: level %d from %q, image %q, AK %s, lifecycle %+v", c.Level, c.Hardware, c.ImageID, c.AKDigest, c.Lifecycle)
 			}
 		})
 	}

@@ -25,9 +25,14 @@ type Claims struct {
 	// matched entry of the policy's reference values.
 	ImageID string
 	Image   *Image
-	// Level is the BuildEnv level this evidence supports (0 for a software
-	// TPM accepted under AllowSoftwareTPMUnsafe).
+	// Level is the BuildEnv level this evidence earned: 2 for a TPM quote,
+	// 3 only when a verified hardware TEE report binds the attestation (see
+	// Hardware), 0 for a software TPM accepted under AllowSoftwareTPMUnsafe.
+	// No policy setting raises it.
 	Level int
+	// Hardware names the hardware path that gave the level: HardwareTPM,
+	// HardwareTDX (or, later, HardwareSEVSNP).
+	Hardware string
 	// Lifecycle is the replayed lifecycle log.
 	Lifecycle *Lifecycle
 	// SoftwareTPM is true for evidence labelled as from a simulator/swtpm.
@@ -43,6 +48,20 @@ type Claims struct {
 	// TDX only.
 	MRTD  []byte
 	RTMRs [][]byte
+}
+
+// Hardware paths, as recorded in Claims.Hardware, environment certificates
+// and provenance.
+const (
+	HardwareTPM    = "tpm"
+	HardwareTDX    = "tdx"
+	HardwareSEVSNP = "sev-snp"
+)
+
+// IsTEE reports whether hardware is a TEE path that can give
+// BuildEnv level 3 (L3.hw-quote): a TPM alone cannot.
+func IsTEE(hardware string) bool {
+	return hardware == HardwareTDX || hardware == HardwareSEVSNP
 }
 
 // BootEvent is one replay-verified firmware/boot event.

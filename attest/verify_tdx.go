@@ -128,7 +128,8 @@ func verifyTDXQuoteInput(in tdxInput, p *Policy, c *Claims, s *steps) error {
 	if matched, err := checkReference(s, p, c, matchTDXImage); !matched {
 		return err
 	}
-	c.Level = 3 // L3.hw-quote: the quote comes from the CPU, covering the TD's boot.
+	// L3.hw-quote: the quote comes from the CPU, covering the TD's boot.
+	c.Level, c.Hardware = 3, HardwareTDX
 	return nil
 }
 

@@ -98,7 +98,9 @@ type PolicyConfig struct {
 	AllowedLabels []string `json:"allowedLabels,omitempty"`
 	// DirectKernelBoot: see attest.Policy.DirectKernelBoot.
 	DirectKernelBoot bool `json:"directKernelBoot,omitempty"`
-	// TPMLevel: 2 (vTPM, default) or 3 (hardware TPM measuring the host).
+	// TPMLevel may only be 2 (or unset), kept so that old configurations
+	// parse: the level is earned by the evidence (2 for a TPM, 3 only with
+	// a verified TEE report), never configured.
 	TPMLevel int `json:"tpmLevel,omitempty"`
 	// AllowSoftwareTPMUnsafe admits simulator/swtpm environments. Demos
 	// and tests only; certificates then say level 0.
@@ -233,7 +235,7 @@ func (c *Config) Validate() error {
 	need(fleet || len(c.Policy.ReferenceValues) > 0, "policy.referenceValues: at least one file; a gate without reference values would admit anything")
 	need(fleet || len(c.Policy.TrustedAKs) > 0 || len(c.Policy.TrustedAKRoots) > 0, "policy: trustedAKs or trustedAKRoots required; a gate that trusts no attestation key would admit no TPM")
 	need(!fleet || len(c.Policy.ImageSigners) > 0, "policy.imageSigners is required with a fleet: pool images are verified against signed provenance before every launch")
-	need(c.Policy.TPMLevel == 0 || c.Policy.TPMLevel == 2 || c.Policy.TPMLevel == 3, "policy.tpmLevel must be 2 or 3")
+	need(c.Policy.TPMLevel == 0 || c.Policy.TPMLevel == 2, "policy.tpmLevel: a TPM quote is level 2; level 3 is earned by a verified TEE report (TDX), it cannot be configured")
 	if c.TLS == nil && !loopback(c.Listen) {
 		errs = append(errs, fmt.Errorf("listen %q is not loopback: configure tls (evidence and sealed configs are confidential only in transit under TLS)", c.Listen))
 	}
@@ -291,7 +293,6 @@ func (c *Config) LoadPolicy(extraReferenceValues ...string) (*attest.Policy, str
 		Reference:              rv,
 		DirectKernelBoot:       c.Policy.DirectKernelBoot,
 		AllowSoftwareTPMUnsafe: c.Policy.AllowSoftwareTPMUnsafe,
-		TPMLevel:               c.Policy.TPMLevel,
 	}
 	for _, f := range c.Policy.TrustedAKs {
 		keys, err := provenance.LoadTrustedRoots(f)
@@ -380,8 +381,7 @@ func policyDigest(p *attest.Policy) (string, error) {
 		Roots     [][]byte
 		Direct    bool
 		Software  bool
-		Level     int
-	}{p.Reference, roots, p.DirectKernelBoot, p.AllowSoftwareTPMUnsafe, p.TPMLevel})
+	}{p.Reference, roots, p.DirectKernelBoot, p.AllowSoftwareTPMUnsafe})
 	if err != nil {
 		return "", err
 	}

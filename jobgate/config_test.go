@@ -95,3 +95,25 @@ func TestLoadPolicyImageSigners(t *testing.T) {
 		})
 	}
 }
+
+// TestConfigTPMLevel3Refused: level 3 cannot be configured into existence.
+// A TPM quote is level 2; only a verified TEE report earns 3.
+func TestConfigTPMLevel3Refused(t *testing.T) {
+	dir := t.TempDir()
+	for level, ok := range map[int]bool{0: true, 2: true, 3: false} {
+		cfg := `{"listen":"127.0.0.1:8080","gateId":"g","builderId":"b","dataDir":"d","signingKey":"k",
+"github":{"appId":1,"installationId":2,"privateKey":"p","org":"o","labels":["self-hosted"]},
+"policy":{"referenceValues":["rv.json"],"trustedAKs":["ak.pem"],"tpmLevel":` + string(rune('0'+level)) + `}}`
+		p := filepath.Join(dir, "c.json")
+		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := jobgate.LoadConfig(p)
+		if (err == nil) != ok {
+			t.Errorf("tpmLevel %d: LoadConfig: %v, want ok %v", level, err, ok)
+		}
+		if !ok && (err == nil || !strings.Contains(err.Error(), "cannot be configured")) {
+			t.Errorf("tpmLevel %d: error %v does not say why", level, err)
+		}
+	}
+}

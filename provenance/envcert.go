@@ -55,8 +55,11 @@ type EnvCertificate struct {
 	Labels       []string `json:"labels"`
 	BuilderID    string   `json:"builderId"`
 	// Level is the BuildEnv level verified (0: software TPM, demo only).
-	Level       int  `json:"level"`
-	SoftwareTPM bool `json:"softwareTpm,omitempty"`
+	Level int `json:"level"`
+	// Hardware is the hardware path that gave the level (attest.Claims.
+	// Hardware): "tpm" for level 2, a TEE ("tdx", "sev-snp") for level 3.
+	Hardware    string `json:"hardware"`
+	SoftwareTPM bool   `json:"softwareTpm,omitempty"`
 	// DirectKernelBoot records that the gate verified the boot under
 	// attest.Policy.DirectKernelBoot (a QEMU -kernel boot measures the
 	// kernel before "Calling EFI Application"): response-time quotes of the
@@ -81,6 +84,13 @@ func (c *EnvCertificate) validate() error {
 		return fmt.Errorf("validity %v..%v is empty", c.IssuedAt, c.NotAfter)
 	case c.Image.ID == "":
 		return fmt.Errorf("no image")
+	case c.Level < 0 || c.Level > 3:
+		return fmt.Errorf("level %d", c.Level)
+	case c.Hardware == "":
+		return fmt.Errorf("no hardware path")
+	case c.Level == 3 && !attest.IsTEE(c.Hardware):
+		// Level 3 is earned by a TEE report, never configured.
+		return fmt.Errorf("level 3 from hardware %q: level 3 needs a TEE report", c.Hardware)
 	}
 	if _, err := attest.ParseEnvKey(c.EnvKey); err != nil {
 		return err
@@ -219,6 +229,7 @@ func CertificateFor(c *attest.Claims) *EnvCertificate {
 		AK:          slices.Clone(c.AK),
 		AgentDigest: slices.Clone(c.Lifecycle.AgentDigest),
 		Level:       c.Level,
+		Hardware:    c.Hardware,
 		SoftwareTPM: c.SoftwareTPM,
 	}
 	if c.Image != nil {
