@@ -48,6 +48,12 @@ type Claims struct {
 	// TDX only.
 	MRTD  []byte
 	RTMRs [][]byte
+	// TDXQE is the quoting enclave that signed the quote; TDXTCB Intel's
+	// TCB verdict (nil: not evaluated, no collateral) and TDXCollateral the
+	// collateral it was judged with, to embed for offline re-checks.
+	TDXQE         *TDXQEIdentity
+	TDXTCB        *TDXTCB
+	TDXCollateral *TDXCollateral
 }
 
 // Hardware paths, as recorded in Claims.Hardware, environment certificates

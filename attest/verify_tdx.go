@@ -2,6 +2,7 @@ package attest
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
@@ -96,6 +97,41 @@ func verifyTDXQuoteInput(in tdxInput, p *Policy, c *Claims, s *steps) error {
 	}); err != nil {
 		return err
 	}
+	if err := s.run("quoting enclave", func() (string, error) {
+		_, _, qe, err := pckPlatform(quote)
+		if err != nil {
+			return "", err
+		}
+		if err := checkQEIdentity(qe, p.MinTDXQESVN); err != nil {
+			return "", err
+		}
+		c.TDXQE = &qe
+		return fmt.Sprintf("Intel TD quoting enclave (MRSIGNER %x..., ISVPRODID %d, ISVSVN %d)", []byte(qe.MRSigner[:4]), qe.ISVProdID, qe.ISVSVN), nil
+	}); err != nil {
+		return err
+	}
+	// TCB evaluation against Intel collateral: the policy's source, else
+	// the collateral the evidence carries (Intel-signed either way).
+	src := p.TDXCollateral
+	if src == nil && in.ev != nil && in.ev.TDX.Collateral != nil {
+		src = in.ev.TDX.Collateral
+	}
+	tcbUpToDate := false
+	if src == nil {
+		s.skip("tcb", "no Intel collateral given: TCB status not evaluated, so at most level 2")
+	} else if err := s.run("tcb", func() (string, error) {
+		tcb, coll, err := EvaluateTDXTCB(context.Background(), quote, src, p.TrustedTDXRoots, p.now())
+		c.TDXTCB = tcb
+		if err != nil {
+			return "", err
+		}
+		c.TDXCollateral, tcbUpToDate = coll, true
+		first := tcb.SortedItems()[0]
+		return fmt.Sprintf("platform %s (FMSPC %s, TCB date %s), quoting enclave %s; collateral valid until %s (%s)",
+			tcb.Status, tcb.FMSPC, tcb.TCBDate, tcb.QEStatus, first.NextUpdate.UTC().Format(time.RFC3339), first.Name), nil
+	}); err != nil {
+		return err
+	}
 	if in.reportData == nil {
 		s.skip("nonce", "no nonce given: REPORTDATA not compared, the quote may answer any challenge (freshness not checked)")
 	}
@@ -128,8 +164,14 @@ func verifyTDXQuoteInput(in tdxInput, p *Policy, c *Claims, s *steps) error {
 	if matched, err := checkReference(s, p, c, matchTDXImage); !matched {
 		return err
 	}
-	// L3.hw-quote: the quote comes from the CPU, covering the TD's boot.
-	c.Level, c.Hardware = 3, HardwareTDX
+	// L3.hw-quote: the quote comes from the CPU, covering the TD's boot,
+	// on a platform whose TCB Intel rates UpToDate. Without a TCB verdict
+	// the same quote is worth level 2: known-vulnerable firmware could
+	// have made it.
+	c.Level, c.Hardware = 2, HardwareTDX
+	if tcbUpToDate {
+		c.Level = 3
+	}
 	return nil
 }
 
