@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -102,6 +103,10 @@ type PolicyConfig struct {
 	// parse: the level is earned by the evidence (2 for a TPM, 3 only with
 	// a verified TEE report), never configured.
 	TPMLevel int `json:"tpmLevel,omitempty"`
+	// TDXPCSURL is where TDX TCB collateral comes from: empty for Intel's
+	// PCS, a URL for a PCS mirror (PCCS), "none" for no TCB evaluation (TDX
+	// environments are then admitted at level 2 only).
+	TDXPCSURL string `json:"tdxPcsUrl,omitempty"`
 	// AllowSoftwareTPMUnsafe admits simulator/swtpm environments. Demos
 	// and tests only; certificates then say level 0.
 	AllowSoftwareTPMUnsafe bool `json:"allowSoftwareTPMUnsafe,omitempty"`
@@ -235,6 +240,10 @@ func (c *Config) Validate() error {
 	need(fleet || len(c.Policy.ReferenceValues) > 0, "policy.referenceValues: at least one file; a gate without reference values would admit anything")
 	need(fleet || len(c.Policy.TrustedAKs) > 0 || len(c.Policy.TrustedAKRoots) > 0, "policy: trustedAKs or trustedAKRoots required; a gate that trusts no attestation key would admit no TPM")
 	need(!fleet || len(c.Policy.ImageSigners) > 0, "policy.imageSigners is required with a fleet: pool images are verified against signed provenance before every launch")
+	if u := c.Policy.TDXPCSURL; u != "" && u != "none" {
+		pu, err := url.Parse(u)
+		need(err == nil && (pu.Scheme == "https" || pu.Scheme == "http") && pu.Host != "", "policy.tdxPcsUrl: an http(s) URL, or \"none\"")
+	}
 	need(c.Policy.TPMLevel == 0 || c.Policy.TPMLevel == 2, "policy.tpmLevel: a TPM quote is level 2; level 3 is earned by a verified TEE report (TDX), it cannot be configured")
 	if c.TLS == nil && !loopback(c.Listen) {
 		errs = append(errs, fmt.Errorf("listen %q is not loopback: configure tls (evidence and sealed configs are confidential only in transit under TLS)", c.Listen))
@@ -293,6 +302,13 @@ func (c *Config) LoadPolicy(extraReferenceValues ...string) (*attest.Policy, str
 		Reference:              rv,
 		DirectKernelBoot:       c.Policy.DirectKernelBoot,
 		AllowSoftwareTPMUnsafe: c.Policy.AllowSoftwareTPMUnsafe,
+	}
+	switch c.Policy.TDXPCSURL {
+	case "none":
+	case "":
+		p.TDXCollateral = &attest.PCS{}
+	default:
+		p.TDXCollateral = &attest.PCS{BaseURL: c.Policy.TDXPCSURL}
 	}
 	for _, f := range c.Policy.TrustedAKs {
 		keys, err := provenance.LoadTrustedRoots(f)

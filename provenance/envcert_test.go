@@ -139,6 +139,9 @@ func TestIssueEnvCertRefusesIncomplete(t *testing.T) {
 		"level 4":               func(c *provenance.EnvCertificate) { c.Level = 4 },
 		// Level 3 is earned by a TEE report: a TPM certificate cannot say 3.
 		"level 3 from a TPM": func(c *provenance.EnvCertificate) { c.Level, c.Hardware, c.SoftwareTPM = 3, attest.HardwareTPM, false },
+		"TDX level 3 without its collateral": func(c *provenance.EnvCertificate) {
+			c.Level, c.Hardware, c.SoftwareTPM, c.TDXCollateral = 3, attest.HardwareTDX, false, nil
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := *e.Cert

@@ -2,6 +2,7 @@ package provenance_test
 
 import (
 	"errors"
+	"github.com/attested-runner/attested-runner/attest"
 	"strings"
 	"testing"
 
@@ -93,7 +94,7 @@ func TestSoftwareTPMLevel(t *testing.T) {
 		// Level 3 is earned by a TEE report: a gate certificate that says
 		// level 3 does not lift the TPM response-time evidence above 2.
 		{name: "certificate claims level 3 for TPM evidence", bundle: withCert(e.SignUnlabelled, func(c *provenance.EnvCertificate) {
-			c.Level, c.Hardware, c.SoftwareTPM = 3, "tdx", false
+			c.Level, c.Hardware, c.SoftwareTPM, c.TDXCollateral = 3, attest.HardwareTDX, false, &attest.TDXCollateral{}
 		}), opts: gate(false, 3), want: provenance.ErrLevelTooLow, wantText: "LEVEL_2 < SLSA_BUILDENV_LEVEL_3"},
 	}
 	for _, tc := range tests {

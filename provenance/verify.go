@@ -343,6 +343,11 @@ func certPolicy(c *EnvCertificate, at time.Time) *attest.Policy {
 		DirectKernelBoot:       c.DirectKernelBoot,
 		Time:                   at,
 	}
+	if c.TDXCollateral != nil {
+		// The TCB is re-judged at the build's time with the collateral the
+		// gate used: stale or revoked by then, the evidence fails (ErrEvidence).
+		p.TDXCollateral = c.TDXCollateral
+	}
 	if ak, err := x509.ParsePKIXPublicKey(c.AK); err == nil {
 		p.TrustedAKs = []crypto.PublicKey{ak}
 	}
