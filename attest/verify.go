@@ -39,9 +39,12 @@ type Claims struct {
 	SoftwareTPM bool
 
 	// TPM only: the quoted SHA-256 PCR bank and what the event log says.
-	PCRs       map[uint32][]byte
-	SecureBoot bool
-	EFIApps    [][]byte
+	PCRs map[uint32][]byte
+	// SecureBoot (TPM event log or TDX CCEL) and KernelCmdline (TDX CCEL,
+	// when the log records it) come from the replayed firmware log.
+	SecureBoot    bool
+	KernelCmdline string
+	EFIApps       [][]byte
 	// BootEvents are the replay-verified TCG events (PCR, digest, type).
 	BootEvents []BootEvent
 

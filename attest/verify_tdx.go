@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-eventlog/ccel"
 	"github.com/google/go-eventlog/extract"
+	statepb "github.com/google/go-eventlog/proto/state"
 	"github.com/google/go-eventlog/register"
 	"github.com/google/go-tdx-guest/abi"
 	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
@@ -140,10 +141,13 @@ func verifyTDXQuoteInput(in tdxInput, p *Policy, c *Claims, s *steps) error {
 		// values, but nothing explains them.
 		s.skip("event log", "no CCEL given: RTMR 0-2 not replayed")
 	} else if err := s.run("event log", func() (string, error) {
-		if err := ReplayCCEL(in.table, in.ccel, quote); err != nil {
+		st, err := replayCCEL(in.table, in.ccel, quote)
+		if err != nil {
 			return "", err
 		}
-		return "CCEL replays to RTMR 0-2", nil
+		c.SecureBoot = st.GetSecureBoot().GetEnabled()
+		c.KernelCmdline = st.GetLinuxKernel().GetCommandLine()
+		return fmt.Sprintf("CCEL replays to RTMR 0-2 (Secure Boot %s)", onOff(c.SecureBoot)), nil
 	}); err != nil {
 		return err
 	}
@@ -226,21 +230,37 @@ func VerifyTDXQuote(quote *tdxpb.QuoteV4, roots *x509.CertPool, t time.Time) err
 // ReplayCCEL replays the confidential computing event log against RTMR 0-2
 // of a verified quote (RTMR 3 carries our lifecycle log, not firmware events).
 func ReplayCCEL(table, log []byte, quote *tdxpb.QuoteV4) error {
+	_, err := replayCCEL(table, log, quote)
+	return err
+}
+
+// replayCCEL is ReplayCCEL returning what the replayed log says (Secure
+// Boot state, kernel command line).
+func replayCCEL(table, log []byte, quote *tdxpb.QuoteV4) (*statepb.FirmwareLogState, error) {
 	if len(bytes.TrimRight(log, "\xff\x00")) == 0 {
-		return ErrEventLogEmpty
+		return nil, ErrEventLogEmpty
 	}
 	if len(log) > MaxEventLogSize {
-		return fmt.Errorf("%w: CCEL is %d bytes", ErrTooLarge, len(log))
+		return nil, fmt.Errorf("%w: CCEL is %d bytes", ErrTooLarge, len(log))
 	}
 	rtmrs := quote.GetTdQuoteBody().GetRtmrs()
 	bank := register.RTMRBank{}
 	for i := 0; i < LifecycleRTMR; i++ {
 		bank.RTMRs = append(bank.RTMRs, register.RTMR{Index: i, Digest: rtmrs[i]})
 	}
-	if _, err := ccel.ReplayAndExtract(table, log, bank, extract.Opts{Loader: extract.UnsupportedLoader}); err != nil {
-		return fmt.Errorf("%w: CCEL: %v", ErrEventLogReplay, err)
+	st, err := ccel.ReplayAndExtract(table, log, bank, extract.Opts{Loader: extract.UnsupportedLoader})
+	if err != nil {
+		return nil, fmt.Errorf("%w: CCEL: %v", ErrEventLogReplay, err)
 	}
-	return nil
+	// The kernel command line is extracted only for a known bootloader.
+	// Try GRUB's layout (which COS uses) for that one fact; the replay
+	// above is what verifies.
+	if st.GetLinuxKernel().GetCommandLine() == "" {
+		if g, err := ccel.ReplayAndExtract(table, log, bank, extract.Opts{Loader: extract.GRUB}); err == nil {
+			st.LinuxKernel = g.GetLinuxKernel()
+		}
+	}
+	return st, nil
 }
 
 func matchTDXImage(rv *ReferenceValues, c *Claims) (*Image, error) {
