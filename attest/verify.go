@@ -110,16 +110,20 @@ type BootEvent struct {
 //
 // For TDX evidence Verify checks the quote's signature and PCK chain to
 // Intel's root offline (ErrTDXQuote), REPORTDATA against the bound challenge
-// (ErrNonceMismatch), the DEBUG attribute (ErrTDXDebug), the CCEL replay
+// (ErrNonceMismatch), the DEBUG attribute (ErrTDXDebug), the quoting
+// enclave's identity (ErrTDXQEIdentity), the TCB against Intel collateral
+// from Policy.TDXCollateral or the evidence when there is any
+// (EvaluateTDXTCB: ErrTDXCollateral, ErrTDXCollateralExpired,
+// ErrTDXTCBStatus; without collateral the level is 2), the CCEL replay
 // against RTMR 0-2 (ErrEventLogEmpty, ErrEventLogReplay), MRTD and RTMR 0-2
 // against a reference image (ErrReferenceMismatch), and the lifecycle log
 // against RTMR 3 and the agent digest as above. The environment key is
 // bound by REPORTDATA.
 //
 // Verify does NOT check: that the nonce is fresh or unused (the caller owns
-// nonces), TDX TCB status and revocation against live Intel collateral
-// (offline verification; the gate may add it), or anything about the job a
-// lifecycle log names (the caller compares Lifecycle.BuildID).
+// nonces), the TDX TCB when no collateral is given (level 2 then), or
+// anything about the job a lifecycle log names (the caller compares
+// Lifecycle.BuildID). SEV-SNP is not an evidence kind: see VerifySNPReport.
 func Verify(ev *Evidence, ch Challenge, p *Policy) (*Claims, error) {
 	if err := ch.validate(); err != nil {
 		return nil, err
