@@ -2,6 +2,7 @@ package attest_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -95,4 +96,31 @@ func TestRealTDXCollateral(t *testing.T) {
 	if _, _, err := attest.EvaluateTDXTCB(context.Background(), q, nil, nil, day(2023, time.July, 1)); !errors.Is(err, attest.ErrTDXCollateral) {
 		t.Fatalf("no source: got %v", err)
 	}
+}
+
+// FuzzTDXCollateral: collateral arrives from the network or inside evidence;
+// whatever its bytes, evaluation never panics and never passes the real SPR
+// E4 quote (whose TCB no real Intel collateral rates UpToDate), seeded
+// with the real collateral.
+func FuzzTDXCollateral(f *testing.F) {
+	seed, err := json.Marshal(realCollateral())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed)
+	f.Add([]byte(`{}`))
+	q, err := attest.ParseTDXQuote(tdxtd.RawQuote)
+	if err != nil {
+		f.Fatal(err)
+	}
+	at := time.Date(2023, time.July, 1, 0, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var c attest.TDXCollateral
+		if json.Unmarshal(b, &c) != nil {
+			return
+		}
+		if _, _, err := attest.EvaluateTDXTCB(context.Background(), q, &c, nil, at); err == nil {
+			t.Fatal("fuzzed collateral passed")
+		}
+	})
 }
