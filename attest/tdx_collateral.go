@@ -3,12 +3,15 @@ package attest
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/http"
 	"net/url"
 	"sort"
@@ -323,6 +326,8 @@ func checkQEIdentity(qe TDXQEIdentity, minSVN uint32) error {
 //   - the collateral decodes, every part present (ErrTDXCollateral);
 //   - no item is past its nextUpdate or before its issue date, no issuer
 //     certificate expired (ErrTDXCollateralExpired, naming each item);
+//   - Intel's signatures on the TCB info and QE identity verify under
+//     roots (ErrTDXCollateral);
 //   - the collateral's QE identity names this quote's quoting enclave:
 //     MRSIGNER and ISVPRODID (ErrTDXQEIdentity);
 //   - go-tdx-guest verifies the collateral's signatures to roots, the PCK
@@ -357,6 +362,12 @@ func EvaluateTDXTCB(ctx context.Context, quote *tdxpb.QuoteV4, src TDXCollateral
 		return nil, nil, err
 	}
 	if err := p.expired(t); err != nil {
+		return nil, nil, err
+	}
+	// Intel's signatures first, so that a TCB verdict reported below comes
+	// from Intel, not from whoever served the collateral. go-tdx-guest
+	// checks them again, with the CRLs.
+	if err := p.checkSignatures(roots, t); err != nil {
 		return nil, nil, err
 	}
 	ident := p.qe.EnclaveIdentity
@@ -400,6 +411,39 @@ func EvaluateTDXTCB(ctx context.Context, quote *tdxpb.QuoteV4, src TDXCollateral
 		return res, nil, fmt.Errorf("%w: %v", ErrTDXCollateral, errors.Join(verr, lerr))
 	}
 	return res, raw, nil
+}
+
+// checkSignatures verifies Intel's signature on the TCB info and the QE
+// identity: the signing certificate of each issuer chain must chain to
+// roots at t and sign the item's raw JSON (ECDSA P-256, SHA-256, r || s).
+func (p *parsedCollateral) checkSignatures(roots *x509.CertPool, t time.Time) error {
+	for _, it := range []struct {
+		name, field string
+		body        []byte
+	}{{"tcbInfo", "tcbInfo", p.raw.TCBInfo.Body}, {"qeIdentity", "enclaveIdentity", p.raw.QEIdentity.Body}} {
+		var doc map[string]json.RawMessage
+		if err := json.Unmarshal(it.body, &doc); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrTDXCollateral, it.name, err)
+		}
+		var sigHex string
+		if err := json.Unmarshal(doc["signature"], &sigHex); err != nil {
+			return fmt.Errorf("%w: %s signature: %v", ErrTDXCollateral, it.name, err)
+		}
+		sig, err := hex.DecodeString(sigHex)
+		if err != nil || len(sig) != 64 || len(doc[it.field]) == 0 {
+			return fmt.Errorf("%w: %s: no signed body or signature", ErrTDXCollateral, it.name)
+		}
+		signer := p.issuers[it.name][0]
+		if _, err := signer.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: t, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			return fmt.Errorf("%w: %s signing certificate: %v", ErrTDXCollateral, it.name, err)
+		}
+		pub, ok := signer.PublicKey.(*ecdsa.PublicKey)
+		d := sha256.Sum256(doc[it.field])
+		if !ok || !ecdsa.Verify(pub, d[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])) {
+			return fmt.Errorf("%w: %s: Intel's signature does not verify", ErrTDXCollateral, it.name)
+		}
+	}
+	return nil
 }
 
 // SortedItems returns the items by next update, soonest first.

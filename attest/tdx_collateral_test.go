@@ -62,9 +62,15 @@ func TestRealTDXCollateral(t *testing.T) {
 			collate: func(c *attest.TDXCollateral) { c.PCKCRL = attest.PCSResponse{} }},
 		{name: "no TCB info issuer chain", at: day(2023, time.July, 1), want: attest.ErrTDXCollateral, msg: []string{"tcbInfo issuer chain"},
 			collate: func(c *attest.TDXCollateral) { c.TCBInfo.IssuerChain = "" }},
-		{name: "QE identity names another enclave", at: day(2023, time.July, 1), want: attest.ErrTDXQEIdentity,
+		// Intel's signatures: the fresh case above got past them (its verdict
+		// comes from signed data); one edited field breaks them.
+		{name: "QE identity edited", at: day(2023, time.July, 1), want: attest.ErrTDXCollateral, msg: []string{"qeIdentity: Intel's signature"},
 			collate: func(c *attest.TDXCollateral) {
 				c.QEIdentity.Body = []byte(strings.Replace(string(c.QEIdentity.Body), `"isvprodid":2`, `"isvprodid":3`, 1))
+			}},
+		{name: "TCB info edited to UpToDate", at: day(2023, time.July, 1), want: attest.ErrTDXCollateral, msg: []string{"tcbInfo: Intel's signature"},
+			collate: func(c *attest.TDXCollateral) {
+				c.TCBInfo.Body = []byte(strings.Replace(string(c.TCBInfo.Body), `"pcesvn":11`, `"pcesvn":0`, 1))
 			}},
 	}
 	for _, tc := range tests {
