@@ -2,6 +2,7 @@ package attest_test
 
 import (
 	"bytes"
+	"encoding/pem"
 	"errors"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/google/go-sev-guest/abi"
 	sevtd "github.com/google/go-sev-guest/verify/testdata"
+	"github.com/google/go-sev-guest/verify/trust"
 )
 
 // TestRealSNPReport runs VerifySNPReport on go-sev-guest's real Milan
@@ -53,7 +55,7 @@ func TestRealSNPReport(t *testing.T) {
 		{name: "MEASUREMENT edited", report: flip(0x90), want: attest.ErrSNPReport},
 		{name: "REPORT_DATA edited", report: flip(0x50), want: attest.ErrSNPReport},
 		{name: "signature edited", report: flip(abi.ReportSize - 0x200 + 3), want: attest.ErrSNPReport},
-		{name: "another chip's VCEK", vcek: sevtd.MilanVcekBytes, want: attest.ErrSNPReport},
+		{name: "AMD's ASK presented as the VCEK", vcek: askDER(t), want: attest.ErrSNPReport},
 		{name: "VCEK not a certificate", vcek: []byte("junk"), want: attest.ErrSNPReport},
 		{name: "no VCEK", vcek: []byte{}, want: attest.ErrMalformedEvidence},
 		{name: "VCEK expired", policy: func(p *attest.SNPPolicy) { p.Time = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC) }, want: attest.ErrSNPReport},
@@ -92,6 +94,17 @@ func TestRealSNPReport(t *testing.T) {
 			}
 		})
 	}
+}
+
+// askDER is AMD's real Milan ASK certificate (go-sev-guest's embedded
+// roots): a genuine AMD certificate that is not the report's signer.
+func askDER(t *testing.T) []byte {
+	t.Helper()
+	block, _ := pem.Decode(trust.AskArkMilanVcekBytes)
+	if block == nil {
+		t.Fatal("no ASK")
+	}
+	return block.Bytes
 }
 
 // FuzzSNPReport: the report parser never panics, on real reports mutated.
