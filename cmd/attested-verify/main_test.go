@@ -162,7 +162,7 @@ func TestArtifactSoftwareTPMLabelDropped(t *testing.T) {
 		{"no insecure flag", nil, 1, []string{"NOT VERIFIED", "software TPM", "the gate's certificate says so", "--insecure-allow-software-tpm"}},
 		{"explicit --min-level 2", []string{"--insecure-allow-software-tpm", "--min-level", "2"}, 1,
 			[]string{"NOT VERIFIED", "software TPM", "not an explicit --min-level"}},
-		{"insecure flag", []string{"--insecure-allow-software-tpm"}, 0, []string{"VERIFIED sha256:", "SLSA_BUILDENV_LEVEL_0 (SOFTWARE TPM, insecure mode)"}},
+		{"insecure flag", []string{"--insecure-allow-software-tpm"}, 0, []string{"VERIFIED sha256:", "SLSA_BUILDENV_LEVEL_0 (SOFTWARE TPM, insecure mode), hardware tpm"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, code := runCLI(t, append(base, tc.extra...)...)
