@@ -369,6 +369,10 @@ var evidenceReasons = []struct {
 	{attest.ErrKeyNotCertified, "key_not_certified"},
 	{attest.ErrTDXQuote, "tdx_quote"},
 	{attest.ErrTDXDebug, "tdx_debug"},
+	{attest.ErrTDXQEIdentity, "tdx_qe_identity"},
+	{attest.ErrTDXTCBStatus, "tdx_tcb_status"},
+	{attest.ErrTDXCollateralExpired, "tdx_collateral_expired"},
+	{attest.ErrTDXCollateral, "tdx_collateral"},
 	{attest.ErrBadChallenge, "bad_challenge"},
 }
 

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha512"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
@@ -11,10 +12,14 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
 	"time"
 
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/google/go-tdx-guest/pcs"
+	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
 	"github.com/google/go-tdx-guest/verify"
 )
 
@@ -176,4 +181,69 @@ func bytesOf(b byte, n int) []byte {
 		out[i] = b
 	}
 	return out
+}
+
+// TDXMachine is a simulated TD for tests outside attest: the real COS 113
+// boot (quote template, CCEL) read from dir (attest/testdata/tdx), an
+// agent's collector booted to env-key whose RTMR 3 extends are computed
+// here, quotes signed by a TDXSigner, and a policy that admits it at level
+// 3: the image's MRTD and RTMR 0-2, AgentDigest, the signer's test root and
+// its UpToDate collateral.
+type TDXMachine struct {
+	Signer    *TDXSigner
+	Collector *attest.TDXCollector
+	Policy    *attest.Policy
+}
+
+// NewTDXMachine builds a TDXMachine from the files in dir.
+func NewTDXMachine(t testing.TB, dir string) *TDXMachine {
+	t.Helper()
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	quote, table, ccel := read("cos-113-tdx-quote.dat"), read("ccel_table.dat"), read("ccel_data.dat")
+	s, err := NewTDXSigner(quote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rtmr3 := make([]byte, sha512.Size384)
+	c, err := attest.NewTDXCollector(attest.TDXOptions{
+		Quote: func(rd [64]byte) ([]byte, error) {
+			return s.Sign(func(b *tdxpb.TDQuoteBody) { b.ReportData, b.Rtmrs[3] = rd[:], append([]byte(nil), rtmr3...) })
+		},
+		ExtendRTMR: func(i int, d []byte) error {
+			if i != attest.LifecycleRTMR {
+				return fmt.Errorf("extend of RTMR %d", i)
+			}
+			h := sha512.Sum384(append(rtmr3, d...))
+			rtmr3 = h[:]
+			return nil
+		},
+		ReadCCEL: func() ([]byte, []byte, error) { return table, ccel, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := BootAgent(c); err != nil {
+		t.Fatal(err)
+	}
+	coll, err := s.Collateral(CollateralOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := s.Template()
+	return &TDXMachine{Signer: s, Collector: c, Policy: &attest.Policy{
+		Reference: &attest.ReferenceValues{
+			Format:       attest.ReferenceValuesFormat,
+			Images:       []attest.Image{{ID: "cos-113", MRTD: body.GetMrTd(), RTMRs: []attest.Hex{body.GetRtmrs()[0], body.GetRtmrs()[1], body.GetRtmrs()[2]}}},
+			AgentDigests: []attest.Hex{AgentDigest[:]},
+		},
+		TrustedTDXRoots: s.Roots,
+		TDXCollateral:   coll,
+	}}
 }
