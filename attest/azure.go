@@ -14,7 +14,7 @@ import (
 
 // ErrAzureHCL: an Azure confidential VM's HCL report is malformed, is not
 // an SEV-SNP one, or its runtime data names no AK.
-var ErrAzureHCL = errors.New("Azure HCL report invalid")
+var ErrAzureHCL = errors.New("invalid Azure HCL report")
 
 // Azure vTPM HCL report layout (Azure's "attestation report format" for
 // confidential VMs): a 32-byte header, the hardware report in a 1184-byte
