@@ -227,7 +227,7 @@ type world struct {
 	clock *fakeclock.Clock
 	gh    *fakegithub.Server
 	reg   *jobgate.GitHubRegistry
-	store *jobgate.BoltStore
+	store jobgate.Store
 	// faults is the store the gate (and so the fleet) uses: store, with
 	// the faults a test sets.
 	faults *faultyStore
@@ -245,6 +245,9 @@ type worldOpts struct {
 	pool func(*PoolConfig)
 	// noRecovery turns off recovering missed deliveries.
 	noRecovery bool
+	// store opens the gate's store (default: bbolt in a temporary
+	// directory).
+	store func(t *testing.T) jobgate.Store
 }
 
 func newWorld(t *testing.T, o worldOpts) *world {
@@ -281,12 +284,17 @@ func newWorld(t *testing.T, o worldOpts) *world {
 	if err := w.cfg.validate(); err != nil {
 		t.Fatal(err)
 	}
-	w.store, err = jobgate.OpenBoltStore(filepath.Join(t.TempDir(), "gate.db"))
-	if err != nil {
-		t.Fatal(err)
+	if o.store != nil {
+		w.store = o.store(t)
+	} else {
+		bolt, err := jobgate.OpenBoltStore(filepath.Join(t.TempDir(), "gate.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { bolt.Close() })
+		w.store = bolt
 	}
-	t.Cleanup(func() { w.store.Close() })
-	w.faults = &faultyStore{BoltStore: w.store}
+	w.faults = &faultyStore{Store: w.store}
 	signer, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	w.gate, err = jobgate.New(jobgate.Options{
 		Config: &jobgate.Config{GateID: "https://gate.test", BuilderID: "https://gate.test/builder/v1",
@@ -502,7 +510,7 @@ func rejectedCode(err error) string {
 // faultyStore is the gate's store with chosen operations failing (a full
 // disk, a lost database).
 type faultyStore struct {
-	*jobgate.BoltStore
+	jobgate.Store
 	mu sync.Mutex
 	// putVM, if set, decides whether PutVM of this VM fails.
 	putVM                func(*jobgate.VM) error
@@ -524,7 +532,7 @@ func (f *faultyStore) PutVM(ctx context.Context, vm *jobgate.VM, a *jobgate.Audi
 			return err
 		}
 	}
-	return f.BoltStore.PutVM(ctx, vm, a)
+	return f.Store.PutVM(ctx, vm, a)
 }
 
 func (f *faultyStore) PutJob(ctx context.Context, j *jobgate.QueuedJob) error {
@@ -534,7 +542,7 @@ func (f *faultyStore) PutJob(ctx context.Context, j *jobgate.QueuedJob) error {
 	if err != nil {
 		return err
 	}
-	return f.BoltStore.PutJob(ctx, j)
+	return f.Store.PutJob(ctx, j)
 }
 
 func (f *faultyStore) DeliverySeen(ctx context.Context, id string) (bool, error) {
@@ -544,5 +552,5 @@ func (f *faultyStore) DeliverySeen(ctx context.Context, id string) (bool, error)
 	if err != nil {
 		return false, err
 	}
-	return f.BoltStore.DeliverySeen(ctx, id)
+	return f.Store.DeliverySeen(ctx, id)
 }
