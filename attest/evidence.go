@@ -67,6 +67,10 @@ type TDXEvidence struct {
 	Quote     []byte `json:"quote"`
 	CCELTable []byte `json:"ccelTable"`
 	CCEL      []byte `json:"ccel"`
+	// Collateral, optional, is Intel collateral to judge the quote's TCB
+	// with (self-authenticating: Intel signs it). Policy.TDXCollateral, when
+	// set, takes precedence.
+	Collateral *TDXCollateral `json:"collateral,omitempty"`
 }
 
 // Encode serializes evidence as JSON.
@@ -149,6 +153,11 @@ func (e *Evidence) checkShape() (*ecdsa.PublicKey, error) {
 		}
 		if len(e.TDX.CCEL) > MaxEventLogSize || len(e.TDX.CCELTable) > 4096 {
 			return nil, fmt.Errorf("%w: CCEL is %d bytes", ErrTooLarge, len(e.TDX.CCEL))
+		}
+		if c := e.TDX.Collateral; c != nil {
+			if err := c.checkSize(); err != nil {
+				return nil, err
+			}
 		}
 	default:
 		return nil, fmt.Errorf("%w: unknown kind %q", ErrMalformedEvidence, e.Kind)

@@ -212,10 +212,15 @@ type Policy struct {
 	// AllowSoftwareTPMUnsafe accepts evidence labelled as coming from a
 	// simulator or swtpm. Demos and tests only.
 	AllowSoftwareTPMUnsafe bool
-	// TPMLevel is the BuildEnv level claimed for TPM evidence: 2 for a vTPM
-	// (the default; the host interface is attested), 3 for a hardware TPM
-	// that also measures the host (L3.hw-quote).
-	TPMLevel int
+	// TDXCollateral gives Intel collateral for TDX TCB evaluation (the
+	// gate: a PCS cache; a consumer: the collateral in the environment
+	// certificate). Nil: the collateral embedded in the evidence, if any.
+	// TDX evidence without collateral verifies, but only at level 2: level
+	// 3 needs an UpToDate TCB.
+	TDXCollateral TDXCollateralSource
+	// MinTDXQESVN is the lowest TD quoting enclave ISVSVN accepted.
+	MinTDXQESVN uint32
+	// There is no setting for the level: it is earned (see Claims.Level).
 }
 
 func (p *Policy) now() time.Time {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,6 +91,15 @@ func TestRealCCELReplay(t *testing.T) {
 	}
 	if err := ReplayCCEL(s.table, s.ccel, q); err != nil {
 		t.Fatalf("real CCEL: %v", err)
+	}
+	// What attested-verify evidence prints: the real COS 113 boot has
+	// Secure Boot off and boots through GRUB with a dm-verity root.
+	st, err := replayCCEL(s.table, s.ccel, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetSecureBoot().GetEnabled() || !strings.Contains(st.GetLinuxKernel().GetCommandLine(), "dm_verity.error_behavior=3") {
+		t.Errorf("CCEL state: Secure Boot %v, kernel command line %q", st.GetSecureBoot().GetEnabled(), st.GetLinuxKernel().GetCommandLine())
 	}
 	if err := ReplayCCEL(s.table, nil, q); !errors.Is(err, ErrEventLogEmpty) {
 		t.Fatalf("empty CCEL: got %v", err)

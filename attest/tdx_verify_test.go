@@ -77,6 +77,10 @@ func newTDXMachine(t *testing.T, f tdxFiles, signer *attesttest.TDXSigner) *tdxM
 		t.Fatal(err)
 	}
 	body := signer.Template()
+	coll, err := signer.Collateral(attesttest.CollateralOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	m.collector = c
 	m.policy = &attest.Policy{
 		Reference: &attest.ReferenceValues{
@@ -85,8 +89,19 @@ func newTDXMachine(t *testing.T, f tdxFiles, signer *attesttest.TDXSigner) *tdxM
 			AgentDigests: []attest.Hex{attesttest.AgentDigest[:]},
 		},
 		TrustedTDXRoots: signer.Roots,
+		TDXCollateral:   coll,
 	}
 	return m
+}
+
+// collateral returns the signer's collateral shaped by o.
+func collateral(t *testing.T, s *attesttest.TDXSigner, o attesttest.CollateralOptions) *attest.TDXCollateral {
+	t.Helper()
+	c, err := s.Collateral(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // flipCCELDigest flips one bit of the SHA-384 digest of the first event
@@ -117,17 +132,52 @@ func TestTDXVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	other, err := attesttest.NewTDXSigner(f.quote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withCollateral := func(o attesttest.CollateralOptions) func(*attest.Policy) {
+		return func(p *attest.Policy) { p.TDXCollateral = collateral(t, signer, o) }
+	}
 	tests := []struct {
-		name     string
-		signer   *attesttest.TDXSigner
-		report   func(*tdxpb.TDQuoteBody)
-		extend   []attest.Event
-		evidence func(*attest.Evidence)
-		policy   func(*attest.Policy)
-		want     error
-		msg      string
+		name      string
+		signer    *attesttest.TDXSigner
+		report    func(*tdxpb.TDQuoteBody)
+		extend    []attest.Event
+		evidence  func(*attest.Evidence)
+		policy    func(*attest.Policy)
+		want      error
+		msg       string
+		wantLevel int // when it verifies; 0 means 3
 	}{
 		{name: "genuine"},
+		// Level 3 is earned: without a TCB verdict the same quote is level 2.
+		{name: "no collateral", policy: func(p *attest.Policy) { p.TDXCollateral = nil }, wantLevel: 2},
+		{name: "collateral embedded in the evidence", policy: func(p *attest.Policy) { p.TDXCollateral = nil },
+			evidence: func(e *attest.Evidence) { e.TDX.Collateral = collateral(t, signer, attesttest.CollateralOptions{}) }},
+		{name: "TCB out of date", policy: withCollateral(attesttest.CollateralOptions{Status: "OutOfDate"}), want: attest.ErrTDXTCBStatus, msg: "platform TCB OutOfDate"},
+		{name: "TCB needs software hardening", policy: withCollateral(attesttest.CollateralOptions{Status: "SWHardeningNeeded"}), want: attest.ErrTDXTCBStatus, msg: "SWHardeningNeeded"},
+		{name: "quoting enclave TCB out of date", policy: withCollateral(attesttest.CollateralOptions{QEStatus: "OutOfDate"}), want: attest.ErrTDXTCBStatus, msg: "quoting enclave TCB OutOfDate"},
+		{name: "stale collateral", policy: withCollateral(attesttest.CollateralOptions{
+			Issued: time.Now().Add(-48 * time.Hour), NextUpdate: time.Now().Add(-time.Hour)}), want: attest.ErrTDXCollateralExpired, msg: "tcbInfo expired"},
+		{name: "collateral not yet issued", policy: withCollateral(attesttest.CollateralOptions{
+			Issued: time.Now().Add(time.Hour), NextUpdate: time.Now().Add(48 * time.Hour)}), want: attest.ErrTDXCollateralExpired, msg: "not valid before"},
+		{name: "collateral names another quoting enclave", policy: withCollateral(attesttest.CollateralOptions{QEMRSigner: make([]byte, 32)}), want: attest.ErrTDXQEIdentity},
+		{name: "quote from another quoting enclave", signer: signer.WithQE(func(r *tdxpb.EnclaveReport) { r.MrSigner = make([]byte, 32) }), want: attest.ErrTDXQEIdentity, msg: "MRSIGNER"},
+		{name: "quote from another enclave product", signer: signer.WithQE(func(r *tdxpb.EnclaveReport) { r.IsvProdId = 1 }), want: attest.ErrTDXQEIdentity, msg: "ISVPRODID"},
+		{name: "QE below the policy's minimum ISVSVN", policy: func(p *attest.Policy) { p.MinTDXQESVN = 1 << 16 }, want: attest.ErrTDXQEIdentity, msg: "ISVSVN"},
+		{name: "PCK certificate revoked", policy: withCollateral(attesttest.CollateralOptions{Revoke: true}), want: attest.ErrTDXCollateral, msg: "revoked"},
+		{name: "collateral signed under another root", policy: func(p *attest.Policy) { p.TDXCollateral = collateral(t, other, attesttest.CollateralOptions{}) }, want: attest.ErrTDXCollateral},
+		{name: "collateral TCB info body edited", policy: func(p *attest.Policy) {
+			c := collateral(t, signer, attesttest.CollateralOptions{})
+			c.TCBInfo.Body = bytes.Replace(c.TCBInfo.Body, []byte(`"tcbEvaluationDataNumber":17`), []byte(`"tcbEvaluationDataNumber":18`), 1)
+			p.TDXCollateral = c
+		}, want: attest.ErrTDXCollateral, msg: "tcbInfo"},
+		{name: "collateral without QE identity", policy: func(p *attest.Policy) {
+			c := collateral(t, signer, attesttest.CollateralOptions{})
+			c.QEIdentity = attest.PCSResponse{}
+			p.TDXCollateral = c
+		}, want: attest.ErrTDXCollateral, msg: "qeIdentity"},
 		{name: "DEBUG TD", report: func(b *tdxpb.TDQuoteBody) { b.TdAttributes[0] |= 0x01 }, want: attest.ErrTDXDebug},
 		{name: "REPORTDATA of another challenge", report: func(b *tdxpb.TDQuoteBody) { b.ReportData[0] ^= 1 }, want: attest.ErrNonceMismatch},
 		{name: "PCK chain not under the trusted root", policy: func(p *attest.Policy) { p.TrustedTDXRoots = nil }, want: attest.ErrTDXQuote},
@@ -187,8 +237,15 @@ func TestTDXVerify(t *testing.T) {
 				return
 			}
 			pck := sha256.Sum256(sg.PCK.Raw)
-			if c.Level != 3 || c.ImageID != "cos-113" || c.AKDigest != hex.EncodeToString(pck[:]) || !bytes.Equal(c.Lifecycle.AgentDigest, attesttest.AgentDigest[:]) {
-				t.Errorf("claims: level %d, image %q, AK %s, lifecycle %+v", c.Level, c.ImageID, c.AKDigest, c.Lifecycle)
+			wantLevel := 3
+			if tc.wantLevel != 0 {
+				wantLevel = tc.wantLevel
+			}
+			if (c.TDXTCB != nil) != (wantLevel == 3) || (c.TDXCollateral != nil) != (wantLevel == 3) || c.TDXQE == nil {
+				t.Errorf("claims: TCB %+v, collateral %v, QE %v", c.TDXTCB, c.TDXCollateral != nil, c.TDXQE)
+			}
+			if c.Level != wantLevel || c.Hardware != attest.HardwareTDX || c.ImageID != "cos-113" || c.AKDigest != hex.EncodeToString(pck[:]) || !bytes.Equal(c.Lifecycle.AgentDigest, attesttest.AgentDigest[:]) {
+				t.Errorf("claims: level %d from %q, image %q, AK %s, lifecycle %+v", c.Level, c.Hardware, c.ImageID, c.AKDigest, c.Lifecycle)
 			}
 		})
 	}

@@ -25,24 +25,52 @@ type Claims struct {
 	// matched entry of the policy's reference values.
 	ImageID string
 	Image   *Image
-	// Level is the BuildEnv level this evidence supports (0 for a software
-	// TPM accepted under AllowSoftwareTPMUnsafe).
+	// Level is the BuildEnv level this evidence earned: 2 for a TPM quote,
+	// 3 only when a verified hardware TEE report binds the attestation (see
+	// Hardware), 0 for a software TPM accepted under AllowSoftwareTPMUnsafe.
+	// No policy setting raises it.
 	Level int
+	// Hardware names the hardware path that gave the level: HardwareTPM,
+	// HardwareTDX (or, later, HardwareSEVSNP).
+	Hardware string
 	// Lifecycle is the replayed lifecycle log.
 	Lifecycle *Lifecycle
 	// SoftwareTPM is true for evidence labelled as from a simulator/swtpm.
 	SoftwareTPM bool
 
 	// TPM only: the quoted SHA-256 PCR bank and what the event log says.
-	PCRs       map[uint32][]byte
-	SecureBoot bool
-	EFIApps    [][]byte
+	PCRs map[uint32][]byte
+	// SecureBoot (TPM event log or TDX CCEL) and KernelCmdline (TDX CCEL,
+	// when the log records it) come from the replayed firmware log.
+	SecureBoot    bool
+	KernelCmdline string
+	EFIApps       [][]byte
 	// BootEvents are the replay-verified TCG events (PCR, digest, type).
 	BootEvents []BootEvent
 
 	// TDX only.
 	MRTD  []byte
 	RTMRs [][]byte
+	// TDXQE is the quoting enclave that signed the quote; TDXTCB Intel's
+	// TCB verdict (nil: not evaluated, no collateral) and TDXCollateral the
+	// collateral it was judged with, to embed for offline re-checks.
+	TDXQE         *TDXQEIdentity
+	TDXTCB        *TDXTCB
+	TDXCollateral *TDXCollateral
+}
+
+// Hardware paths, as recorded in Claims.Hardware, environment certificates
+// and provenance.
+const (
+	HardwareTPM    = "tpm"
+	HardwareTDX    = "tdx"
+	HardwareSEVSNP = "sev-snp"
+)
+
+// IsTEE reports whether hardware is a TEE path that can give
+// BuildEnv level 3 (L3.hw-quote): a TPM alone cannot.
+func IsTEE(hardware string) bool {
+	return hardware == HardwareTDX || hardware == HardwareSEVSNP
 }
 
 // BootEvent is one replay-verified firmware/boot event.
@@ -82,16 +110,20 @@ type BootEvent struct {
 //
 // For TDX evidence Verify checks the quote's signature and PCK chain to
 // Intel's root offline (ErrTDXQuote), REPORTDATA against the bound challenge
-// (ErrNonceMismatch), the DEBUG attribute (ErrTDXDebug), the CCEL replay
+// (ErrNonceMismatch), the DEBUG attribute (ErrTDXDebug), the quoting
+// enclave's identity (ErrTDXQEIdentity), the TCB against Intel collateral
+// from Policy.TDXCollateral or the evidence when there is any
+// (EvaluateTDXTCB: ErrTDXCollateral, ErrTDXCollateralExpired,
+// ErrTDXTCBStatus; without collateral the level is 2), the CCEL replay
 // against RTMR 0-2 (ErrEventLogEmpty, ErrEventLogReplay), MRTD and RTMR 0-2
 // against a reference image (ErrReferenceMismatch), and the lifecycle log
 // against RTMR 3 and the agent digest as above. The environment key is
 // bound by REPORTDATA.
 //
 // Verify does NOT check: that the nonce is fresh or unused (the caller owns
-// nonces), TDX TCB status and revocation against live Intel collateral
-// (offline verification; the gate may add it), or anything about the job a
-// lifecycle log names (the caller compares Lifecycle.BuildID).
+// nonces), the TDX TCB when no collateral is given (level 2 then), or
+// anything about the job a lifecycle log names (the caller compares
+// Lifecycle.BuildID). SEV-SNP is not an evidence kind: see VerifySNPReport.
 func Verify(ev *Evidence, ch Challenge, p *Policy) (*Claims, error) {
 	if err := ch.validate(); err != nil {
 		return nil, err

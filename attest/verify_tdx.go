@@ -2,6 +2,7 @@ package attest
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/google/go-eventlog/ccel"
 	"github.com/google/go-eventlog/extract"
+	statepb "github.com/google/go-eventlog/proto/state"
 	"github.com/google/go-eventlog/register"
 	"github.com/google/go-tdx-guest/abi"
 	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
@@ -96,6 +98,41 @@ func verifyTDXQuoteInput(in tdxInput, p *Policy, c *Claims, s *steps) error {
 	}); err != nil {
 		return err
 	}
+	if err := s.run("quoting enclave", func() (string, error) {
+		_, _, qe, err := pckPlatform(quote)
+		if err != nil {
+			return "", err
+		}
+		if err := checkQEIdentity(qe, p.MinTDXQESVN); err != nil {
+			return "", err
+		}
+		c.TDXQE = &qe
+		return fmt.Sprintf("Intel TD quoting enclave (MRSIGNER %x..., ISVPRODID %d, ISVSVN %d)", []byte(qe.MRSigner[:4]), qe.ISVProdID, qe.ISVSVN), nil
+	}); err != nil {
+		return err
+	}
+	// TCB evaluation against Intel collateral: the policy's source, else
+	// the collateral the evidence carries (Intel-signed either way).
+	src := p.TDXCollateral
+	if src == nil && in.ev != nil && in.ev.TDX.Collateral != nil {
+		src = in.ev.TDX.Collateral
+	}
+	tcbUpToDate := false
+	if src == nil {
+		s.skip("tcb", "no Intel collateral given: TCB status not evaluated, so at most level 2")
+	} else if err := s.run("tcb", func() (string, error) {
+		tcb, coll, err := EvaluateTDXTCB(context.Background(), quote, src, p.TrustedTDXRoots, p.now())
+		c.TDXTCB = tcb
+		if err != nil {
+			return "", err
+		}
+		c.TDXCollateral, tcbUpToDate = coll, true
+		first := tcb.SortedItems()[0]
+		return fmt.Sprintf("platform %s (FMSPC %s, TCB date %s), quoting enclave %s; collateral valid until %s (%s)",
+			tcb.Status, tcb.FMSPC, tcb.TCBDate, tcb.QEStatus, first.NextUpdate.UTC().Format(time.RFC3339), first.Name), nil
+	}); err != nil {
+		return err
+	}
 	if in.reportData == nil {
 		s.skip("nonce", "no nonce given: REPORTDATA not compared, the quote may answer any challenge (freshness not checked)")
 	}
@@ -104,10 +141,13 @@ func verifyTDXQuoteInput(in tdxInput, p *Policy, c *Claims, s *steps) error {
 		// values, but nothing explains them.
 		s.skip("event log", "no CCEL given: RTMR 0-2 not replayed")
 	} else if err := s.run("event log", func() (string, error) {
-		if err := ReplayCCEL(in.table, in.ccel, quote); err != nil {
+		st, err := replayCCEL(in.table, in.ccel, quote)
+		if err != nil {
 			return "", err
 		}
-		return "CCEL replays to RTMR 0-2", nil
+		c.SecureBoot = st.GetSecureBoot().GetEnabled()
+		c.KernelCmdline = st.GetLinuxKernel().GetCommandLine()
+		return fmt.Sprintf("CCEL replays to RTMR 0-2 (Secure Boot %s)", onOff(c.SecureBoot)), nil
 	}); err != nil {
 		return err
 	}
@@ -128,7 +168,14 @@ func verifyTDXQuoteInput(in tdxInput, p *Policy, c *Claims, s *steps) error {
 	if matched, err := checkReference(s, p, c, matchTDXImage); !matched {
 		return err
 	}
-	c.Level = 3 // L3.hw-quote: the quote comes from the CPU, covering the TD's boot.
+	// L3.hw-quote: the quote comes from the CPU, covering the TD's boot,
+	// on a platform whose TCB Intel rates UpToDate. Without a TCB verdict
+	// the same quote is worth level 2: known-vulnerable firmware could
+	// have made it.
+	c.Level, c.Hardware = 2, HardwareTDX
+	if tcbUpToDate {
+		c.Level = 3
+	}
 	return nil
 }
 
@@ -183,21 +230,37 @@ func VerifyTDXQuote(quote *tdxpb.QuoteV4, roots *x509.CertPool, t time.Time) err
 // ReplayCCEL replays the confidential computing event log against RTMR 0-2
 // of a verified quote (RTMR 3 carries our lifecycle log, not firmware events).
 func ReplayCCEL(table, log []byte, quote *tdxpb.QuoteV4) error {
+	_, err := replayCCEL(table, log, quote)
+	return err
+}
+
+// replayCCEL is ReplayCCEL returning what the replayed log says (Secure
+// Boot state, kernel command line).
+func replayCCEL(table, log []byte, quote *tdxpb.QuoteV4) (*statepb.FirmwareLogState, error) {
 	if len(bytes.TrimRight(log, "\xff\x00")) == 0 {
-		return ErrEventLogEmpty
+		return nil, ErrEventLogEmpty
 	}
 	if len(log) > MaxEventLogSize {
-		return fmt.Errorf("%w: CCEL is %d bytes", ErrTooLarge, len(log))
+		return nil, fmt.Errorf("%w: CCEL is %d bytes", ErrTooLarge, len(log))
 	}
 	rtmrs := quote.GetTdQuoteBody().GetRtmrs()
 	bank := register.RTMRBank{}
 	for i := 0; i < LifecycleRTMR; i++ {
 		bank.RTMRs = append(bank.RTMRs, register.RTMR{Index: i, Digest: rtmrs[i]})
 	}
-	if _, err := ccel.ReplayAndExtract(table, log, bank, extract.Opts{Loader: extract.UnsupportedLoader}); err != nil {
-		return fmt.Errorf("%w: CCEL: %v", ErrEventLogReplay, err)
+	st, err := ccel.ReplayAndExtract(table, log, bank, extract.Opts{Loader: extract.UnsupportedLoader})
+	if err != nil {
+		return nil, fmt.Errorf("%w: CCEL: %v", ErrEventLogReplay, err)
 	}
-	return nil
+	// The kernel command line is extracted only for a known bootloader.
+	// Try GRUB's layout (which COS uses) for that one fact; the replay
+	// above is what verifies.
+	if st.GetLinuxKernel().GetCommandLine() == "" {
+		if g, err := ccel.ReplayAndExtract(table, log, bank, extract.Opts{Loader: extract.GRUB}); err == nil {
+			st.LinuxKernel = g.GetLinuxKernel()
+		}
+	}
+	return st, nil
 }
 
 func matchTDXImage(rv *ReferenceValues, c *Claims) (*Image, error) {

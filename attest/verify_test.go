@@ -116,8 +116,9 @@ func TestRoundTripSimulator(t *testing.T) {
 	}
 }
 
-// TestTPMLevel: the BuildEnv level TPM evidence supports is the policy's
-// (2 for a vTPM, 3 for a hardware TPM), and 0 for a software TPM.
+// TestTPMLevel: TPM evidence earns level 2 (0 for a software TPM), and
+// no policy setting raises it: level 3 needs a verified TEE report
+// (TestTDXVerify shows TDX evidence at 3). The policy has no level field.
 func TestTPMLevel(t *testing.T) {
 	m := attesttest.SimulatedMachine(t)
 	ch := attest.AdmissionChallenge(nonce(t))
@@ -128,27 +129,26 @@ func TestTPMLevel(t *testing.T) {
 	tests := []struct {
 		name     string
 		software bool
-		tpmLevel int
 		want     int
 	}{
-		{name: "vTPM by default", want: 2},
-		{name: "hardware TPM", tpmLevel: 3, want: 3},
-		{name: "software TPM", software: true, tpmLevel: 3, want: 0},
+		{name: "TPM", want: 2},
+		{name: "software TPM", software: true, want: 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := clone(t, ev)
 			e.SoftwareTPMUnsafe = tc.software
-			p := clonePolicy(t, m.Policy)
-			p.TPMLevel = tc.tpmLevel
-			c, err := attest.Verify(e, ch, p)
+			c, err := attest.Verify(e, ch, clonePolicy(t, m.Policy))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.Level != tc.want {
-				t.Errorf("level %d, want %d", c.Level, tc.want)
+			if c.Level != tc.want || c.Hardware != attest.HardwareTPM {
+				t.Errorf("level %d from %q, want %d from %q", c.Level, c.Hardware, tc.want, attest.HardwareTPM)
 			}
 		})
+	}
+	if attest.IsTEE(attest.HardwareTPM) || !attest.IsTEE(attest.HardwareTDX) {
+		t.Error("IsTEE: a TPM is not a TEE, TDX is")
 	}
 }
 

@@ -184,10 +184,9 @@ func verifyTPMInput(in tpmInput, p *Policy, c *Claims, s *steps) error {
 	if matched, err := checkReference(s, p, c, matchTPMImage); !matched {
 		return err
 	}
-	c.Level = 2
-	if p.TPMLevel == 3 {
-		c.Level = 3
-	}
+	// A TPM quote alone is level 2 whatever the TPM: level 3 needs a
+	// hardware TEE report binding the attestation (DESIGN.md, Levels).
+	c.Level, c.Hardware = 2, HardwareTPM
 	if c.SoftwareTPM {
 		c.Level = 0
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -145,8 +146,14 @@ type PolicyConfig struct {
 	AllowedLabels []string `json:"allowedLabels,omitempty"`
 	// DirectKernelBoot: see attest.Policy.DirectKernelBoot.
 	DirectKernelBoot bool `json:"directKernelBoot,omitempty"`
-	// TPMLevel: 2 (vTPM, default) or 3 (hardware TPM measuring the host).
+	// TPMLevel may only be 2 (or unset), kept so that old configurations
+	// parse: the level is earned by the evidence (2 for a TPM, 3 only with
+	// a verified TEE report), never configured.
 	TPMLevel int `json:"tpmLevel,omitempty"`
+	// TDXPCSURL is where TDX TCB collateral comes from: empty for Intel's
+	// PCS, a URL for a PCS mirror (PCCS), "none" for no TCB evaluation (TDX
+	// environments are then admitted at level 2 only).
+	TDXPCSURL string `json:"tdxPcsUrl,omitempty"`
 	// AllowSoftwareTPMUnsafe admits simulator/swtpm environments. Demos
 	// and tests only; certificates then say level 0.
 	AllowSoftwareTPMUnsafe bool `json:"allowSoftwareTPMUnsafe,omitempty"`
@@ -296,7 +303,11 @@ func (c *Config) Validate() error {
 			need(pg.MaxConns >= 0, "store.postgres.maxConns must not be negative")
 		}
 	}
-	need(c.Policy.TPMLevel == 0 || c.Policy.TPMLevel == 2 || c.Policy.TPMLevel == 3, "policy.tpmLevel must be 2 or 3")
+	if u := c.Policy.TDXPCSURL; u != "" && u != "none" {
+		pu, err := url.Parse(u)
+		need(err == nil && (pu.Scheme == "https" || pu.Scheme == "http") && pu.Host != "", "policy.tdxPcsUrl: an http(s) URL, or \"none\"")
+	}
+	need(c.Policy.TPMLevel == 0 || c.Policy.TPMLevel == 2, "policy.tpmLevel: a TPM quote is level 2; level 3 is earned by a verified TEE report (TDX), it cannot be configured")
 	if c.TLS == nil && !loopback(c.Listen) {
 		errs = append(errs, fmt.Errorf("listen %q is not loopback: configure tls (evidence and sealed configs are confidential only in transit under TLS)", c.Listen))
 	}
@@ -354,7 +365,13 @@ func (c *Config) LoadPolicy(extraReferenceValues ...string) (*attest.Policy, str
 		Reference:              rv,
 		DirectKernelBoot:       c.Policy.DirectKernelBoot,
 		AllowSoftwareTPMUnsafe: c.Policy.AllowSoftwareTPMUnsafe,
-		TPMLevel:               c.Policy.TPMLevel,
+	}
+	switch c.Policy.TDXPCSURL {
+	case "none":
+	case "":
+		p.TDXCollateral = &attest.PCS{}
+	default:
+		p.TDXCollateral = &attest.PCS{BaseURL: c.Policy.TDXPCSURL}
 	}
 	for _, f := range c.Policy.TrustedAKs {
 		keys, err := provenance.LoadTrustedRoots(f)
@@ -511,9 +528,8 @@ func policyDigest(p *attest.Policy) (string, error) {
 		Roots     [][]byte
 		Direct    bool
 		Software  bool
-		Level     int
 		EKRoots   [][]byte `json:",omitempty"`
-	}{p.Reference, roots, p.DirectKernelBoot, p.AllowSoftwareTPMUnsafe, p.TPMLevel, ekRoots})
+	}{p.Reference, roots, p.DirectKernelBoot, p.AllowSoftwareTPMUnsafe, ekRoots})
 	if err != nil {
 		return "", err
 	}

@@ -95,3 +95,46 @@ func TestLoadPolicyImageSigners(t *testing.T) {
 		})
 	}
 }
+
+// TestConfigTPMLevel3Refused: level 3 cannot be configured into existence.
+// A TPM quote is level 2; only a verified TEE report earns 3.
+func TestConfigTPMLevel3Refused(t *testing.T) {
+	dir := t.TempDir()
+	for level, ok := range map[int]bool{0: true, 2: true, 3: false} {
+		cfg := `{"listen":"127.0.0.1:8080","gateId":"g","builderId":"b","dataDir":"d","signingKey":"k",
+"github":{"appId":1,"installationId":2,"privateKey":"p","org":"o","labels":["self-hosted"]},
+"policy":{"referenceValues":["rv.json"],"trustedAKs":["ak.pem"],"tpmLevel":` + string(rune('0'+level)) + `}}`
+		p := filepath.Join(dir, "c.json")
+		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := jobgate.LoadConfig(p)
+		if (err == nil) != ok {
+			t.Errorf("tpmLevel %d: LoadConfig: %v, want ok %v", level, err, ok)
+		}
+		if !ok && (err == nil || !strings.Contains(err.Error(), "cannot be configured")) {
+			t.Errorf("tpmLevel %d: error %v does not say why", level, err)
+		}
+	}
+}
+
+// TestConfigTDXPCSURL: TDX collateral comes from Intel's PCS by default, a
+// mirror when named, nowhere with "none"; anything else is refused.
+func TestConfigTDXPCSURL(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		value string
+		ok    bool
+	}{{"", true}, {"none", true}, {"https://pccs.example:8081", true}, {"ftp://x", false}, {"not a url", false}} {
+		cfg := `{"listen":"127.0.0.1:8080","gateId":"g","builderId":"b","dataDir":"d","signingKey":"k",
+"github":{"appId":1,"installationId":2,"privateKey":"p","org":"o","labels":["self-hosted"]},
+"policy":{"referenceValues":["rv.json"],"trustedAKs":["ak.pem"],"tdxPcsUrl":"` + tc.value + `"}}`
+		p := filepath.Join(dir, "c.json")
+		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := jobgate.LoadConfig(p); (err == nil) != tc.ok {
+			t.Errorf("tdxPcsUrl %q: %v, want ok %v", tc.value, err, tc.ok)
+		}
+	}
+}

@@ -55,8 +55,16 @@ type EnvCertificate struct {
 	Labels       []string `json:"labels"`
 	BuilderID    string   `json:"builderId"`
 	// Level is the BuildEnv level verified (0: software TPM, demo only).
-	Level       int  `json:"level"`
-	SoftwareTPM bool `json:"softwareTpm,omitempty"`
+	Level int `json:"level"`
+	// Hardware is the hardware path that gave the level (attest.Claims.
+	// Hardware): "tpm" for level 2, a TEE ("tdx", "sev-snp") for level 3.
+	Hardware string `json:"hardware"`
+	// TDXTCB is the TCB verdict behind a TDX level 3, and TDXCollateral the
+	// Intel collateral it was judged with (Intel-signed), so a consumer
+	// re-checks the response-time quote's TCB offline at the build's time.
+	TDXTCB        *attest.TDXTCB        `json:"tdxTcb,omitempty"`
+	TDXCollateral *attest.TDXCollateral `json:"tdxCollateral,omitempty"`
+	SoftwareTPM   bool                  `json:"softwareTpm,omitempty"`
 	// DirectKernelBoot records that the gate verified the boot under
 	// attest.Policy.DirectKernelBoot (a QEMU -kernel boot measures the
 	// kernel before "Calling EFI Application"): response-time quotes of the
@@ -81,6 +89,15 @@ func (c *EnvCertificate) validate() error {
 		return fmt.Errorf("validity %v..%v is empty", c.IssuedAt, c.NotAfter)
 	case c.Image.ID == "":
 		return fmt.Errorf("no image")
+	case c.Level < 0 || c.Level > 3:
+		return fmt.Errorf("level %d", c.Level)
+	case c.Hardware == "":
+		return fmt.Errorf("no hardware path")
+	case c.Level == 3 && !attest.IsTEE(c.Hardware):
+		// Level 3 is earned by a TEE report, never configured.
+		return fmt.Errorf("level 3 from hardware %q: level 3 needs a TEE report", c.Hardware)
+	case c.Level == 3 && c.Hardware == attest.HardwareTDX && c.TDXCollateral == nil:
+		return fmt.Errorf("TDX level 3 without the collateral its TCB was judged with")
 	}
 	if _, err := attest.ParseEnvKey(c.EnvKey); err != nil {
 		return err
@@ -214,12 +231,15 @@ func verifyEnvCert(raw []byte, trustedGates []crypto.PublicKey) (*EnvCertificate
 // caller (the gate) adds identity, runner and validity fields.
 func CertificateFor(c *attest.Claims) *EnvCertificate {
 	cert := &EnvCertificate{
-		EnvKey:      slices.Clone(c.EnvKeySPKI),
-		Kind:        c.Kind,
-		AK:          slices.Clone(c.AK),
-		AgentDigest: slices.Clone(c.Lifecycle.AgentDigest),
-		Level:       c.Level,
-		SoftwareTPM: c.SoftwareTPM,
+		EnvKey:        slices.Clone(c.EnvKeySPKI),
+		Kind:          c.Kind,
+		AK:            slices.Clone(c.AK),
+		AgentDigest:   slices.Clone(c.Lifecycle.AgentDigest),
+		Level:         c.Level,
+		Hardware:      c.Hardware,
+		SoftwareTPM:   c.SoftwareTPM,
+		TDXTCB:        c.TDXTCB,
+		TDXCollateral: c.TDXCollateral,
 	}
 	if c.Image != nil {
 		cert.Image = *c.Image

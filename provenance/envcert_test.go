@@ -135,6 +135,13 @@ func TestIssueEnvCertRefusesIncomplete(t *testing.T) {
 		"empty validity":        func(c *provenance.EnvCertificate) { c.NotAfter = c.IssuedAt },
 		"validity ends earlier": func(c *provenance.EnvCertificate) { c.NotAfter = c.IssuedAt.Add(-time.Second) },
 		"no image":              func(c *provenance.EnvCertificate) { c.Image.ID = "" },
+		"no hardware path":      func(c *provenance.EnvCertificate) { c.Hardware = "" },
+		"level 4":               func(c *provenance.EnvCertificate) { c.Level = 4 },
+		// Level 3 is earned by a TEE report: a TPM certificate cannot say 3.
+		"level 3 from a TPM": func(c *provenance.EnvCertificate) { c.Level, c.Hardware, c.SoftwareTPM = 3, attest.HardwareTPM, false },
+		"TDX level 3 without its collateral": func(c *provenance.EnvCertificate) {
+			c.Level, c.Hardware, c.SoftwareTPM, c.TDXCollateral = 3, attest.HardwareTDX, false, nil
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := *e.Cert

@@ -2,6 +2,7 @@ package provenance_test
 
 import (
 	"errors"
+	"github.com/attested-runner/attested-runner/attest"
 	"strings"
 	"testing"
 
@@ -49,11 +50,6 @@ func TestSoftwareTPMLevel(t *testing.T) {
 		return o
 	}
 
-	level3Policy := hardwarePolicy
-	level3Policy.TPMLevel = 3
-	level3 := evidence(false, 3, true)
-	level3.ReferenceValues = &level3Policy
-
 	tests := []struct {
 		name      string
 		bundle    []byte
@@ -95,7 +91,11 @@ func TestSoftwareTPMLevel(t *testing.T) {
 		{name: "evidence mode, label dropped, consumer's policy says hardware", bundle: unlabelled, opts: evidence(false, 0, true), wantLevel: 2},
 		{name: "evidence mode, hardware, --min-level 2", bundle: unlabelled, opts: evidence(false, 2, true), wantLevel: 2},
 		{name: "evidence mode, hardware, --min-level 3", bundle: unlabelled, opts: evidence(false, 3, true), want: provenance.ErrLevelTooLow},
-		{name: "evidence mode, consumer's policy says hardware TPM level 3", bundle: unlabelled, opts: level3, wantLevel: 3},
+		// Level 3 is earned by a TEE report: a gate certificate that says
+		// level 3 does not lift the TPM response-time evidence above 2.
+		{name: "certificate claims level 3 for TPM evidence", bundle: withCert(e.SignUnlabelled, func(c *provenance.EnvCertificate) {
+			c.Level, c.Hardware, c.SoftwareTPM, c.TDXCollateral = 3, attest.HardwareTDX, false, &attest.TDXCollateral{}
+		}), opts: gate(false, 3), want: provenance.ErrLevelTooLow, wantText: "LEVEL_2 < SLSA_BUILDENV_LEVEL_3"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

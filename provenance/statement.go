@@ -47,8 +47,10 @@ type Build struct {
 	Actions []ActionRef
 	Image   Image
 	Labels  []string
-	// Level is the BuildEnv level the gate verified at admission.
+	// Level is the BuildEnv level the gate verified at admission, Hardware
+	// the hardware path that gave it (EnvCertificate.Hardware).
 	Level      int
+	Hardware   string
 	Subjects   []Subject
 	StartedOn  time.Time
 	FinishedOn time.Time
@@ -113,6 +115,7 @@ func (b *Build) statement() (*intoto.Statement, error) {
 			"labels":        toAny(b.Labels),
 			"imageId":       b.Image.ID,
 			"buildEnvLevel": float64(b.Level),
+			"hardware":      b.Hardware,
 			"buildId":       j.BuildID(),
 			"missing":       toAny(b.Missing),
 		},

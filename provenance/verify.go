@@ -61,6 +61,9 @@ type Result struct {
 	Subjects  []Subject       `json:"-"`
 	EnvCert   *EnvCertificate `json:"environment,omitempty"`
 	Level     int             `json:"buildEnvLevel"`
+	// Hardware is the hardware path that gave the level (attest.HardwareTDX,
+	// attest.HardwareTPM, ...), from the response-time evidence.
+	Hardware string `json:"hardware,omitempty"`
 	// SoftwareTPM: the environment is a software TPM (then Level is 0).
 	SoftwareTPM bool           `json:"softwareTpm,omitempty"`
 	ImageID     string         `json:"imageId"`
@@ -102,8 +105,8 @@ const clockSkew = 2 * time.Minute
 //
 // The level: with a gate, the lower of the certificate's level and the
 // response-time evidence's (under the certificate's policy); in evidence
-// mode, what the consumer's policy gives the verified hardware
-// (attest.Policy.TPMLevel, 3 for TDX). It is 0, a software-TPM result,
+// mode, what the verified hardware earned (attest.Claims.Level: 2 for a
+// TPM, 3 only for a verified TEE report such as TDX; no policy raises it). It is 0, a software-TPM result,
 // when the certificate says software TPM, when the consumer's policy
 // allows software TPMs (ReferenceValues.AllowSoftwareTPMUnsafe: its trust
 // roots may then be software TPMs), or when the evidence
@@ -226,7 +229,7 @@ func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, err
 	}
 
 	var softwareWhy []string
-	r.Level = claims.Level
+	r.Level, r.Hardware = claims.Level, claims.Hardware
 	if claims.SoftwareTPM {
 		softwareWhy = append(softwareWhy, "the evidence is labelled so")
 	}
@@ -338,8 +341,12 @@ func certPolicy(c *EnvCertificate, at time.Time) *attest.Policy {
 		},
 		AllowSoftwareTPMUnsafe: c.SoftwareTPM,
 		DirectKernelBoot:       c.DirectKernelBoot,
-		TPMLevel:               c.Level,
 		Time:                   at,
+	}
+	if c.TDXCollateral != nil {
+		// The TCB is re-judged at the build's time with the collateral the
+		// gate used: stale or revoked by then, the evidence fails (ErrEvidence).
+		p.TDXCollateral = c.TDXCollateral
 	}
 	if ak, err := x509.ParsePKIXPublicKey(c.AK); err == nil {
 		p.TrustedAKs = []crypto.PublicKey{ak}

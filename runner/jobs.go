@@ -187,7 +187,7 @@ func (a *Agent) attestFiles(ctx context.Context, req *AttestRequest, files []int
 
 	b := &provenance.Build{
 		BuilderID: cert.BuilderID, AgentVersion: a.cfg.AgentVersion, Job: snapshot.job,
-		Image: provenance.Image{ID: cert.Image.ID}, Labels: adm.Labels, Level: cert.Level,
+		Image: provenance.Image{ID: cert.Image.ID}, Labels: adm.Labels, Level: cert.Level, Hardware: cert.Hardware,
 		EnvCert: adm.EnvironmentCertificate, DispatchDigest: snapshot.dispatch, StartedOn: snapshot.startedAt,
 	}
 	hctx, cancel := context.WithTimeout(ctx, a.cfg.AttestTimeout)

@@ -39,6 +39,7 @@ type TDXSigner struct {
 	root      *x509.Certificate
 	rootKey   *ecdsa.PrivateKey
 	inter     *x509.Certificate
+	interKey  *ecdsa.PrivateKey
 }
 
 var oidAuthorityKeyID = asn1.ObjectIdentifier{2, 5, 29, 35}
@@ -70,6 +71,8 @@ func NewTDXSigner(template []byte) (*TDXSigner, error) {
 			SerialNumber: big.NewInt(now.UnixNano()), Subject: pkix.Name{CommonName: cn},
 			NotBefore: now.Add(-24 * time.Hour), NotAfter: now.Add(24 * time.Hour),
 			IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+			// Where go-tdx-guest looks for the root CA CRL.
+			CRLDistributionPoints: []string{"https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"},
 		}
 		if parent == nil {
 			parent, parentKey = tmpl, k
@@ -108,7 +111,7 @@ func NewTDXSigner(template []byte) (*TDXSigner, error) {
 	if s.PCK, err = x509.ParseCertificate(der); err != nil {
 		return nil, err
 	}
-	s.root, s.rootKey, s.inter = root, rootKey, inter
+	s.root, s.rootKey, s.inter, s.interKey = root, rootKey, inter, interKey
 	s.chainPEM = chainPEM(s.PCK, inter, root)
 	s.Roots = x509.NewCertPool()
 	s.Roots.AddCert(root)
@@ -223,4 +226,15 @@ func rawSign(k *ecdsa.PrivateKey, msg []byte) ([]byte, error) {
 		return nil, err
 	}
 	return append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...), nil
+}
+
+// WithQE returns a signer whose quotes carry the template's quoting
+// enclave report after edit changed it (another MRSIGNER, ISVPRODID or
+// ISVSVN), still signed by the PCK key: a quote from another enclave that
+// holds a valid PCK chain.
+func (s *TDXSigner) WithQE(edit func(*tdxpb.EnclaveReport)) *TDXSigner {
+	out := *s
+	out.template = proto.Clone(s.template).(*tdxpb.QuoteV4)
+	edit(out.template.GetSignedData().GetCertificationData().GetQeReportCertificationData().GetQeReport())
+	return &out
 }

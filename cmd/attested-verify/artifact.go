@@ -77,7 +77,7 @@ func parseArtifact(args []string, stderr io.Writer) (*artifactConfig, error) {
 	fs.Var(&c.trustedAKRoots, "trusted-ak-root", "PEM file of trusted AK certificate roots, e.g. a cloud vTPM CA (evidence mode; repeatable)")
 	// Default 0 (the library's default, 2) so that a given --min-level,
 	// even 2, is told apart: --insecure-allow-software-tpm never lowers it.
-	fs.IntVar(&c.opts.MinLevel, "min-level", 0, "lowest BuildEnv level accepted, 1 to 3 (2: attested vTPM, 3: hardware TPM or TDX); default 2, which --insecure-allow-software-tpm lowers to 0 for a software TPM: a given --min-level is never lowered")
+	fs.IntVar(&c.opts.MinLevel, "min-level", 0, "lowest BuildEnv level accepted, 1 to 3 (2: attested TPM, 3: a verified TEE report: TDX with an UpToDate TCB); default 2, which --insecure-allow-software-tpm lowers to 0 for a software TPM: a given --min-level is never lowered")
 	fs.BoolVar(&c.opts.AllowSoftwareTPMInsecure, "insecure-allow-software-tpm", false, "accept environments on a software TPM (simulator, swtpm; level 0) under the default --min-level: demos and tests only. With --evidence, every environment counts as a software TPM (the trusted AKs may be software TPMs)")
 	fs.StringVar(&c.format, "format", "text", "output format: text or json")
 	fs.StringVar(&c.stepSummary, "step-summary", "", "append a Markdown summary table to this file (in GitHub Actions: $GITHUB_STEP_SUMMARY)")
@@ -239,6 +239,9 @@ func printArtifactText(w io.Writer, r artifactReport) {
 	level := provenance.LevelName(res.Level)
 	if res.SoftwareTPM {
 		level += " (SOFTWARE TPM, insecure mode)"
+	}
+	if res.Hardware != "" {
+		level += ", hardware " + res.Hardware
 	}
 	fmt.Fprintf(w, "  runner    %s, image %s, %s\n", j.RunnerName, res.ImageID, level)
 	fmt.Fprintf(w, "  built     %s .. %s\n", res.StartedOn.Format(time.RFC3339), res.FinishedOn.Format(time.RFC3339))

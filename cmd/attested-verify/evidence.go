@@ -41,6 +41,10 @@ passed (✓):
   --reference-values  what the boot must have measured
   --ccel / --ccel-table   a raw TDX quote's event log; without them, RTMR 0-2
                       are shown but not replayed
+  --tdx-collateral    Intel collateral (JSON: tcbInfo, qeIdentity, pckCrl,
+                      rootCaCrl) to judge a TDX quote's TCB with, at --time;
+                      evidence that embeds collateral is judged with it.
+                      Without either, the TCB is not evaluated (level 2)
 
 Result: VERIFIED (exit 0) when no check failed and the quote's signer was
 checked against a trust anchor: for a TPM quote --trusted-ak or
@@ -69,6 +73,7 @@ type evidenceConfig struct {
 	trustedAKs        cli.StringList
 	trustedAKRoots    cli.StringList
 	referenceVals     string
+	tdxCollateral     string
 	at                string
 	directKernelBoot  bool
 	allowSoftwareTPM  bool
@@ -88,6 +93,7 @@ func parseEvidence(args []string, stderr io.Writer) (*evidenceConfig, error) {
 	fs.Var(&c.trustedAKs, "trusted-ak", "PEM file of trusted TPM attestation keys (repeatable)")
 	fs.Var(&c.trustedAKRoots, "trusted-ak-root", "PEM file of trusted AK certificate roots (repeatable)")
 	fs.StringVar(&c.referenceVals, "reference-values", "", "reference-values file to check the measurements against")
+	fs.StringVar(&c.tdxCollateral, "tdx-collateral", "", "Intel TDX collateral (JSON) to evaluate the TCB with")
 	fs.StringVar(&c.at, "time", "", "verify certificates and collateral as of this RFC 3339 time (historical evidence)")
 	fs.BoolVar(&c.directKernelBoot, "direct-kernel-boot", false, "the firmware loaded the kernel itself (QEMU -kernel): allow the kernel's EFI app event before 'Calling EFI Application'")
 	fs.BoolVar(&c.allowSoftwareTPM, "insecure-allow-software-tpm", false, "do not fail evidence labelled as from a software TPM")
@@ -126,6 +132,8 @@ type evidenceReport struct {
 }
 
 type measured struct {
+	Level      int               `json:"buildEnvLevel"`
+	Hardware   string            `json:"hardware,omitempty"`
 	ImageID    string            `json:"imageId,omitempty"`
 	AKDigest   string            `json:"akDigest,omitempty"`
 	EnvKey     string            `json:"envKeyDigest,omitempty"`
@@ -136,6 +144,11 @@ type measured struct {
 	RTMRs      []string          `json:"rtmrs,omitempty"`
 	Lifecycle  []string          `json:"lifecycle,omitempty"`
 	BootEvents int               `json:"bootEvents,omitempty"`
+	// TDX: the kernel command line from the CCEL, the quoting enclave and
+	// Intel's TCB verdict with the collateral's dates.
+	KernelCmdline string                `json:"kernelCmdline,omitempty"`
+	TDXQE         *attest.TDXQEIdentity `json:"tdxQe,omitempty"`
+	TDXTCB        *attest.TDXTCB        `json:"tdxTcb,omitempty"`
 }
 
 func runEvidence(_ context.Context, args []string, stdout, stderr io.Writer) error {
@@ -150,6 +163,17 @@ func runEvidence(_ context.Context, args []string, stdout, stderr io.Writer) err
 	p, err := loadPolicy(c.referenceVals, c.trustedAKs, c.trustedAKRoots)
 	if err != nil {
 		return err
+	}
+	if c.tdxCollateral != "" {
+		b, err := cli.ReadFile(c.tdxCollateral, 4*attest.MaxPCSResponseSize)
+		if err != nil {
+			return err
+		}
+		var coll attest.TDXCollateral
+		if err := json.Unmarshal(b, &coll); err != nil {
+			return fmt.Errorf("--tdx-collateral: %w", err)
+		}
+		p.TDXCollateral = &coll
 	}
 	p.DirectKernelBoot = c.directKernelBoot
 	p.AllowSoftwareTPMUnsafe = c.allowSoftwareTPM
@@ -290,7 +314,8 @@ func measurements(c *attest.Claims) *measured {
 	if c == nil {
 		return nil
 	}
-	m := &measured{ImageID: c.ImageID, AKDigest: c.AKDigest, EnvKey: c.EnvKeyDigest, BootEvents: len(c.BootEvents)}
+	m := &measured{Level: c.Level, Hardware: c.Hardware, ImageID: c.ImageID, AKDigest: c.AKDigest, EnvKey: c.EnvKeyDigest, BootEvents: len(c.BootEvents),
+		KernelCmdline: c.KernelCmdline, TDXQE: c.TDXQE, TDXTCB: c.TDXTCB}
 	if len(c.PCRs) > 0 {
 		m.PCRs = map[string]string{}
 		for i, v := range c.PCRs {
@@ -303,6 +328,11 @@ func measurements(c *attest.Claims) *measured {
 		m.EFIApps = append(m.EFIApps, hex.EncodeToString(a))
 	}
 	if len(c.MRTD) > 0 {
+		if c.Lifecycle != nil || c.KernelCmdline != "" || c.SecureBoot {
+			// The CCEL was replayed (evidence, or a quote given with it).
+			sb := c.SecureBoot
+			m.SecureBoot = &sb
+		}
 		m.MRTD = hex.EncodeToString(c.MRTD)
 		for _, r := range c.RTMRs {
 			m.RTMRs = append(m.RTMRs, hex.EncodeToString(r))
@@ -323,6 +353,14 @@ var skipHints = map[string]string{
 	"reference values": "--reference-values",
 	"agent":            "--reference-values",
 	"event log":        "--ccel and --ccel-table",
+	"tcb":              "--tdx-collateral (Intel PCS collateral)",
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
 }
 
 func printEvidenceText(w io.Writer, r evidenceReport, refOut string) {
@@ -365,8 +403,27 @@ func printEvidenceText(w io.Writer, r evidenceReport, refOut string) {
 				fmt.Fprintf(w, "  RTMR %d       %s\n", i, r)
 			}
 		}
+		if m.KernelCmdline != "" {
+			fmt.Fprintf(w, "  kernel cmdline %s\n", m.KernelCmdline)
+		}
+		if q := m.TDXQE; q != nil {
+			fmt.Fprintf(w, "  TDX QE       MRSIGNER %s, ISVPRODID %d, ISVSVN %d\n", q.MRSigner, q.ISVProdID, q.ISVSVN)
+		}
+		if t := m.TDXTCB; t != nil {
+			fmt.Fprintf(w, "  TDX TCB      %s (FMSPC %s, TCB date %s", orNone(t.Status), t.FMSPC, orNone(t.TCBDate))
+			if len(t.AdvisoryIDs) > 0 {
+				fmt.Fprintf(w, ", advisories %s", strings.Join(t.AdvisoryIDs, " "))
+			}
+			fmt.Fprintf(w, "), quoting enclave %s, judged at %s\n", orNone(t.QEStatus), t.EvaluatedAt.Format(time.RFC3339))
+			for _, it := range t.SortedItems() {
+				fmt.Fprintf(w, "  collateral   %-32s issued %s, next update %s\n", it.Name, it.Issued.UTC().Format(time.RFC3339), it.NextUpdate.UTC().Format(time.RFC3339))
+			}
+		}
 		for _, e := range m.Lifecycle {
 			fmt.Fprintf(w, "  lifecycle    %s\n", e)
+		}
+		if m.Hardware != "" {
+			fmt.Fprintf(w, "  level        %d (%s)\n", m.Level, m.Hardware)
 		}
 	}
 	if refOut != "" {

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	tdxtesting "github.com/google/go-tdx-guest/testing"
+	tdxtd "github.com/google/go-tdx-guest/testing/testdata"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -160,7 +162,7 @@ func TestArtifactSoftwareTPMLabelDropped(t *testing.T) {
 		{"no insecure flag", nil, 1, []string{"NOT VERIFIED", "software TPM", "the gate's certificate says so", "--insecure-allow-software-tpm"}},
 		{"explicit --min-level 2", []string{"--insecure-allow-software-tpm", "--min-level", "2"}, 1,
 			[]string{"NOT VERIFIED", "software TPM", "not an explicit --min-level"}},
-		{"insecure flag", []string{"--insecure-allow-software-tpm"}, 0, []string{"VERIFIED sha256:", "SLSA_BUILDENV_LEVEL_0 (SOFTWARE TPM, insecure mode)"}},
+		{"insecure flag", []string{"--insecure-allow-software-tpm"}, 0, []string{"VERIFIED sha256:", "SLSA_BUILDENV_LEVEL_0 (SOFTWARE TPM, insecure mode), hardware tpm"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, code := runCLI(t, append(base, tc.extra...)...)
@@ -216,6 +218,14 @@ func TestEvidenceRealTDXQuote(t *testing.T) {
 	out, code := runCLI(t, append(args, "--nonce", hexOf(nonce), "--reference-values-out", rv)...)
 	if code != 0 || !strings.Contains(out, "MRTD") {
 		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	// The CCEL's facts, the quoting enclave, and the TCB not evaluated.
+	for _, want := range []string{"Secure Boot  false", "kernel cmdline /syslinux/vmlinuz.A", "dm_verity.error_behavior=3",
+		"TDX QE       MRSIGNER dc9e2a7c6f948f17474e34a7fc43ed030f7c1563f1babddf6340c82e0e54a8c5, ISVPRODID 2",
+		"tcb               SKIPPED", "--tdx-collateral"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
 	}
 	// The candidate lacks an agent digest (a bare quote has no lifecycle
 	// log), so it is not loadable until an admin adds one.
@@ -369,5 +379,47 @@ func BenchmarkCLIVerify(b *testing.B) {
 		if out, code := runCLI(b, "artifact", f.artifact, "--trusted-root", f.root, "--repo", "octo-org/app", "--insecure-allow-software-tpm"); code != 0 {
 			b.Fatal(out)
 		}
+	}
+}
+
+// TestEvidenceTDXCollateral: the real SPR E4 quote judged with the real
+// Intel collateral shipped next to it (go-tdx-guest's test data) at
+// 2023-07-01: go-tdx-guest's verdict is "no matching TCB level", so NOT
+// VERIFIED, and the report shows the verdict and every collateral date.
+// Three weeks later the collateral is stale and the report says which item.
+func TestEvidenceTDXCollateral(t *testing.T) {
+	dir := t.TempDir()
+	quote, coll := filepath.Join(dir, "quote.dat"), filepath.Join(dir, "collateral.json")
+	must(t, os.WriteFile(quote, tdxtd.RawQuote, 0o644))
+	h := func(m map[string][]string) string {
+		for _, v := range m {
+			return v[0]
+		}
+		return ""
+	}
+	b, err := json.Marshal(attest.TDXCollateral{
+		TCBInfo:    attest.PCSResponse{IssuerChain: h(tdxtesting.TcbInfoHeader), Body: tdxtd.TcbInfoBody},
+		QEIdentity: attest.PCSResponse{IssuerChain: h(tdxtesting.QeIdentityHeader), Body: tdxtd.QeIdentityBody},
+		PCKCRL:     attest.PCSResponse{IssuerChain: h(tdxtesting.PckCrlHeader), Body: tdxtd.PckCrlBody},
+		RootCACRL:  attest.PCSResponse{Body: tdxtd.RootCrlBody},
+	})
+	must(t, err)
+	must(t, os.WriteFile(coll, b, 0o644))
+	out, code := runCLI(t, "evidence", quote, "--tdx-collateral", coll, "--time", "2023-07-01T00:00:00Z")
+	for _, want := range []string{"✗ tcb", "TDX TCB is not up to date", "no matching TCB level",
+		"TDX TCB      (none) (FMSPC 50806f000000", "quoting enclave UpToDate",
+		"collateral   qeIdentity                       issued 2023-06-08T07:24:59Z, next update 2023-07-08T07:24:59Z",
+		"collateral   tcbInfo                          issued 2023-06-18T08:42:58Z, next update 2023-07-18T08:42:58Z",
+		"NOT VERIFIED"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	out, code = runCLI(t, "evidence", quote, "--tdx-collateral", coll, "--time", "2023-07-10T00:00:00Z")
+	if code != 1 || !strings.Contains(out, "TDX collateral expired") || !strings.Contains(out, "qeIdentity expired 2023-07-08T07:24:59Z") {
+		t.Errorf("stale: exit %d:\n%s", code, out)
 	}
 }

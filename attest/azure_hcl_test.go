@@ -1,0 +1,131 @@
+package attest_test
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/pem"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/attested-runner/attested-runner/attest"
+	"github.com/google/go-tpm/legacy/tpm2"
+)
+
+// azureFiles are real Azure SEV-SNP confidential VM artifacts from
+// kinvolk/azure-cvm-tooling (az-cvm-vtpm/test, MIT licence, Microsoft;
+// see testdata/azure/README.md): an HCL report, the VCEK chain, and a vTPM
+// AK with a quote over nonce "challenge".
+func azureFile(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile("testdata/azure/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func azureVCEK(t *testing.T) []byte {
+	block, _ := pem.Decode(azureFile(t, "certs.pem"))
+	if block == nil {
+		t.Fatal("no VCEK")
+	}
+	return block.Bytes
+}
+
+// TestAzureHCLReport runs the Azure chain on kinvolk's real HCL report.
+// What the real data shows: the report parses, its REPORT_DATA is the
+// SHA-256 of the runtime data (the binding), and the runtime data names an
+// RSA AK; an edited runtime data breaks the binding. What it cannot show:
+// the VCEK shipped next to it (certs.pem) is not this report's signer (its
+// signature does not verify with it: kinvolk's own tests check the chain
+// and the hash, never the report signature), so VerifyAzureHCLReport's
+// verdict on this pair is ErrSNPReport, and no Azure report was verified
+// end to end here.
+func TestAzureHCLReport(t *testing.T) {
+	hcl, vcek := azureFile(t, "hcl-report-snp.bin"), azureVCEK(t)
+	r, err := attest.ParseAzureHCLReport(hcl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.CheckBinding(); err != nil {
+		t.Fatalf("real binding: %v", err)
+	}
+	if r.AK == nil || r.AK.N.BitLen() != 2048 {
+		t.Fatalf("AK %v", r.AK)
+	}
+	runtimeAt := 32 + 1184 + 20
+	edit := func(off int) []byte {
+		b := bytes.Clone(hcl)
+		b[off] ^= 1
+		return b
+	}
+	// The runtime data edited where the AK's modulus is: another AK.
+	other, err := attest.ParseAzureHCLReport(edit(runtimeAt + 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.CheckBinding(); !errors.Is(err, attest.ErrNonceMismatch) {
+		t.Fatalf("runtime data edited: got %v, want %v", err, attest.ErrNonceMismatch)
+	}
+	for name, b := range map[string][]byte{"not an HCL report": edit(0), "truncated": hcl[:runtimeAt], "oversized": make([]byte, 17<<10)} {
+		if _, err := attest.ParseAzureHCLReport(b); !errors.Is(err, attest.ErrAzureHCL) && !errors.Is(err, attest.ErrTooLarge) {
+			t.Errorf("%s: got %v", name, err)
+		}
+	}
+	snp, err := attest.ParseSNPReport(r.SNPReport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &attest.SNPPolicy{Measurements: []attest.Hex{snp.GetMeasurement()}, AllowSMT: true, Time: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)}
+	if _, _, err := attest.VerifyAzureHCLReport(hcl, vcek, p); !errors.Is(err, attest.ErrSNPReport) {
+		t.Fatalf("shipped VCEK: got %v, want %v (it is not this report's signer)", err, attest.ErrSNPReport)
+	}
+}
+
+// TestAzureQuoteAK: the real vTPM quote (TPM2_Quote over nonce
+// "challenge", kinvolk's serialization: length-prefixed signature,
+// TPMS_ATTEST, PCR values) verifies with its AK (akpub.pem), and that AK
+// is not the one the HCL report's runtime data names, so the quote is not
+// bound to that SNP report.
+func TestAzureQuoteAK(t *testing.T) {
+	r, err := attest.ParseAzureHCLReport(azureFile(t, "hcl-report-snp.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(azureFile(t, "akpub.pem"))
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak := pub.(*rsa.PublicKey)
+	q := azureFile(t, "quote.bin")
+	next := func() []byte {
+		n := binary.LittleEndian.Uint64(q)
+		out := q[8 : 8+n]
+		q = q[8+n:]
+		return out
+	}
+	sig, msg := next(), next()
+	d := sha256.Sum256(msg)
+	if err := rsa.VerifyPKCS1v15(ak, crypto.SHA256, d[:], sig); err != nil {
+		t.Fatalf("quote signature: %v", err)
+	}
+	ad, err := tpm2.DecodeAttestationData(msg)
+	if err != nil || string(ad.ExtraData) != "challenge" {
+		t.Fatalf("quote: %v, nonce %q", err, ad.ExtraData)
+	}
+	// kinvolk's quote and AK come from another VM than its HCL report: the
+	// check "AK not in the HCL runtime data" refuses them, on real data.
+	if r.AKMatches(ak) {
+		t.Fatal("the quote's AK is named by the HCL report: the vectors changed, turn this into a positive test")
+	}
+	if !r.AKMatches(r.AK) {
+		t.Fatal("the HCL AK does not match itself")
+	}
+}
