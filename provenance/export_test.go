@@ -1,4 +1,31 @@
 package provenance
 
+import (
+	"bytes"
+	"encoding/json"
+)
+
 // SignPayloadForTest exposes signPayload to the tests.
 var SignPayloadForTest = signPayload
+
+// CanonicalJSONForTest decodes any JSON value the way statements are
+// decoded and returns its RFC 8785 form.
+func CanonicalJSONForTest(b []byte) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	return canonicalJSON(v)
+}
+
+// StatementDigestForTest is the digest a provenance bundle's response
+// quote must answer.
+func StatementDigestForTest(bundle []byte) ([]byte, error) {
+	p, err := parseBundle(bundle)
+	if err != nil {
+		return nil, err
+	}
+	return statementDigest(p.doc, provenanceQuote.remove)
+}

@@ -15,7 +15,10 @@ import (
 
 // URIs this package defines. BuildType is documented in docs/build-type.md.
 const (
-	BuildType            = "https://github.com/attested-runner/attested-runner/buildtypes/actions-job/v1"
+	BuildType = "https://github.com/attested-runner/attested-runner/buildtypes/actions-job/v2"
+	// BuildTypeV1 is the format before RFC 8785: its response quote covers
+	// a digest over Go's encoding/json output. Verify refuses it by name.
+	BuildTypeV1          = "https://github.com/attested-runner/attested-runner/buildtypes/actions-job/v1"
 	ProvenancePredicate  = "https://slsa.dev/provenance/v1"
 	InTotoPayloadType    = "application/vnd.in-toto+json"
 	BundleMediaType      = "application/vnd.dev.sigstore.bundle.v0.3+json"

@@ -365,6 +365,9 @@ func readProvenance(p *parsedBundle) (*provenanceView, error) {
 	}
 	pred := p.predicate()
 	bd, rd := obj(pred["buildDefinition"]), obj(pred["runDetails"])
+	if str(bd["buildType"]) == BuildTypeV1 {
+		return nil, fmt.Errorf("%w: build type %q: format v1, whose response quote covers a Go-specific digest, is no longer accepted (v2 digests RFC 8785 canonical JSON); attest the artifact again", ErrNotAttestedRunner, BuildTypeV1)
+	}
 	if str(bd["buildType"]) != BuildType {
 		return nil, fmt.Errorf("%w: build type %q", ErrNotAttestedRunner, str(bd["buildType"]))
 	}
