@@ -31,7 +31,7 @@ func TestHappyPathJobVerifies(t *testing.T) {
 		t.Fatal(err)
 	}
 	art, _ := artifactOf(e, a)
-	v, err := bin.VerifyArtifact(e.ctx, harness.VerifyOptions{Artifact: art, TrustedRoot: roots, Repo: e.repo(), RunID: "101"})
+	v, err := bin.VerifyArtifact(e.ctx, harness.VerifyOptions{Artifact: art, GateKey: roots, Repo: e.repo(), Hostname: e.GitHub.URL(), RunID: "101"})
 	if err != nil {
 		t.Fatal(err)
 	}

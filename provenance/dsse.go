@@ -90,26 +90,29 @@ func (p *parsedBundle) subjects() []any           { return list(p.doc["subject"]
 
 // verifySignature verifies the bundle's DSSE signature with exactly one
 // trusted key and that digest is one of the statement's subjects.
-func (p *parsedBundle) verifySignature(pub crypto.PublicKey, subjectSHA256 []byte) error {
+func (p *parsedBundle) verifySignature(pub crypto.PublicKey, subjectSHA256 []byte) (*verify.VerificationResult, error) {
 	spki, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	v, err := signature.LoadVerifier(pub, crypto.SHA256)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	tm := root.NewTrustedPublicKeyMaterialFromMapping(map[string]*root.ExpiringKey{
 		KeyID(spki): root.NewExpiringKey(v, timeZero, timeZero),
 	})
-	verifier, err := verify.NewVerifier(tm, verify.WithNoObserverTimestamps())
+	// The statement is parsed once, generically, by parseBundle: sigstore-go
+	// need not parse it again into protobuf.
+	verifier, err := verify.NewVerifier(tm, verify.WithNoObserverTimestamps(), verify.WithoutStatementPredicate())
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := verifier.Verify(p.b, verify.NewPolicy(verify.WithArtifactDigest("sha256", subjectSHA256), verify.WithKey())); err != nil {
-		return fmt.Errorf("%w: %v", ErrSignature, err)
+	vr, err := verifier.Verify(p.b, verify.NewPolicy(verify.WithArtifactDigest("sha256", subjectSHA256), verify.WithKey()))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSignature, err)
 	}
-	return nil
+	return vr, nil
 }
 
 func (p *parsedBundle) hasSubject(sha256Digest []byte) bool {

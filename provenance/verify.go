@@ -9,17 +9,28 @@ import (
 	"time"
 
 	"github.com/attested-runner/attested-runner/attest"
+	"github.com/sigstore/sigstore-go/pkg/root"
+	"github.com/sigstore/sigstore-go/pkg/verify"
 )
 
 // VerifyOptions say what the caller demands (Expected*) and trusts
 // (Trusted*), following slsa-verifier's naming.
 type VerifyOptions struct {
-	// ExpectedRepository (owner/name) is required.
+	// ExpectedRepository (owner/name); it or ExpectedOwner is required.
 	ExpectedRepository string
+	// ExpectedOwner: the repository's owner (gh's --owner), when any of its
+	// repositories will do.
+	ExpectedOwner string
+	// ExpectedServerURL, optional: the GitHub server the job ran on
+	// (https://github.com; see ServerURLFor), as recorded from
+	// GITHUB_SERVER_URL.
+	ExpectedServerURL string
 	// ExpectedRef (refs/heads/main, refs/tags/v1.2.3), optional.
 	ExpectedRef string
-	// ExpectedWorkflow, optional: a path (.github/workflows/release.yml) or
-	// a full workflow ref (owner/name/.github/workflows/release.yml@ref).
+	// ExpectedWorkflow, optional, in any form ParseWorkflowExpectation
+	// reads: .github/workflows/release.yml,
+	// owner/name/.github/workflows/release.yml, a host in front, and
+	// @ref after any of them. Matched against GITHUB_WORKFLOW_REF.
 	ExpectedWorkflow string
 	// ExpectedCommit, optional: the full commit SHA.
 	ExpectedCommit string
@@ -30,6 +41,14 @@ type VerifyOptions struct {
 	// TrustedGateRoots are the gate keys whose environment certificates are
 	// trusted. Required unless ReferenceValues is set.
 	TrustedGateRoots []crypto.PublicKey
+	// TrustedSigstore, optional, is Sigstore trusted material (a
+	// trusted_root.json): with it, a keyless bundle's Fulcio certificate,
+	// transparency log entry and timestamps are verified, and the
+	// certificate's issuer must be ExpectedCertIssuer (default: GitHub
+	// Actions' issuer for the recorded server). It adds checks; it never
+	// replaces the gate's or the hardware's.
+	TrustedSigstore    root.TrustedMaterial
+	ExpectedCertIssuer string
 	// ReferenceValues switches to evidence mode: the response-time hardware
 	// evidence is verified against this policy (reference values and AK
 	// roots) and the gate is not trusted at all.
@@ -68,6 +87,11 @@ type Result struct {
 	FinishedOn  time.Time      `json:"finishedOn"`
 	Actions     []string       `json:"actions"`
 	Claims      *attest.Claims `json:"-"`
+
+	// sigstore is sigstore-go's result of the signature step; statement
+	// the verified statement (see SigstoreJSON).
+	sigstore  *verify.VerificationResult
+	statement []byte
 }
 
 func (r *Result) pass(name, detail string) { r.Checks = append(r.Checks, Check{name, true, detail}) }
@@ -116,8 +140,15 @@ const clockSkew = 2 * time.Minute
 // in which boot, signed it; that agent is trusted to record honestly.
 func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, error) {
 	r := &Result{}
-	if opts.ExpectedRepository == "" {
-		return r, r.fail("expectations", fmt.Errorf("%w: expected repository", ErrNoExpectation))
+	if opts.ExpectedRepository == "" && opts.ExpectedOwner == "" {
+		return r, r.fail("expectations", fmt.Errorf("%w: expected repository or owner", ErrNoExpectation))
+	}
+	var workflow *WorkflowExpectation
+	if opts.ExpectedWorkflow != "" {
+		var err error
+		if workflow, err = ParseWorkflowExpectation(opts.ExpectedWorkflow); err != nil {
+			return r, r.fail("expectations", err)
+		}
 	}
 	if len(opts.TrustedGateRoots) == 0 && opts.ReferenceValues == nil {
 		return r, r.fail("expectations", fmt.Errorf("%w: no trusted gate key and no reference values", ErrNoExpectation))
@@ -181,10 +212,12 @@ func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, err
 		r.pass("environment", fmt.Sprintf("certified by gate %s: runner %s, image %s, %s", cert.GateID, cert.RunnerName, cert.Image.ID, LevelName(cert.Level)))
 	}
 
-	if err := p.verifySignature(envKey, artifactSHA256); err != nil {
+	vr, detail, err := p.verifyEnvSignature(envKey, artifactSHA256, prov.job, &opts)
+	if err != nil {
 		return r, r.fail("signature", err)
 	}
-	r.pass("signature", "DSSE signature by environment key "+keyName(envKey))
+	r.sigstore, r.statement = vr, p.payload
+	r.pass("signature", detail)
 
 	// Everything in the statement is now authentic. Check the hardware's
 	// response-time evidence over it.
@@ -262,7 +295,7 @@ func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, err
 		}
 		return r, r.fail("level", err)
 	}
-	detail := LevelName(r.Level)
+	detail = LevelName(r.Level)
 	if r.SoftwareTPM {
 		detail += " (SOFTWARE TPM: " + strings.Join(softwareWhy, ", ") + "; accepted because insecure mode was asked for)"
 	}
@@ -275,13 +308,12 @@ func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, err
 		err             error
 		match           func(got, want string) bool
 	}{
+		{"server", prov.job.ServerURL, opts.ExpectedServerURL, ErrServerMismatch, sameServer},
+		{"owner", repoOwner(prov.job.Repository), opts.ExpectedOwner, ErrOwnerMismatch, strings.EqualFold},
 		{"repository", prov.job.Repository, opts.ExpectedRepository, ErrRepositoryMismatch, strings.EqualFold},
 		{"ref", prov.job.Ref, opts.ExpectedRef, ErrRefMismatch, eq},
-		{"workflow", prov.job.WorkflowRef, opts.ExpectedWorkflow, ErrWorkflowMismatch, func(got, want string) bool {
-			if strings.Contains(want, "@") {
-				return got == want
-			}
-			return prov.job.WorkflowPath() == strings.TrimPrefix(want, "./")
+		{"workflow", prov.job.WorkflowRef, opts.ExpectedWorkflow, ErrWorkflowMismatch, func(string, string) bool {
+			return workflow.match(prov.job)
 		}},
 		{"commit", prov.job.SHA, opts.ExpectedCommit, ErrCommitMismatch, strings.EqualFold},
 		{"run", prov.job.RunID, opts.ExpectedRunID, ErrRunMismatch, eq},

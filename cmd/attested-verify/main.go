@@ -18,7 +18,7 @@ import (
 const usage = `attested-verify: verify attested-runner provenance and hardware evidence, offline.
 
 Usage:
-  attested-verify artifact PATH... --trusted-root GATE.pem --repo OWNER/NAME [flags]
+  attested-verify artifact PATH... --gate-key GATE.pem --repo OWNER/NAME [flags]
       Verify that each artifact was built by an attested, single-use runner
       for the expected repository (and ref, workflow, commit, run, builder).
   attested-verify evidence FILE [flags]
