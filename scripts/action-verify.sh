@@ -2,7 +2,7 @@
 # Runs attested-verify for the root action.yml. Inputs arrive as INPUT_*
 # environment variables (never interpolated into the script).
 set -euo pipefail
-: "${ATTESTED_VERIFY:?}" "${INPUT_SUBJECT_PATH:?subject-path is required}" "${INPUT_TRUSTED_ROOT:?trusted-root is required}"
+: "${ATTESTED_VERIFY:?}" "${INPUT_SUBJECT_PATH:?subject-path is required}" "${INPUT_GATE_KEY:?gate-key is required}"
 : "${INPUT_REPOSITORY:?repository is required}"
 
 subjects=()
@@ -21,7 +21,8 @@ while IFS= read -r line; do
   subjects+=("${matches[@]}")
 done <<< "$INPUT_SUBJECT_PATH"
 
-args=(artifact "${subjects[@]}" --trusted-root "$INPUT_TRUSTED_ROOT" --repo "$INPUT_REPOSITORY" --min-level "${INPUT_MIN_LEVEL:-2}")
+args=(artifact "${subjects[@]}" --gate-key "$INPUT_GATE_KEY" --repo "$INPUT_REPOSITORY" --min-level "${INPUT_MIN_LEVEL:-2}")
+[[ -n "${INPUT_TRUSTED_ROOT:-}" ]] && args+=(--trusted-root "$INPUT_TRUSTED_ROOT")
 [[ -n "${INPUT_BUNDLE_PATH:-}" ]] && args+=(--bundle "$INPUT_BUNDLE_PATH")
 [[ -n "${INPUT_REF:-}" ]] && args+=(--ref "$INPUT_REF")
 [[ -n "${INPUT_WORKFLOW:-}" ]] && args+=(--workflow "$INPUT_WORKFLOW")

@@ -41,7 +41,7 @@ exec `+binary+` "$@" --insecure-allow-software-tpm
 		cmd.Env = append(os.Environ(),
 			"ATTESTED_VERIFY="+bin,
 			"INPUT_SUBJECT_PATH=*.tar.gz\n",
-			"INPUT_TRUSTED_ROOT="+f.root,
+			"INPUT_GATE_KEY="+f.root,
 			"INPUT_REPOSITORY=octo-org/app",
 			"INPUT_REF=refs/heads/main",
 			"INPUT_MIN_LEVEL=2",
