@@ -103,28 +103,23 @@ func envKeyDigest(envKeySPKI, hpkePublic []byte) []byte {
 	return append(k[:], h[:]...)
 }
 
+// encodeTLV is the CEL encoding of a TLV: type, big-endian 32-bit length,
+// value. (gecel.TLV.MarshalBinary, which cannot fail, without its error.)
+func encodeTLV(typ uint8, value []byte) []byte {
+	b := binary.BigEndian.AppendUint32([]byte{typ}, uint32(len(value)))
+	return append(b, value...)
+}
+
 // TLV implements the go-eventlog cel.Content interface.
 func (e Event) TLV() (gecel.TLV, error) {
-	inner, err := gecel.TLV{Type: uint8(e.Type), Value: e.Content}.MarshalBinary()
-	if err != nil {
-		return gecel.TLV{}, err
-	}
-	return gecel.TLV{Type: CELContentType, Value: inner}, nil
+	return gecel.TLV{Type: CELContentType, Value: encodeTLV(uint8(e.Type), e.Content)}, nil
 }
 
 // GenerateDigest implements the go-eventlog cel.Content interface: the digest
 // extended is the hash of the whole content TLV.
 func (e Event) GenerateDigest(h crypto.Hash) ([]byte, error) {
-	t, err := e.TLV()
-	if err != nil {
-		return nil, err
-	}
-	b, err := t.MarshalBinary()
-	if err != nil {
-		return nil, err
-	}
 	hh := h.New()
-	hh.Write(b)
+	hh.Write(encodeTLV(CELContentType, encodeTLV(uint8(e.Type), e.Content)))
 	return hh.Sum(nil), nil
 }
 

@@ -97,61 +97,63 @@ func DecodeEvidence(b []byte) (*Evidence, error) {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%w: trailing data after evidence", ErrMalformedEvidence)
 	}
-	if err := e.checkShape(); err != nil {
+	if _, err := e.checkShape(); err != nil {
 		return nil, err
 	}
 	return &e, nil
 }
 
-// checkShape checks presence and sizes of every part, nothing cryptographic.
-func (e *Evidence) checkShape() error {
+// checkShape checks presence and sizes of every part, nothing cryptographic,
+// and returns the parsed environment key.
+func (e *Evidence) checkShape() (*ecdsa.PublicKey, error) {
 	if e == nil {
-		return fmt.Errorf("%w: no evidence", ErrMalformedEvidence)
+		return nil, fmt.Errorf("%w: no evidence", ErrMalformedEvidence)
 	}
 	if e.Format != EvidenceFormat {
-		return fmt.Errorf("%w: format %q, want %q", ErrMalformedEvidence, e.Format, EvidenceFormat)
+		return nil, fmt.Errorf("%w: format %q, want %q", ErrMalformedEvidence, e.Format, EvidenceFormat)
 	}
 	if len(e.CEL) > MaxCELSize {
-		return fmt.Errorf("%w: lifecycle log is %d bytes", ErrTooLarge, len(e.CEL))
+		return nil, fmt.Errorf("%w: lifecycle log is %d bytes", ErrTooLarge, len(e.CEL))
 	}
-	if _, err := ParseEnvKey(e.EnvKey); err != nil {
-		return err
+	envKey, err := ParseEnvKey(e.EnvKey)
+	if err != nil {
+		return nil, err
 	}
 	if _, err := ecdh.X25519().NewPublicKey(e.HPKEPublicKey); err != nil {
-		return fmt.Errorf("%w: HPKE public key: %v", ErrMalformedEvidence, err)
+		return nil, fmt.Errorf("%w: HPKE public key: %v", ErrMalformedEvidence, err)
 	}
 	switch e.Kind {
 	case KindTPM:
 		if e.TPM == nil || e.TDX != nil {
-			return fmt.Errorf("%w: kind tpm needs exactly the tpm part", ErrMalformedEvidence)
+			return nil, fmt.Errorf("%w: kind tpm needs exactly the tpm part", ErrMalformedEvidence)
 		}
 		t := e.TPM
 		if len(t.Attestation) == 0 || len(t.EnvKeyPublic) == 0 || len(t.CertifyInfo) == 0 || len(t.CertifySignature) == 0 {
-			return fmt.Errorf("%w: tpm part lacks attestation, env key public area or certification", ErrMalformedEvidence)
+			return nil, fmt.Errorf("%w: tpm part lacks attestation, env key public area or certification", ErrMalformedEvidence)
 		}
 		if len(t.Attestation) > MaxAttestationSize+MaxEventLogSize {
-			return fmt.Errorf("%w: TPM attestation is %d bytes", ErrTooLarge, len(t.Attestation))
+			return nil, fmt.Errorf("%w: TPM attestation is %d bytes", ErrTooLarge, len(t.Attestation))
 		}
 		if len(t.EnvKeyPublic) > 1024 || len(t.CertifyInfo) > 1024 || len(t.CertifySignature) > 1024 {
-			return fmt.Errorf("%w: TPM key certification over 1 KiB", ErrTooLarge)
+			return nil, fmt.Errorf("%w: TPM key certification over 1 KiB", ErrTooLarge)
 		}
 	case KindTDX:
 		if e.TDX == nil || e.TPM != nil {
-			return fmt.Errorf("%w: kind tdx needs exactly the tdx part", ErrMalformedEvidence)
+			return nil, fmt.Errorf("%w: kind tdx needs exactly the tdx part", ErrMalformedEvidence)
 		}
 		if len(e.TDX.Quote) == 0 {
-			return fmt.Errorf("%w: tdx part has no quote", ErrMalformedEvidence)
+			return nil, fmt.Errorf("%w: tdx part has no quote", ErrMalformedEvidence)
 		}
 		if len(e.TDX.Quote) > MaxQuoteSize {
-			return fmt.Errorf("%w: TDX quote is %d bytes", ErrTooLarge, len(e.TDX.Quote))
+			return nil, fmt.Errorf("%w: TDX quote is %d bytes", ErrTooLarge, len(e.TDX.Quote))
 		}
 		if len(e.TDX.CCEL) > MaxEventLogSize || len(e.TDX.CCELTable) > 4096 {
-			return fmt.Errorf("%w: CCEL is %d bytes", ErrTooLarge, len(e.TDX.CCEL))
+			return nil, fmt.Errorf("%w: CCEL is %d bytes", ErrTooLarge, len(e.TDX.CCEL))
 		}
 	default:
-		return fmt.Errorf("%w: unknown kind %q", ErrMalformedEvidence, e.Kind)
+		return nil, fmt.Errorf("%w: unknown kind %q", ErrMalformedEvidence, e.Kind)
 	}
-	return nil
+	return envKey, nil
 }
 
 // ParseEnvKey parses an environment key: a P-256 ECDSA SubjectPublicKeyInfo.

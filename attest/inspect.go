@@ -63,7 +63,8 @@ func (o InspectOptions) policy() *Policy {
 func InspectEvidence(ev *Evidence, o InspectOptions) *Inspection {
 	in := &Inspection{Source: "attested-runner evidence", Kind: ev.Kind}
 	s := &steps{}
-	if err := ev.checkShape(); err != nil {
+	envKey, err := ev.checkShape()
+	if err != nil {
 		return in.finish(s, s.fail("decode", err))
 	}
 	p := o.policy()
@@ -79,7 +80,7 @@ func InspectEvidence(ev *Evidence, o InspectOptions) *Inspection {
 	}
 	inspect := *p
 	inspect.AllowSoftwareTPMUnsafe = true // reported, not refused, when inspecting
-	c, err := verifyEvidence(ev, o.Challenge, &inspect, s)
+	c, err := verifyEvidence(ev, envKey, o.Challenge, &inspect, s)
 	in.Claims = c
 	if err == nil && ev.SoftwareTPMUnsafe && !p.AllowSoftwareTPMUnsafe {
 		err = s.fail("software TPM", ErrSoftwareTPM)

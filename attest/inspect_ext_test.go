@@ -34,11 +34,8 @@ func TestInspectEvidence(t *testing.T) {
 	if in.Claims == nil || len(in.Claims.PCRs) == 0 {
 		t.Errorf("measurements not reported: %+v", in.Claims)
 	}
-	for _, c := range in.Checks {
-		if c.Name == "quote" && !strings.Contains(c.Detail, "unverified AK") {
-			t.Errorf("quote check does not say its signer is unverified: %s", c.Detail)
-		}
-	}
+	wantDetail(t, in, "quote", "signature and PCR digest valid (signature by the attestation's own, unverified AK)")
+	wantDetail(t, in, "event log", "Secure Boot enabled")
 	// The AK trusted, nothing else: verified, with the rest skipped.
 	in = attest.InspectEvidence(ev, attest.InspectOptions{Policy: &attest.Policy{AllowSoftwareTPMUnsafe: true, TrustedAKs: m.Policy.TrustedAKs}})
 	if !in.Verified() {
@@ -55,6 +52,7 @@ func TestInspectEvidence(t *testing.T) {
 			t.Errorf("full inputs: %+v", c)
 		}
 	}
+	wantDetail(t, in, "quote", "signature, PCR digest and nonce valid, ")
 	// A candidate derived from the evidence admits it.
 	rv := in.CandidateReferenceValues("candidate")
 	p := *m.Policy
@@ -115,7 +113,21 @@ func TestInspectBareAttestation(t *testing.T) {
 	if !in.Verified() {
 		t.Fatalf("no nonce: %v", in.Err)
 	}
-	wantStatus(t, in, map[string]attest.Status{"attestation key": attest.StatusPass, "quote": attest.StatusPass, "nonce": attest.StatusSkipped})
+	wantStatus(t, in, map[string]attest.Status{"attestation key": attest.StatusPass, "quote": attest.StatusPass, "nonce": attest.StatusSkipped, "lifecycle log": attest.StatusSkipped})
+}
+
+// wantDetail checks that the named check's detail contains want.
+func wantDetail(t *testing.T, in *attest.Inspection, name, want string) {
+	t.Helper()
+	for _, c := range in.Checks {
+		if c.Name == name {
+			if !strings.Contains(c.Detail, want) {
+				t.Errorf("check %q: detail %q, want %q", name, c.Detail, want)
+			}
+			return
+		}
+	}
+	t.Errorf("no check %q (%+v)", name, in.Checks)
 }
 
 var wantStatus = attest.WantStatusForTest

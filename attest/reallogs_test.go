@@ -3,6 +3,7 @@ package attest_test
 import (
 	"encoding/hex"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/attested-runner/attested-runner/attest"
@@ -59,6 +60,14 @@ func TestRealEventLogs(t *testing.T) {
 			}
 			if c.SecureBoot != tc.secureBoot || len(c.EFIApps) != tc.efiApps {
 				t.Errorf("secure boot %v, %d EFI apps; want %v, %d", c.SecureBoot, len(c.EFIApps), tc.secureBoot, tc.efiApps)
+			}
+			if !tc.secureBoot {
+				// An image that requires Secure Boot does not admit this boot.
+				m.Policy.Reference.Images[0].SecureBoot = true
+				_, err := attest.Verify(ev, attest.AdmissionChallenge(n), m.Policy)
+				if !errors.Is(err, attest.ErrReferenceMismatch) || !strings.Contains(err.Error(), "Secure Boot") {
+					t.Errorf("Secure Boot required: got %v, want %v", err, attest.ErrReferenceMismatch)
+				}
 			}
 		})
 	}

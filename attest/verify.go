@@ -96,28 +96,26 @@ func Verify(ev *Evidence, ch Challenge, p *Policy) (*Claims, error) {
 	if err := ch.validate(); err != nil {
 		return nil, err
 	}
-	if err := ev.checkShape(); err != nil {
+	envKey, err := ev.checkShape()
+	if err != nil {
 		return nil, err
 	}
 	if err := p.check(ev.Kind); err != nil {
 		return nil, err
 	}
-	c, err := verifyEvidence(ev, &ch, p, &steps{})
+	c, err := verifyEvidence(ev, envKey, &ch, p, &steps{})
 	if err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// verifyEvidence runs the checks on our evidence format. ch nil and parts of
-// p absent are allowed only when inspecting (Verify has checked both).
-func verifyEvidence(ev *Evidence, ch *Challenge, p *Policy, s *steps) (c *Claims, err error) {
+// verifyEvidence runs the checks on our evidence format, whose shape has
+// been checked (envKey is the parsed ev.EnvKey). ch nil and parts of p
+// absent are allowed only when inspecting (Verify has checked both).
+func verifyEvidence(ev *Evidence, envKey *ecdsa.PublicKey, ch *Challenge, p *Policy, s *steps) (c *Claims, err error) {
 	if ev.SoftwareTPMUnsafe && !p.AllowSoftwareTPMUnsafe {
 		return nil, s.fail("decode", ErrSoftwareTPM)
-	}
-	envKey, err := ParseEnvKey(ev.EnvKey)
-	if err != nil {
-		return nil, s.fail("decode", err)
 	}
 	// Third-party parsers run on attacker-controlled bytes; a panic in one
 	// must not take the gate down. The guards in this package (and their

@@ -5,7 +5,10 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/binary"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/attested-runner/attested-runner/attest"
@@ -15,6 +18,9 @@ import (
 	"github.com/google/go-eventlog/tcg"
 	"github.com/google/go-tpm-tools/client"
 	pb "github.com/google/go-tpm-tools/proto/attest"
+	tpmpb "github.com/google/go-tpm-tools/proto/tpm"
+	"github.com/google/go-tpm/legacy/tpm2"
+	"github.com/google/go-tpm/tpmutil"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -110,6 +116,42 @@ func TestRoundTripSimulator(t *testing.T) {
 	}
 }
 
+// TestTPMLevel: the BuildEnv level TPM evidence supports is the policy's
+// (2 for a vTPM, 3 for a hardware TPM), and 0 for a software TPM.
+func TestTPMLevel(t *testing.T) {
+	m := attesttest.SimulatedMachine(t)
+	ch := attest.AdmissionChallenge(nonce(t))
+	ev, err := m.Collector.Collect(ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		software bool
+		tpmLevel int
+		want     int
+	}{
+		{name: "vTPM by default", want: 2},
+		{name: "hardware TPM", tpmLevel: 3, want: 3},
+		{name: "software TPM", software: true, tpmLevel: 3, want: 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := clone(t, ev)
+			e.SoftwareTPMUnsafe = tc.software
+			p := clonePolicy(t, m.Policy)
+			p.TPMLevel = tc.tpmLevel
+			c, err := attest.Verify(e, ch, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Level != tc.want {
+				t.Errorf("level %d, want %d", c.Level, tc.want)
+			}
+		})
+	}
+}
+
 // TestRejections builds valid evidence once, breaks exactly one thing per
 // case, and checks the specific error (DESIGN.md threat model).
 func TestRejections(t *testing.T) {
@@ -121,9 +163,12 @@ func TestRejections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := attest.Verify(clone(t, good), ch, p); err != nil {
+	base, err := attest.Verify(clone(t, good), ch, p)
+	if err != nil {
 		t.Fatalf("baseline evidence rejected: %v", err)
 	}
+	bootEvent := base.BootEvents[len(base.BootEvents)-1]
+	soft := newSoftAK(t)
 
 	otherKey, err := attest.NewHPKEKey()
 	if err != nil {
@@ -136,6 +181,8 @@ func TestRejections(t *testing.T) {
 		policy   func(*attest.Policy)
 		ch       attest.Challenge
 		want     error
+		// msg tells apart checks that share a sentinel.
+		msg string
 	}{
 		{name: "wrong nonce", ch: attest.AdmissionChallenge(nonce(t)), want: attest.ErrNonceMismatch},
 		{name: "admission evidence replayed as a statement quote", ch: attest.StatementChallenge(n), want: attest.ErrNonceMismatch},
@@ -148,6 +195,14 @@ func TestRejections(t *testing.T) {
 		{name: "AK not trusted", policy: func(p *attest.Policy) { p.TrustedAKs = []crypto.PublicKey{otherAK(t)} }, want: attest.ErrUntrustedAK},
 		{name: "software TPM under a strict policy", policy: func(p *attest.Policy) { p.AllowSoftwareTPMUnsafe = false }, want: attest.ErrSoftwareTPM},
 		{name: "PCR not in reference values", policy: func(p *attest.Policy) { p.Reference.Images[0].PCRs[4] = make(attest.Hex, 32) }, want: attest.ErrReferenceMismatch},
+		// The lowest PCR that differs is reported.
+		{name: "PCRs not in reference values", policy: func(p *attest.Policy) {
+			p.Reference.Images[0].PCRs[7] = make(attest.Hex, 32)
+			p.Reference.Images[0].PCRs[4] = make(attest.Hex, 32)
+		}, want: attest.ErrReferenceMismatch, msg: "test-image: PCR 4 is "},
+		{name: "reference values for TDX only", policy: func(p *attest.Policy) {
+			p.Reference.Images = []attest.Image{{ID: "tdx", MRTD: make(attest.Hex, 48), RTMRs: []attest.Hex{make(attest.Hex, 48), make(attest.Hex, 48), make(attest.Hex, 48)}}}
+		}, want: attest.ErrReferenceMismatch, msg: "no tpm image"},
 		{name: "required boot event absent", policy: func(p *attest.Policy) {
 			p.Reference.Images[0].Events = []attest.EventRef{{PCR: 4, Digest: make(attest.Hex, 32)}}
 		}, want: attest.ErrReferenceMismatch},
@@ -163,6 +218,42 @@ func TestRejections(t *testing.T) {
 		{name: "event log truncated", evidence: func(e *attest.Evidence) {
 			editAttestation(t, e, func(a *pb.Attestation) { a.EventLog = a.EventLog[:len(a.EventLog)/2] })
 		}, want: attest.ErrEventLogReplay},
+		// Framing is checked before go-eventlog parses: it trusts the log's
+		// own counts.
+		{name: "more boot events than the limit", evidence: func(e *attest.Evidence) {
+			editAttestation(t, e, func(a *pb.Attestation) { a.EventLog = make([]byte, sha1EventHeader*(attest.MaxBootEvents+2)) })
+		}, want: attest.ErrTooLarge, msg: "events"},
+		{name: "event log of the spec ID event alone", evidence: func(e *attest.Evidence) {
+			editAttestation(t, e, func(a *pb.Attestation) {
+				_, evs := agileEvents(t, a.EventLog)
+				a.EventLog = a.EventLog[:evs[0].off]
+			})
+		}, want: attest.ErrEventLogEmpty},
+		// The type field is not measured: the log still replays.
+		{name: "boot event of unknown type", evidence: func(e *attest.Evidence) {
+			editAttestation(t, e, func(a *pb.Attestation) {
+				_, evs := agileEvents(t, a.EventLog)
+				a.EventLog = bytes.Clone(a.EventLog)
+				binary.LittleEndian.PutUint32(a.EventLog[evs[len(evs)-1].off+4:], 0x7777)
+			})
+		}, want: attest.ErrEventLogReplay, msg: "unknown type"},
+		// Firmware events that replay PCR 13 to the lifecycle log's value:
+		// the boot log would then explain the lifecycle PCR too (and the
+		// boot-log cache, which leaves PCR 13 out of its key, would be wrong).
+		{name: "firmware events on the lifecycle PCR", evidence: func(e *attest.Evidence) {
+			cel, err := gecel.DecodeToCEL(bytes.NewBuffer(e.CEL))
+			if err != nil {
+				t.Fatal(err)
+			}
+			editAttestation(t, e, func(a *pb.Attestation) {
+				algs, _ := agileEvents(t, a.EventLog)
+				raw := bytes.Clone(a.EventLog)
+				for _, r := range cel.Records() {
+					raw = append(raw, agileEvent(algs, attest.LifecyclePCR, tcgEVEventTag, r.Digests[crypto.SHA256], []byte("lifecycle"))...)
+				}
+				a.EventLog = raw
+			})
+		}, want: attest.ErrEventLogReplay, msg: "lifecycle PCR"},
 		{name: "quoted PCR value edited", evidence: func(e *attest.Evidence) {
 			editAttestation(t, e, func(a *pb.Attestation) {
 				for _, q := range a.Quotes {
@@ -180,7 +271,35 @@ func TestRejections(t *testing.T) {
 		}, want: attest.ErrQuoteSignature},
 		{name: "no SHA-256 quote", evidence: func(e *attest.Evidence) {
 			editAttestation(t, e, func(a *pb.Attestation) { a.Quotes = nil })
-		}, want: attest.ErrMalformedEvidence},
+		}, want: attest.ErrMalformedEvidence, msg: "no SHA-256 quote"},
+		{name: "SHA-256 quote is not a TPMS_ATTEST", evidence: func(e *attest.Evidence) {
+			editAttestation(t, e, func(a *pb.Attestation) {
+				for _, q := range a.Quotes {
+					if q.GetPcrs().GetHash() == tpmpb.HashAlgo_SHA256 {
+						q.Quote = []byte("not an attestation")
+					}
+				}
+			})
+		}, want: attest.ErrMalformedEvidence, msg: "quote attestation data"},
+		{name: "attestation does not decode", evidence: func(e *attest.Evidence) { e.TPM.Attestation = []byte{0xff} }, want: attest.ErrMalformedEvidence, msg: "TPM attestation"},
+		{name: "AK public area does not decode", evidence: func(e *attest.Evidence) {
+			editAttestation(t, e, func(a *pb.Attestation) { a.AkPub = []byte{0, 1} })
+		}, want: attest.ErrMalformedEvidence, msg: "AK public area"},
+		{name: "AK public area holds no public key", evidence: func(e *attest.Evidence) {
+			editAttestation(t, e, func(a *pb.Attestation) { a.AkPub = hmacAKPublicArea(t) })
+		}, want: attest.ErrMalformedEvidence, msg: "AK public key:"},
+		{name: "AK point not on the curve", evidence: func(e *attest.Evidence) {
+			editAttestation(t, e, func(a *pb.Attestation) {
+				a.AkPub = editPublicArea(t, a.AkPub, func(p *tpm2.Public) { p.ECCParameters.Point.YRaw[31] ^= 1 })
+			})
+		}, want: attest.ErrMalformedEvidence, msg: "AK public key encoding"},
+		// A restricted key that also decrypts could be made to decrypt a
+		// credential (TPM2_ActivateCredential's threat) and is no AK.
+		{name: "AK can also decrypt", evidence: func(e *attest.Evidence) {
+			editAttestation(t, e, func(a *pb.Attestation) {
+				a.AkPub = editPublicArea(t, a.AkPub, func(p *tpm2.Public) { p.Attributes |= tpm2.FlagDecrypt })
+			})
+		}, want: attest.ErrUntrustedAK, msg: "restricted signing key"},
 		{name: "lifecycle event removed", evidence: func(e *attest.Evidence) {
 			editCEL(t, e, func(r []gecel.Record) []gecel.Record { return r[1:] })
 		}, want: attest.ErrCELReplay},
@@ -188,6 +307,49 @@ func TestRejections(t *testing.T) {
 			editCEL(t, e, func(r []gecel.Record) []gecel.Record { return []gecel.Record{r[1], r[0]} })
 		}, want: attest.ErrCELReplay},
 		{name: "lifecycle log empty", evidence: func(e *attest.Evidence) { e.CEL = nil }, want: attest.ErrCELReplay},
+		// Records are checked to be on PCR 13's SHA-256 bank before the
+		// replay, which only compares the registers it is given.
+		{name: "lifecycle records on another PCR", evidence: func(e *attest.Evidence) {
+			editCEL(t, e, func(r []gecel.Record) []gecel.Record {
+				for i := range r {
+					r[i].Index = attest.LifecyclePCR + 1
+				}
+				return r
+			})
+		}, want: attest.ErrCELReplay, msg: "is on register type 1 index 14"},
+		{name: "lifecycle records on a CC measurement register", evidence: func(e *attest.Evidence) {
+			editCEL(t, e, func(r []gecel.Record) []gecel.Record {
+				for i := range r {
+					r[i].IndexType = gecel.CCMRType
+				}
+				return r
+			})
+		}, want: attest.ErrCELReplay, msg: "is on register type 108 index 13"},
+		{name: "lifecycle records without a SHA-256 digest", evidence: func(e *attest.Evidence) {
+			editCEL(t, e, func(r []gecel.Record) []gecel.Record {
+				for i := range r {
+					b, err := r[i].Content.MarshalBinary()
+					if err != nil {
+						t.Fatal(err)
+					}
+					d := sha512.Sum384(b)
+					r[i].Digests = map[crypto.Hash][]byte{crypto.SHA384: d[:]}
+				}
+				return r
+			})
+		}, want: attest.ErrCELReplay, msg: "no SHA-256 digest"},
+		// Record numbers are not measured.
+		{name: "lifecycle records numbered from 1", evidence: func(e *attest.Evidence) {
+			log, err := gecel.DecodeToCEL(bytes.NewBuffer(e.CEL))
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs := log.Records()
+			for i := range recs {
+				recs[i].RecNum++
+			}
+			e.CEL = encodeCEL(t, recs...)
+		}, want: attest.ErrCELOrder, msg: "has number 1"},
 		{name: "lifecycle record content edited", evidence: func(e *attest.Evidence) {
 			editCEL(t, e, func(r []gecel.Record) []gecel.Record {
 				r[0].Content.Value = bytes.Clone(r[0].Content.Value)
@@ -204,6 +366,59 @@ func TestRejections(t *testing.T) {
 		{name: "certification signature flipped", evidence: func(e *attest.Evidence) {
 			e.TPM.CertifySignature[len(e.TPM.CertifySignature)-1] ^= 1
 		}, want: attest.ErrKeyNotCertified},
+		{name: "certify signature does not decode", evidence: func(e *attest.Evidence) {
+			e.TPM.CertifySignature = []byte{0x00, 0x18}
+		}, want: attest.ErrKeyNotCertified, msg: "certify signature:"},
+		{name: "certify signature over SHA-1", evidence: func(e *attest.Evidence) {
+			sig, err := tpm2.DecodeSignature(bytes.NewBuffer(e.TPM.CertifySignature))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sig.ECC.HashAlg = tpm2.AlgSHA1
+			if e.TPM.CertifySignature, err = sig.Encode(); err != nil {
+				t.Fatal(err)
+			}
+		}, want: attest.ErrKeyNotCertified, msg: "ECDSA-SHA256"},
+		{name: "certify signature is RSASSA", evidence: func(e *attest.Evidence) {
+			sig, err := tpm2.Signature{Alg: tpm2.AlgRSASSA, RSA: &tpm2.SignatureRSA{HashAlg: tpm2.AlgSHA256, Signature: make([]byte, 256)}}.Encode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.TPM.CertifySignature = sig
+		}, want: attest.ErrKeyNotCertified, msg: "ECDSA-SHA256"},
+		{name: "environment key public area does not decode", evidence: func(e *attest.Evidence) {
+			e.TPM.EnvKeyPublic = []byte{0, 1}
+		}, want: attest.ErrKeyNotCertified, msg: "environment key public area"},
+		// Same template, another key: only the certified name tells.
+		{name: "certified name is another environment key", evidence: func(e *attest.Evidence) {
+			k, err := ecdsaKey()
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.TPM.EnvKeyPublic = envKeyPublicArea(t, &k.PublicKey)
+		}, want: attest.ErrKeyNotCertified, msg: "certified name is another key"},
+		{name: "environment key name algorithm unknown", evidence: func(e *attest.Evidence) {
+			e.TPM.EnvKeyPublic = editPublicArea(t, e.TPM.EnvKeyPublic, func(p *tpm2.Public) { p.NameAlg = 0x0099 })
+		}, want: attest.ErrKeyNotCertified, msg: "environment key name"},
+		{name: "control: signed by a trusted software AK", evidence: func(e *attest.Evidence) { soft.resign(t, e, nil) }, policy: soft.trust},
+		// Data an AK may sign (TPM2_Sign with a hash ticket) that is no
+		// TPMS_ATTEST.
+		{name: "AK-signed certify info is not an attestation", evidence: func(e *attest.Evidence) {
+			e.TPM.CertifyInfo = []byte("not an attestation")
+			soft.resign(t, e, nil)
+		}, policy: soft.trust, want: attest.ErrKeyNotCertified, msg: "certify info:"},
+		{name: "certified name is a handle", evidence: func(e *attest.Evidence) {
+			soft.resign(t, e, func(ad *tpm2.AttestationData) {
+				h := tpmutil.Handle(0x81000001)
+				ad.AttestedCertifyInfo.Name = tpm2.Name{Handle: &h}
+			})
+		}, policy: soft.trust, want: attest.ErrKeyNotCertified, msg: "certified name is another key"},
+		{name: "certified qualified name is a handle", evidence: func(e *attest.Evidence) {
+			soft.resign(t, e, func(ad *tpm2.AttestationData) {
+				h := tpmutil.Handle(tpm2.HandleNull)
+				ad.AttestedCertifyInfo.QualifiedName = tpm2.Name{Handle: &h}
+			})
+		}, policy: soft.trust, want: attest.ErrKeyNotCertified, msg: "null hierarchy"},
 		{name: "certify info swapped for the quote", evidence: func(e *attest.Evidence) {
 			var att pb.Attestation
 			if err := proto.Unmarshal(e.TPM.Attestation, &att); err != nil {
@@ -217,8 +432,17 @@ func TestRejections(t *testing.T) {
 		{name: "missing TPM part", evidence: func(e *attest.Evidence) { e.TPM = nil }, want: attest.ErrMalformedEvidence},
 		{name: "oversized lifecycle log", evidence: func(e *attest.Evidence) { e.CEL = make([]byte, attest.MaxCELSize+1) }, want: attest.ErrTooLarge},
 		{name: "oversized event log", evidence: func(e *attest.Evidence) {
-			editAttestation(t, e, func(a *pb.Attestation) { a.EventLog = make([]byte, attest.MaxEventLogSize+1) })
-		}, want: attest.ErrTooLarge},
+			editAttestation(t, e, func(a *pb.Attestation) { a.EventLog = padEventLog(t, a.EventLog, attest.MaxEventLogSize+1) })
+		}, want: attest.ErrTooLarge, msg: "TCG event log"},
+		{name: "control: event log at the size limit", evidence: func(e *attest.Evidence) {
+			editAttestation(t, e, func(a *pb.Attestation) { a.EventLog = padEventLog(t, a.EventLog, attest.MaxEventLogSize) })
+		}},
+		{name: "control: required boot event present", policy: func(p *attest.Policy) {
+			p.Reference.Images[0].Events = []attest.EventRef{{PCR: bootEvent.PCR, Digest: bootEvent.Digest}}
+		}},
+		{name: "required boot event on another PCR", policy: func(p *attest.Policy) {
+			p.Reference.Images[0].Events = []attest.EventRef{{PCR: bootEvent.PCR + 1, Digest: bootEvent.Digest}}
+		}, want: attest.ErrReferenceMismatch, msg: "no event"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -238,7 +462,54 @@ func TestRejections(t *testing.T) {
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("Verify: got %v, want %v", err, tc.want)
 			}
+			if tc.msg != "" && !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("Verify: got %q, want the %q check", err, tc.msg)
+			}
 		})
+	}
+}
+
+// editPublicArea decodes a TPMT_PUBLIC, edits it and encodes it again.
+func editPublicArea(t testing.TB, b []byte, edit func(*tpm2.Public)) []byte {
+	t.Helper()
+	p, err := tpm2.DecodePublic(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(&p)
+	out, err := p.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// hmacAKPublicArea is the public area of an HMAC key with the attributes of
+// an AK: it decodes, but holds no public key.
+func hmacAKPublicArea(t testing.TB) []byte {
+	t.Helper()
+	b, err := tpm2.Public{
+		Type:                tpm2.AlgKeyedHash,
+		NameAlg:             tpm2.AlgSHA256,
+		Attributes:          client.AKTemplateECC().Attributes,
+		KeyedHashParameters: &tpm2.KeyedHashParams{Alg: tpm2.AlgHMAC, Hash: tpm2.AlgSHA256},
+	}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestVerifyWithoutPolicy: no policy is not an empty one that passes.
+func TestVerifyWithoutPolicy(t *testing.T) {
+	m := attesttest.SimulatedMachine(t)
+	ch := attest.AdmissionChallenge(nonce(t))
+	ev, err := m.Collector.Collect(ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := attest.Verify(ev, ch, nil); !errors.Is(err, attest.ErrPolicyEmpty) {
+		t.Fatalf("Verify: got %v, want %v", err, attest.ErrPolicyEmpty)
 	}
 }
 

@@ -19,7 +19,6 @@ import (
 	pb "github.com/google/go-tpm-tools/proto/attest"
 	tpmpb "github.com/google/go-tpm-tools/proto/tpm"
 	tpmquote "github.com/google/go-tpm-tools/quote"
-	"github.com/google/go-tpm-tools/server"
 	"github.com/google/go-tpm/legacy/tpm2"
 	"google.golang.org/protobuf/proto"
 )
@@ -219,7 +218,7 @@ func restrictedAK(att *pb.Attestation) (crypto.PublicKey, []byte, error) {
 	}
 	spki, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: AK public key: %v", ErrMalformedEvidence, err)
+		return nil, nil, fmt.Errorf("%w: AK public key encoding: %v", ErrMalformedEvidence, err)
 	}
 	return pub, spki, nil
 }
@@ -353,12 +352,8 @@ func replayBootLog(raw []byte, pcrs map[uint32][]byte, directKernelBoot bool) (b
 	if err != nil {
 		return r, fmt.Errorf("%w: %v", ErrEventLogReplay, err)
 	}
-	ms, err := server.ConvertToMachineState(fs)
-	if err != nil {
-		return r, fmt.Errorf("%w: %v", ErrEventLogReplay, err)
-	}
-	r.secureBoot = ms.GetSecureBoot().GetEnabled()
-	for _, app := range ms.GetEfi().GetApps() {
+	r.secureBoot = fs.GetSecureBoot().GetEnabled()
+	for _, app := range fs.GetEfi().GetApps() {
 		r.efiApps = append(r.efiApps, app.GetDigest())
 	}
 	return r, nil
@@ -367,10 +362,10 @@ func replayBootLog(raw []byte, pcrs map[uint32][]byte, directKernelBoot bool) (b
 // nullHierarchyQualifiedName is the qualified-name digest of a primary
 // object in the null hierarchy: H(TPM_RH_NULL || name), name being
 // nameAlg || H(public area) (TPM 2.0 Part 1, 16.6).
-func nullHierarchyQualifiedName(name []byte) []byte {
-	var h [4]byte
-	binary.BigEndian.PutUint32(h[:], uint32(tpm2.HandleNull))
-	d := sha256.Sum256(append(h[:], name...))
+func nullHierarchyQualifiedName(name *tpm2.HashValue) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(tpm2.HandleNull))
+	b = binary.BigEndian.AppendUint16(b, uint16(name.Alg))
+	d := sha256.Sum256(append(b, name.Value...))
 	return d[:]
 }
 
@@ -404,7 +399,12 @@ func verifyCertify(ev *Evidence, ak crypto.PublicKey, nonce []byte) error {
 	if err != nil {
 		return fmt.Errorf("%w: environment key public area: %v", ErrKeyNotCertified, err)
 	}
-	if match, err := ad.AttestedCertifyInfo.Name.MatchesPublic(pub); err != nil || !match {
+	// The key's name, nameAlg || H(public area), is the one certified.
+	name, err := pub.Name()
+	if err != nil {
+		return fmt.Errorf("%w: environment key name: %v", ErrKeyNotCertified, err)
+	}
+	if certified := ad.AttestedCertifyInfo.Name.Digest; certified == nil || !bytes.Equal(certified.Value, name.Digest.Value) {
 		return fmt.Errorf("%w: certified name is another key", ErrKeyNotCertified)
 	}
 	if pub.Attributes != EnvKeyAttributes {
@@ -414,16 +414,8 @@ func verifyCertify(ev *Evidence, ak crypto.PublicKey, nonce []byte) error {
 	if pub.NameAlg != tpm2.AlgSHA256 || len(pub.AuthPolicy) != 0 {
 		return fmt.Errorf("%w: key must use SHA-256 names and no auth policy", ErrKeyNotCertified)
 	}
-	name, err := pub.Name()
-	if err != nil || name.Digest == nil {
-		return fmt.Errorf("%w: environment key name", ErrKeyNotCertified)
-	}
-	nameBytes, err := name.Digest.Encode()
-	if err != nil {
-		return fmt.Errorf("%w: environment key name: %v", ErrKeyNotCertified, err)
-	}
 	qn := ad.AttestedCertifyInfo.QualifiedName.Digest
-	if qn == nil || qn.Alg != tpm2.AlgSHA256 || !bytes.Equal(qn.Value, nullHierarchyQualifiedName(nameBytes)) {
+	if qn == nil || qn.Alg != tpm2.AlgSHA256 || !bytes.Equal(qn.Value, nullHierarchyQualifiedName(name.Digest)) {
 		return fmt.Errorf("%w: key is not a primary key of the null hierarchy (it would survive reboot)", ErrKeyNotCertified)
 	}
 	key, err := pub.Key()

@@ -76,6 +76,9 @@ type harness struct {
 	signer  crypto.Signer
 	cfg     *jobgate.Config
 	reg     *jobgate.GitHubRegistry
+	// wrap, if set, is the store the gate uses in place of store (to
+	// inject faults).
+	wrap func(*jobgate.BoltStore) jobgate.Store
 }
 
 // fakeGitHub starts the fake GitHub and a registry on it.
@@ -132,7 +135,11 @@ func (h *harness) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := jobgate.New(jobgate.Options{Config: h.cfg, Store: store, Registry: h.reg, Policy: h.machine.Policy,
+	var gs jobgate.Store = store
+	if h.wrap != nil {
+		gs = h.wrap(store)
+	}
+	g, err := jobgate.New(jobgate.Options{Config: h.cfg, Store: gs, Registry: h.reg, Policy: h.machine.Policy,
 		PolicyDigest: "test", Signer: h.signer, Now: h.clock.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -557,6 +564,8 @@ func TestMetricsAndHealth(t *testing.T) {
 		"/healthz": "ok",
 		"/readyz":  "ready",
 		"/metrics": `jobgate_admissions_total{result="rejected",reason="key_already_admitted"} 1`,
+		// (the same path twice would be one map key)
+		"/metrics?live": "\njobgate_live_runners 1\n",
 	} {
 		resp, err := http.Get(h.srv.URL + path)
 		if err != nil {

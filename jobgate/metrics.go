@@ -3,12 +3,12 @@ package jobgate
 import (
 	"fmt"
 	"io"
-	"math"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/attested-runner/attested-runner/internal/promtext"
 )
 
 // metrics is a minimal Prometheus text-format registry: the gate's few
@@ -18,7 +18,7 @@ type metrics struct {
 	admissions map[[2]string]uint64 // (result, reason) -> count
 	github     map[string]uint64    // status -> count
 	outcomes   map[string]uint64    // environment outcome -> count
-	verify     histogram
+	verify     *promtext.Histogram
 	live       atomic.Int64
 }
 
@@ -27,7 +27,7 @@ func newMetrics() *metrics {
 		admissions: map[[2]string]uint64{},
 		github:     map[string]uint64{},
 		outcomes:   map[string]uint64{},
-		verify:     histogram{bounds: []float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1}},
+		verify:     promtext.NewHistogram(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 	}
 }
 
@@ -55,28 +55,8 @@ func (m *metrics) githubStatus(status int) {
 
 func (m *metrics) observeVerify(d time.Duration) {
 	m.mu.Lock()
-	m.verify.observe(d.Seconds())
+	m.verify.Observe(d.Seconds())
 	m.mu.Unlock()
-}
-
-type histogram struct {
-	bounds []float64
-	counts []uint64
-	sum    float64
-	n      uint64
-}
-
-func (h *histogram) observe(v float64) {
-	if h.counts == nil {
-		h.counts = make([]uint64, len(h.bounds))
-	}
-	for i, b := range h.bounds {
-		if v <= b {
-			h.counts[i]++
-		}
-	}
-	h.sum += v
-	h.n++
 }
 
 // write renders the registry in the Prometheus text exposition format.
@@ -113,26 +93,9 @@ func (m *metrics) write(w io.Writer) {
 	for _, o := range oc {
 		fmt.Fprintf(w, "jobgate_environment_outcomes_total{outcome=%q} %d\n", o, m.outcomes[o])
 	}
-	fmt.Fprintln(w, "# HELP jobgate_verify_seconds Evidence verification latency.")
-	fmt.Fprintln(w, "# TYPE jobgate_verify_seconds histogram")
-	h := m.verify
-	for i, b := range h.bounds {
-		var c uint64
-		if h.counts != nil {
-			c = h.counts[i]
-		}
-		fmt.Fprintf(w, "jobgate_verify_seconds_bucket{le=%q} %d\n", formatFloat(b), c)
-	}
-	fmt.Fprintf(w, "jobgate_verify_seconds_bucket{le=\"+Inf\"} %d\n", h.n)
-	fmt.Fprintf(w, "jobgate_verify_seconds_sum %s\njobgate_verify_seconds_count %d\n", formatFloat(h.sum), h.n)
+	promtext.Header(w, "jobgate_verify_seconds", "histogram", "Evidence verification latency.")
+	m.verify.Write(w, "jobgate_verify_seconds", "")
 	fmt.Fprintln(w, "# HELP jobgate_live_runners Runners admitted and not yet removed.")
 	fmt.Fprintln(w, "# TYPE jobgate_live_runners gauge")
 	fmt.Fprintf(w, "jobgate_live_runners %d\n", m.live.Load())
-}
-
-func formatFloat(f float64) string {
-	if f == math.Trunc(f) && math.Abs(f) < 1e15 {
-		return fmt.Sprintf("%d", int64(f))
-	}
-	return strings.TrimRight(strings.TrimRight(fmt.Sprintf("%f", f), "0"), ".")
 }

@@ -88,10 +88,12 @@ func (c *EnvCertificate) validate() error {
 	return nil
 }
 
-// IssueEnvCert signs an environment certificate with the gate key.
+// IssueEnvCert signs an environment certificate with the gate key. It
+// refuses (ErrNoExpectation) a certificate VerifyEnvCert would refuse for
+// a missing or invalid field.
 func IssueEnvCert(ctx context.Context, gateKey crypto.Signer, c *EnvCertificate) ([]byte, error) {
 	if err := c.validate(); err != nil {
-		return nil, fmt.Errorf("environment certificate: %w", err)
+		return nil, fmt.Errorf("%w: environment certificate: %w", ErrNoExpectation, err)
 	}
 	ann, err := json.Marshal(c)
 	if err != nil {

@@ -75,6 +75,8 @@ var (
 	// image key.
 	ErrUntrustedImage = errors.New("image provenance not signed by a trusted image key")
 	// ErrNoExpectation: a required expectation (repository, trust root) is
-	// empty. Verifying against nothing is not verifying.
+	// empty. Verifying against nothing is not verifying. Signing refuses
+	// with it too, when what is to be signed lacks a required field or has
+	// an invalid one.
 	ErrNoExpectation = errors.New("missing required expectation")
 )

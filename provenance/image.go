@@ -61,22 +61,23 @@ func (b *ImageBuild) validate() error {
 	}
 	for _, s := range b.Subjects {
 		if s.Name == "" || len(s.SHA256) != sha256.Size {
-			return fmt.Errorf("subject %q needs a name and a SHA-256 digest", s.Name)
+			return fmt.Errorf("%w: subject %q needs a name and a SHA-256 digest", ErrNoExpectation, s.Name)
 		}
 	}
 	for _, d := range b.Dependencies {
 		if d.Name == "" || len(d.SHA256) != sha256.Size {
-			return fmt.Errorf("dependency %q needs a name and a SHA-256 digest", d.Name)
+			return fmt.Errorf("%w: dependency %q needs a name and a SHA-256 digest", ErrNoExpectation, d.Name)
 		}
 	}
 	if _, err := attest.ParseReferenceValues(b.ReferenceValues); err != nil {
-		return fmt.Errorf("image reference values: %w", err)
+		return fmt.Errorf("%w: image reference values: %w", ErrNoExpectation, err)
 	}
 	return nil
 }
 
 // SignImage signs an image build's SLSA v1 provenance with the image
-// builder's key and returns the sigstore bundle's JSON.
+// builder's key and returns the sigstore bundle's JSON. An incomplete or
+// invalid build is refused with ErrNoExpectation.
 func SignImage(ctx context.Context, b *ImageBuild, key crypto.Signer) ([]byte, error) {
 	if err := b.validate(); err != nil {
 		return nil, err
@@ -87,7 +88,7 @@ func SignImage(ctx context.Context, b *ImageBuild, key crypto.Signer) ([]byte, e
 	}
 	ext, err := jsonToStruct(params)
 	if err != nil {
-		return nil, fmt.Errorf("image build parameters: %w", err)
+		return nil, fmt.Errorf("%w: image build parameters: %w", ErrNoExpectation, err)
 	}
 	var deps []*intoto.ResourceDescriptor
 	for _, d := range b.Dependencies {

@@ -19,6 +19,7 @@ import (
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/provenance"
 	"github.com/attested-runner/attested-runner/provenance/provenancetest"
+	"github.com/google/go-cmp/cmp"
 	"github.com/sigstore/sigstore-go/pkg/bundle"
 )
 
@@ -166,6 +167,23 @@ func TestRejections(t *testing.T) {
 		}
 	})
 
+	// Genuine certificates of this gate, for another time, runner or
+	// builder than the build's.
+	signWithCert := func(b *provenance.Build, edit func(*provenance.EnvCertificate)) []byte {
+		b.EnvCert = e.Reissue(t, edit)
+		return e.Sign(t, b)
+	}
+	future := signWithCert(e.Build(map[string][]byte{"app.tar.gz": artifact}), func(c *provenance.EnvCertificate) {
+		c.IssuedAt = time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+		c.NotAfter = c.IssuedAt.Add(6 * time.Hour)
+	})
+	otherRunner := signWithCert(e.Build(map[string][]byte{"app.tar.gz": artifact}), func(c *provenance.EnvCertificate) { c.RunnerName = "ar-another" })
+	otherBuilder := func() []byte {
+		b := e.Build(map[string][]byte{"app.tar.gz": artifact})
+		b.BuilderID = "https://gate.example.test/attested-runner/builder/other"
+		return e.Sign(t, b)
+	}()
+
 	foreignSigstore, err := os.ReadFile("testdata/sigstore-go-dsse.sigstore.json")
 	if err != nil {
 		t.Fatal(err)
@@ -248,6 +266,28 @@ func TestRejections(t *testing.T) {
 		{name: "empty input", bundle: nil, want: provenance.ErrMalformed},
 		{name: "no expected repository", bundle: good, opts: func(o *provenance.VerifyOptions) { o.ExpectedRepository = "" }, want: provenance.ErrNoExpectation},
 		{name: "no trust root", bundle: good, opts: func(o *provenance.VerifyOptions) { o.TrustedGateRoots = nil }, want: provenance.ErrNoExpectation},
+		// The expectations are checked before the input is read: a verifier
+		// without a trust root says so whatever it is given.
+		{name: "no trust root, malformed bundle", bundle: []byte("{"), opts: func(o *provenance.VerifyOptions) { o.TrustedGateRoots = nil }, want: provenance.ErrNoExpectation},
+		{name: "artifact digest not SHA-256", bundle: good, digest: digest(artifact)[:20], want: provenance.ErrNoExpectation},
+		{name: "response quote not evidence", bundle: resign(t, e, good, func(st map[string]any) {
+			byproduct(t, st, provenance.ResponseQuoteProduct)["content"] = base64.StdEncoding.EncodeToString([]byte(`{"format":"x"}`))
+		}), want: attest.ErrMalformedEvidence},
+		{name: "two response quotes", bundle: resign(t, e, good, func(st map[string]any) {
+			rd := st["predicate"].(map[string]any)["runDetails"].(map[string]any)
+			rd["byproducts"] = append(byproducts(st), byproduct(t, st, provenance.ResponseQuoteProduct))
+		}), want: provenance.ErrMalformed},
+		{name: "no environment certificate", bundle: resign(t, e, good, func(st map[string]any) {
+			rd := st["predicate"].(map[string]any)["runDetails"].(map[string]any)
+			rd["byproducts"] = []any{byproduct(t, st, provenance.ResponseQuoteProduct)}
+		}), want: provenance.ErrUntrustedEnvironment},
+		{name: "startedOn not a time", bundle: resign(t, e, good, func(st map[string]any) { metadata(st)["startedOn"] = "yesterday" }),
+			want: provenance.ErrMalformed},
+		{name: "finishedOn not a time", bundle: resign(t, e, good, func(st map[string]any) { metadata(st)["finishedOn"] = "" }),
+			want: provenance.ErrMalformed},
+		{name: "certificate issued after the build started", bundle: future, want: provenance.ErrEnvCertValidity},
+		{name: "certificate for another runner", bundle: otherRunner, want: provenance.ErrUntrustedEnvironment},
+		{name: "certificate for another builder", bundle: otherBuilder, want: provenance.ErrUntrustedEnvironment},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -275,15 +315,37 @@ func TestRejections(t *testing.T) {
 // test that the verifier reads the statement it is given).
 func resign(t *testing.T, e *provenancetest.Env, raw []byte, edit func(map[string]any)) []byte {
 	t.Helper()
+	return signEdited(t, raw, e.Machine.Collector.Signer(), edit)
+}
+
+// signEdited edits the statement of a bundle and signs the result with key.
+func signEdited(t *testing.T, raw []byte, key crypto.Signer, edit func(map[string]any)) []byte {
+	t.Helper()
 	edited := editPayload(t, raw, edit)
 	var b map[string]any
 	json.Unmarshal(edited, &b)
 	payload, _ := base64.StdEncoding.DecodeString(b["dsseEnvelope"].(map[string]any)["payload"].(string))
-	out, err := provenance.SignPayloadForTest(context.Background(), payload, e.Machine.Collector.Signer())
+	out, err := provenance.SignPayloadForTest(context.Background(), payload, key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// byproduct returns the statement's byproduct with this name.
+func byproduct(t *testing.T, st map[string]any, name string) map[string]any {
+	t.Helper()
+	for _, bp := range byproducts(st) {
+		if bp := bp.(map[string]any); bp["name"] == name {
+			return bp
+		}
+	}
+	t.Fatalf("no byproduct %s", name)
+	return nil
+}
+
+func metadata(st map[string]any) map[string]any {
+	return st["predicate"].(map[string]any)["runDetails"].(map[string]any)["metadata"].(map[string]any)
 }
 
 func TestEvidenceMode(t *testing.T) {
@@ -351,5 +413,52 @@ func TestEnvCertRoundTrip(t *testing.T) {
 	}
 	if _, err := provenance.VerifyEnvCert(e.EnvCert, nil); !errors.Is(err, provenance.ErrNoExpectation) {
 		t.Errorf("no roots: %v", err)
+	}
+}
+
+// TestExpectedWorkflow: a workflow path matches the workflow of any ref; a
+// full workflow ref (with @) matches only itself.
+func TestExpectedWorkflow(t *testing.T) {
+	e := provenancetest.NewEnv(t)
+	raw := e.Sign(t, e.Build(map[string][]byte{"app.tar.gz": artifact}))
+	for _, tc := range []struct {
+		expected string
+		want     error
+	}{
+		{".github/workflows/release.yml", nil},
+		{"./.github/workflows/release.yml", nil},
+		{e.Job.WorkflowRef, nil},
+		{".github/workflows/ci.yml", provenance.ErrWorkflowMismatch},
+		{"octo-org/app/.github/workflows/release.yml@refs/heads/dev", provenance.ErrWorkflowMismatch},
+		{"octo-org/other/.github/workflows/release.yml@refs/heads/main", provenance.ErrWorkflowMismatch},
+	} {
+		t.Run(tc.expected, func(t *testing.T) {
+			opts := e.Options()
+			opts.ExpectedWorkflow = tc.expected
+			_, err := provenance.Verify(raw, digest(artifact), opts)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestActionsReportedOnlyResolved: Result.Actions lists the actions whose
+// ref the agent resolved to a commit; an action recorded without one is
+// not reported as resolved.
+func TestActionsReportedOnlyResolved(t *testing.T) {
+	e := provenancetest.NewEnv(t)
+	b := e.Build(map[string][]byte{"app.tar.gz": artifact})
+	b.Actions = append(b.Actions, provenance.ActionRef{Repository: "octo-org/unresolved", Ref: "v1"})
+	r, err := provenance.Verify(e.Sign(t, b), digest(artifact), e.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"https://github.com/octo-org/app@refs/heads/main (" + e.Job.SHA + ")",
+		"https://github.com/actions/checkout@v4 (11bd71901bbe5b1630ceea73d27597364c9af683)",
+	}
+	if diff := cmp.Diff(want, r.Actions); diff != "" {
+		t.Errorf("actions (-want +got):\n%s", diff)
 	}
 }

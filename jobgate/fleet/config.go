@@ -32,6 +32,10 @@ type Config struct {
 	// recent webhook deliveries and processes those the gate never
 	// received (one request per reconcile; default true).
 	RecoverDeliveries *bool `json:"recoverDeliveries,omitempty"`
+	// RecoverInterval is how often the delivery log is read (default 5m,
+	// at most once per reconcile; App requests, not the installation's
+	// quota).
+	RecoverInterval jobgate.Duration `json:"recoverInterval,omitempty"`
 	// Pools are the kinds of VM the fleet runs. At least one.
 	Pools []PoolConfig `json:"pools"`
 }

@@ -32,6 +32,8 @@ type Fleet struct {
 	recovery DeliverySource
 	budget   BudgetSource
 	requests func() (installation, app int64)
+	// lastRecovery: when the delivery log was last read (Reconcile only).
+	lastRecovery time.Time
 
 	mu      sync.Mutex
 	seenIDs map[string]bool // delivery ids processed (the store has them too)

@@ -396,7 +396,7 @@ func TestWebhookStorm(t *testing.T) {
 // A lost webhook costs latency, not a stuck job: the reconcile finds the
 // delivery in the App's delivery log and acts on it.
 func TestLostWebhookRecovered(t *testing.T) {
-	w := newWorld(t, worldOpts{})
+	w := newWorld(t, worldOpts{pool: func(p *PoolConfig) { p.AdmissionDeadline = jobgate.Duration(time.Hour) }})
 	w.gh.DropWebhooks(1)
 	w.queue(poolLabels...)
 	w.fleet.Schedule(w.ctx)
@@ -411,7 +411,14 @@ func TestLostWebhookRecovered(t *testing.T) {
 	if !w.auditHas("webhook:recovered") {
 		t.Fatalf("recovery not audited: %v", w.audit())
 	}
-	// Recovering again changes nothing.
+	// Recovering again changes nothing; the log is read at most every
+	// recoverInterval (5m).
+	_, app0 := w.reg.Requests()
+	w.fleet.Reconcile(w.ctx)
+	if _, app := w.reg.Requests(); app != app0 {
+		t.Fatalf("%d App requests within the recover interval", app-app0)
+	}
+	w.clock.Add(5*time.Minute + time.Second)
 	w.fleet.Reconcile(w.ctx)
 	w.fleet.Schedule(w.ctx)
 	if n, _, _ := w.prov.counts(); n != 1 {
@@ -632,7 +639,7 @@ func TestStatusAndMetrics(t *testing.T) {
 		`jobgate_fleet_launching_vms{pool="linux"} 2`, `jobgate_fleet_assigned_jobs{pool="linux"} 1`,
 		`jobgate_fleet_idle_runners{pool="linux"} 0`, `jobgate_fleet_webhooks_total{event="workflow_job",result="accepted"} 1`,
 		`jobgate_fleet_job_startup_duration_seconds_count{pool="linux"} 0`, `jobgate_fleet_launch_to_admitted_seconds_bucket{pool="linux",le="+Inf"} 0`,
-		`jobgate_github_requests_total{auth="installation"}`,
+		`jobgate_fleet_github_requests_total{auth="installation"}`,
 	} {
 		if !strings.Contains(rec.Body.String(), want) {
 			t.Errorf("metrics lack %q:\n%s", want, rec.Body.String())

@@ -44,6 +44,18 @@ const (
 
 var testSecret = []byte("webhook-secret-0123456789")
 
+var (
+	appKeyOnce sync.Once
+	appKey     *rsa.PrivateKey
+)
+
+// testAppKey is the GitHub App key of every test (RSA 2048 takes a while
+// to generate, under -race much longer).
+func testAppKey() *rsa.PrivateKey {
+	appKeyOnce.Do(func() { appKey, _ = rsa.GenerateKey(rand.Reader, 2048) })
+	return appKey
+}
+
 // clock is the test's time, shared by the gate and the fleet.
 type clock struct {
 	mu sync.Mutex
@@ -69,6 +81,8 @@ type memProvider struct {
 	destroyed []string
 	failNext  error
 	listErr   error
+	// destroyErr, if set, fails every Destroy.
+	destroyErr error
 }
 
 type memVM struct {
@@ -120,6 +134,9 @@ func (m *memProvider) Launch(ctx context.Context, req *LaunchRequest) (*Launched
 func (m *memProvider) Destroy(_ context.Context, name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.destroyErr != nil {
+		return m.destroyErr
+	}
 	if vm := m.vms[name]; vm != nil {
 		if vm.tpm != nil {
 			vm.tpm.Stop()
@@ -237,13 +254,16 @@ type world struct {
 	gh    *fakegithub.Server
 	reg   *jobgate.GitHubRegistry
 	store *jobgate.BoltStore
-	gate  *jobgate.Gate
-	fleet *Fleet
-	prov  *memProvider
-	img   *image
-	srv   *httptest.Server
-	cfg   *Config
-	runID int64
+	// faults is the store the gate (and so the fleet) uses: store, with
+	// the faults a test sets.
+	faults *faultyStore
+	gate   *jobgate.Gate
+	fleet  *Fleet
+	prov   *memProvider
+	img    *image
+	srv    *httptest.Server
+	cfg    *Config
+	runID  int64
 }
 
 type worldOpts struct {
@@ -257,7 +277,7 @@ func newWorld(t *testing.T, o worldOpts) *world {
 	t.Helper()
 	ctx := context.Background()
 	w := &world{t: t, ctx: ctx, clock: &clock{t: time.Now().UTC().Truncate(time.Second)}, runID: 100}
-	appKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	appKey := testAppKey()
 	gh, err := fakegithub.Start(fakegithub.Options{AppID: testAppID, AppPublicKey: &appKey.PublicKey, InstallationID: testInstallation,
 		Org: testOrg, Repos: []string{testRepo}, JobLease: 2 * time.Second})
 	if err != nil {
@@ -290,11 +310,12 @@ func newWorld(t *testing.T, o worldOpts) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.store.Close() })
+	w.faults = &faultyStore{BoltStore: w.store}
 	signer, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	w.gate, err = jobgate.New(jobgate.Options{
 		Config: &jobgate.Config{GateID: "https://gate.test", BuilderID: "https://gate.test/builder/v1",
 			GitHub: jobgate.GitHubConfig{Org: testOrg, Labels: []string{"self-hosted"}}, Fleet: json.RawMessage(`{}`)},
-		Store: w.store, Registry: w.reg, Policy: &attest.Policy{Reference: rv, AllowSoftwareTPMUnsafe: true},
+		Store: w.faults, Registry: w.reg, Policy: &attest.Policy{Reference: rv, AllowSoftwareTPMUnsafe: true},
 		PolicyDigest: "test", Signer: signer, Now: w.clock.Now,
 	})
 	if err != nil {
@@ -500,4 +521,52 @@ func rejectedCode(err error) string {
 		return rej.Err.Code
 	}
 	return ""
+}
+
+// faultyStore is the gate's store with chosen operations failing (a full
+// disk, a lost database).
+type faultyStore struct {
+	*jobgate.BoltStore
+	mu sync.Mutex
+	// putVM, if set, decides whether PutVM of this VM fails.
+	putVM                func(*jobgate.VM) error
+	putJob, deliverySeen error
+}
+
+func (f *faultyStore) set(fn func(*faultyStore)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+func (f *faultyStore) PutVM(ctx context.Context, vm *jobgate.VM, a *jobgate.AuditRecord) error {
+	f.mu.Lock()
+	fail := f.putVM
+	f.mu.Unlock()
+	if fail != nil {
+		if err := fail(vm); err != nil {
+			return err
+		}
+	}
+	return f.BoltStore.PutVM(ctx, vm, a)
+}
+
+func (f *faultyStore) PutJob(ctx context.Context, j *jobgate.QueuedJob) error {
+	f.mu.Lock()
+	err := f.putJob
+	f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return f.BoltStore.PutJob(ctx, j)
+}
+
+func (f *faultyStore) DeliverySeen(ctx context.Context, id string) (bool, error) {
+	f.mu.Lock()
+	err := f.deliverySeen
+	f.mu.Unlock()
+	if err != nil {
+		return false, err
+	}
+	return f.BoltStore.DeliverySeen(ctx, id)
 }

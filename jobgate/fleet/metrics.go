@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/attested-runner/attested-runner/internal/promtext"
 	"github.com/attested-runner/attested-runner/jobgate"
 )
 
@@ -30,8 +28,8 @@ type metrics struct {
 	mu       sync.Mutex
 	failed   map[[2]string]uint64
 	webhooks map[[2]string]uint64
-	startup  map[string]*histogram
-	admit    map[string]*histogram
+	startup  map[string]*promtext.Histogram
+	admit    map[string]*promtext.Histogram
 	pools    []string
 	inFlight map[string]int
 }
@@ -40,15 +38,15 @@ var durationBounds = []float64{1, 5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600}
 
 func newMetrics() *metrics {
 	return &metrics{failed: map[[2]string]uint64{}, webhooks: map[[2]string]uint64{},
-		startup: map[string]*histogram{}, admit: map[string]*histogram{}, inFlight: map[string]int{}}
+		startup: map[string]*promtext.Histogram{}, admit: map[string]*promtext.Histogram{}, inFlight: map[string]int{}}
 }
 
 func (m *metrics) pool(name string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.pools = append(m.pools, name)
-	m.startup[name] = &histogram{bounds: durationBounds}
-	m.admit[name] = &histogram{bounds: durationBounds}
+	m.startup[name] = promtext.NewHistogram(durationBounds...)
+	m.admit[name] = promtext.NewHistogram(durationBounds...)
 }
 
 func (m *metrics) failedLaunch(pool, reason string) {
@@ -74,32 +72,12 @@ func (m *metrics) launchToAdmitted(pool string, d time.Duration) {
 	m.observe(m.admit, pool, d)
 }
 
-func (m *metrics) observe(hs map[string]*histogram, pool string, d time.Duration) {
+func (m *metrics) observe(hs map[string]*promtext.Histogram, pool string, d time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if h := hs[pool]; h != nil && d >= 0 {
-		h.observe(d.Seconds())
+		h.Observe(d.Seconds())
 	}
-}
-
-type histogram struct {
-	bounds []float64
-	counts []uint64
-	sum    float64
-	n      uint64
-}
-
-func (h *histogram) observe(v float64) {
-	if h.counts == nil {
-		h.counts = make([]uint64, len(h.bounds))
-	}
-	for i, b := range h.bounds {
-		if v <= b {
-			h.counts[i]++
-		}
-	}
-	h.sum += v
-	h.n++
 }
 
 // Status is the fleet at one moment: per pool, its VMs by state and its
@@ -199,7 +177,7 @@ func (f *Fleet) MetricsHandler() http.Handler {
 
 func (m *metrics) write(w io.Writer, st *Status) {
 	gauge := func(name, help string, v func(PoolStatus) int) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name)
+		promtext.Header(w, name, "gauge", help)
 		for _, p := range st.Pools {
 			fmt.Fprintf(w, "%s{pool=%q} %d\n", name, p.Name, v(p))
 		}
@@ -210,46 +188,19 @@ func (m *metrics) write(w io.Writer, st *Status) {
 	gauge("jobgate_fleet_launching_vms", "VMs launched and not yet admitted.", func(p PoolStatus) int { return p.VMs[string(jobgate.VMLaunching)] })
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	counter := func(name, help, l1, l2 string, c map[[2]string]uint64) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", name, help, name)
-		keys := make([][2]string, 0, len(c))
-		for k := range c {
-			keys = append(keys, k)
-		}
-		sort.Slice(keys, func(i, j int) bool { return keys[i][0]+"\x00"+keys[i][1] < keys[j][0]+"\x00"+keys[j][1] })
-		for _, k := range keys {
-			fmt.Fprintf(w, "%s{%s=%q,%s=%q} %d\n", name, l1, k[0], l2, k[1], c[k])
-		}
-	}
-	counter("jobgate_fleet_failed_launches_total", "Launches that failed, by reason (image_refused: the image did not verify).", "pool", "reason", m.failed)
-	counter("jobgate_fleet_webhooks_total", "Webhook deliveries by event and result.", "event", "result", m.webhooks)
-	hist := func(name, help string, hs map[string]*histogram) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name)
-		for _, pool := range m.pools {
-			h := hs[pool]
-			for i, b := range h.bounds {
-				var c uint64
-				if h.counts != nil {
-					c = h.counts[i]
-				}
-				fmt.Fprintf(w, "%s_bucket{pool=%q,le=%q} %d\n", name, pool, formatFloat(b), c)
-			}
-			fmt.Fprintf(w, "%s_bucket{pool=%q,le=\"+Inf\"} %d\n", name, pool, h.n)
-			fmt.Fprintf(w, "%s_sum{pool=%q} %s\n%s_count{pool=%q} %d\n", name, pool, formatFloat(h.sum), name, pool, h.n)
-		}
-	}
+	promtext.Counter2(w, "jobgate_fleet_failed_launches_total", "Launches that failed, by reason (image_refused: the image did not verify).", "pool", "reason", m.failed)
+	promtext.Counter2(w, "jobgate_fleet_webhooks_total", "Webhook deliveries by event and result.", "event", "result", m.webhooks)
 	if st.GitHubRequests != nil {
-		fmt.Fprintf(w, "# HELP jobgate_github_requests_total GitHub API requests by credential.\n# TYPE jobgate_github_requests_total counter\n")
-		fmt.Fprintf(w, "jobgate_github_requests_total{auth=\"installation\"} %d\njobgate_github_requests_total{auth=\"app\"} %d\n",
+		promtext.Header(w, "jobgate_fleet_github_requests_total", "counter", "The gate's GitHub API requests by credential.")
+		fmt.Fprintf(w, "jobgate_fleet_github_requests_total{auth=\"installation\"} %d\njobgate_fleet_github_requests_total{auth=\"app\"} %d\n",
 			st.GitHubRequests.Installation, st.GitHubRequests.App)
+	}
+	hist := func(name, help string, hs map[string]*promtext.Histogram) {
+		promtext.Header(w, name, "histogram", help)
+		for _, pool := range m.pools {
+			hs[pool].Write(w, name, fmt.Sprintf("pool=%q", pool))
+		}
 	}
 	hist("jobgate_fleet_job_startup_duration_seconds", "Seconds from a job queued to it started on a pool VM.", m.startup)
 	hist("jobgate_fleet_launch_to_admitted_seconds", "Seconds from a VM launched to its agent admitted.", m.admit)
-}
-
-func formatFloat(f float64) string {
-	if f == math.Trunc(f) && math.Abs(f) < 1e15 {
-		return fmt.Sprintf("%d", int64(f))
-	}
-	return strings.TrimRight(strings.TrimRight(fmt.Sprintf("%f", f), "0"), ".")
 }

@@ -238,6 +238,11 @@ func (f *Fleet) recoverDeliveries(ctx context.Context) {
 	if f.recovery == nil || (f.cfg.RecoverDeliveries != nil && !*f.cfg.RecoverDeliveries) {
 		return
 	}
+	now := f.now()
+	if !f.lastRecovery.IsZero() && now.Sub(f.lastRecovery) < f.cfg.RecoverInterval.Or(5*time.Minute) {
+		return
+	}
+	f.lastRecovery = now
 	ds, err := f.recovery.RecentDeliveries(ctx, f.now().Add(-recoverWindow))
 	if err != nil {
 		f.log.Warn("fleet: listing webhook deliveries", "err", err)

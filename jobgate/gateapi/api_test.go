@@ -1,12 +1,15 @@
 package gateapi
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
 	"testing"
+	"time"
 )
 
 // TestVerifyDelivery: the signed admission answer verifies only with a
@@ -29,6 +32,7 @@ func TestVerifyDelivery(t *testing.T) {
 		return r
 	}
 	pinned := []crypto.PublicKey{other.Public(), gate.Public()}
+	edKey, _, _ := ed25519.GenerateKey(rand.Reader)
 	if err := VerifyDelivery(pinned, nonce, evidence, valid()); err != nil {
 		t.Fatalf("valid answer: %v", err)
 	}
@@ -39,6 +43,7 @@ func TestVerifyDelivery(t *testing.T) {
 	}{
 		"no pinned key":             {keys: []crypto.PublicKey{}},
 		"another gate's key":        {keys: []crypto.PublicKey{other.Public()}},
+		"pinned key not ECDSA":      {keys: []crypto.PublicKey{edKey}},
 		"unsigned":                  {edit: func(r *AdmitResponse) { r.DeliverySignature = nil }},
 		"sealed config swapped":     {edit: func(r *AdmitResponse) { r.SealedJITConfig = []byte("attacker's") }},
 		"certificate swapped":       {edit: func(r *AdmitResponse) { r.EnvironmentCertificate = []byte(`{"cert":2}`) }},
@@ -67,5 +72,30 @@ func TestVerifyDelivery(t *testing.T) {
 				t.Fatalf("got %v, want ErrDeliveryForged", err)
 			}
 		})
+	}
+}
+
+// TestDeregisterMessage: the signed deregistration message changes with
+// every field, is domain-separated, and names the signing time in UTC
+// (the same instant in another zone is the same message).
+func TestDeregisterMessage(t *testing.T) {
+	at := time.Date(2026, 11, 29, 12, 0, 0, 123, time.UTC)
+	base := DeregisterMessage("attested-abc", "done", "job completed", at)
+	if !bytes.HasPrefix(base, []byte("attested-runner/v2/deregister\n")) {
+		t.Fatalf("message %q lacks the domain", base)
+	}
+	for name, m := range map[string][]byte{
+		"runner":  DeregisterMessage("attested-abd", "done", "job completed", at),
+		"outcome": DeregisterMessage("attested-abc", "failed", "job completed", at),
+		"reason":  DeregisterMessage("attested-abc", "done", "job failed", at),
+		"time":    DeregisterMessage("attested-abc", "done", "job completed", at.Add(time.Nanosecond)),
+		"shifted": DeregisterMessage("attested-abc", "", "done\njob completed", at),
+	} {
+		if bytes.Equal(m, base) {
+			t.Errorf("another %s, the same message %q", name, m)
+		}
+	}
+	if m := DeregisterMessage("attested-abc", "done", "job completed", at.In(time.FixedZone("CET", 3600))); !bytes.Equal(m, base) {
+		t.Errorf("the same instant in another zone: %q, want %q", m, base)
 	}
 }
