@@ -64,7 +64,12 @@ func newFixture(t testing.TB) *fixture {
 // newFixtureSigned is newFixture with the bundle signed by sign.
 func newFixtureSigned(t testing.TB, sign func(*provenancetest.Env, testing.TB, *provenance.Build) []byte) *fixture {
 	t.Helper()
-	e := provenancetest.NewEnv(t)
+	return newFixtureEnv(t, provenancetest.NewEnv(t), sign)
+}
+
+// newFixtureEnv is newFixtureSigned in environment e.
+func newFixtureEnv(t testing.TB, e *provenancetest.Env, sign func(*provenancetest.Env, testing.TB, *provenance.Build) []byte) *fixture {
+	t.Helper()
 	dir := t.TempDir()
 	content := []byte("release tarball\n")
 	f := &fixture{dir: dir, artifact: filepath.Join(dir, "app.tar.gz"), env: e}
