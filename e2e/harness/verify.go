@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 
@@ -18,8 +19,13 @@ type VerifyOptions struct {
 	Bundle string
 	// GateKey is a PEM file of gate keys (Gate.Roots).
 	GateKey string
-	// Repo is the expected repository (required by the verifier).
-	Repo string
+	// Repo is the expected repository; Owner an expected owner instead
+	// (the verifier needs one of them).
+	Repo, Owner string
+	// FromGitHub reads the bundles from the GitHub API at Hostname with
+	// Token (GH_TOKEN) instead of a file.
+	FromGitHub bool
+	Token      string
 	// Hostname is the GitHub server the job ran on, as --hostname takes
 	// it: the fake's URL (World.GitHub.URL()), scheme included.
 	Hostname string
@@ -32,7 +38,16 @@ type VerifyOptions struct {
 // Args is the command line (without the program) for these options, with
 // --insecure-allow-software-tpm: the harness's TPMs are swtpm.
 func (o VerifyOptions) Args() []string {
-	args := []string{"artifact", o.Artifact, "--gate-key", o.GateKey, "--repo", o.Repo, "--hostname", o.Hostname, "--insecure-allow-software-tpm"}
+	args := []string{"artifact", o.Artifact, "--gate-key", o.GateKey, "--hostname", o.Hostname, "--insecure-allow-software-tpm"}
+	if o.Repo != "" {
+		args = append(args, "--repo", o.Repo)
+	}
+	if o.Owner != "" {
+		args = append(args, "--owner", o.Owner)
+	}
+	if o.FromGitHub {
+		args = append(args, "--from-github")
+	}
 	if o.Bundle != "" {
 		args = append(args, "--bundle", o.Bundle)
 	}
@@ -110,6 +125,7 @@ func (r *VerifyReport) FailedCheck() string {
 func (b *Binaries) VerifyArtifact(ctx context.Context, o VerifyOptions) (*VerifyResult, error) {
 	var out, errb bytes.Buffer
 	cmd := exec.CommandContext(ctx, b.Verify, o.Args()...)
+	cmd.Env = append(os.Environ(), "GH_TOKEN="+o.Token, "GITHUB_TOKEN=")
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	code, sig := exitStatus(err)
