@@ -54,9 +54,13 @@ fuzz-smoke:
 	  done; \
 	done
 
-## bench: benchmarks, printed as a table
+COSIGN_VERSION := v2.6.5
+
+## bench: benchmarks, printed as a table; BenchmarkCLIVerify compares with cosign
+## (installed here, with go install, for the comparison only)
 bench:
-	@set -o pipefail; $(GO) test -run '^$$' -bench . -count 1 -timeout 30m ./... | tee /tmp/attested-runner-bench.txt | scripts/benchtable.sh
+	@test -x $(GOBIN)/cosign || $(GO) install github.com/sigstore/cosign/v2/cmd/cosign@$(COSIGN_VERSION)
+	@set -o pipefail; COSIGN=$(GOBIN)/cosign $(GO) test -run '^$$' -bench . -count 1 -timeout 30m ./... | tee /tmp/attested-runner-bench.txt | scripts/benchtable.sh
 
 ## mutate: mutation testing of the security checks (gremlins + check removal; an hour or more)
 mutate:

@@ -2,6 +2,8 @@ package provenance
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/x509"
 	"encoding/json"
 )
 
@@ -28,4 +30,20 @@ func StatementDigestForTest(bundle []byte) ([]byte, error) {
 		return nil, err
 	}
 	return statementDigest(p.doc, provenanceQuote.remove)
+}
+
+// VerifySignatureTwinsForTest verifies a bundle's signature both ways:
+// the direct ECDSA path and sigstore-go's Verifier.
+func VerifySignatureTwinsForTest(bundle []byte, pub *ecdsa.PublicKey, subject []byte) (direct, sigstore error) {
+	p, err := parseBundle(bundle)
+	if err != nil {
+		return err, err
+	}
+	spki, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return err, err
+	}
+	_, direct = p.verifyECDSA(pub, KeyID(spki), subject)
+	_, sigstore = p.verifySigstore(pub, spki, subject)
+	return direct, sigstore
 }

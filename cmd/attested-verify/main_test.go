@@ -363,13 +363,3 @@ func TestEvidenceSkippedChecks(t *testing.T) {
 		t.Error("candidate reference values written from an unanchored quote")
 	}
 }
-
-// BenchmarkCLIVerify is the whole attested-verify process on one artifact.
-func BenchmarkCLIVerify(b *testing.B) {
-	f := newFixture(b)
-	for b.Loop() {
-		if out, code := runCLI(b, "artifact", f.artifact, "--gate-key", f.root, "--repo", "octo-org/app", "--insecure-allow-software-tpm"); code != 0 {
-			b.Fatal(out)
-		}
-	}
-}
