@@ -57,6 +57,9 @@ var (
 	// ErrOwnerMismatch: the repository belongs to another owner
 	// (ExpectedOwner, gh's --owner).
 	ErrOwnerMismatch = errors.New("built from a repository of another owner")
+	// ErrDispatch: the dispatch attestation in the bundle does not verify,
+	// or is for another build or environment.
+	ErrDispatch = errors.New("dispatch attestation rejected")
 	// ErrServerMismatch: the job ran on another GitHub server than the
 	// expected one (gh's --hostname).
 	ErrServerMismatch = errors.New("built on another GitHub server")

@@ -1,6 +1,8 @@
 package provenance
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"slices"
@@ -59,6 +61,11 @@ type Build struct {
 	EnvCert []byte
 	// DispatchDigest is the SHA-256 of the dispatch attestation bundle.
 	DispatchDigest []byte
+	// Dispatch, when set, is that bundle itself: it rides in the
+	// statement so that a consumer checks BuildEnv L2.agent-dispatch (a
+	// signed record of the job received, before its code ran) without the
+	// agent's files. DispatchDigest must then be its digest (or empty).
+	Dispatch []byte
 	// Missing names inputs the agent could not record (e.g. "actions" when
 	// the runner's diagnostic log was unreadable): marked, never guessed.
 	Missing []string
@@ -162,7 +169,18 @@ func (b *Build) statement() (*intoto.Statement, error) {
 		MediaType: BundleMediaType,
 		Content:   b.EnvCert,
 	}}
-	if len(b.DispatchDigest) > 0 {
+	if len(b.Dispatch) > 0 {
+		d := sha256.Sum256(b.Dispatch)
+		if len(b.DispatchDigest) > 0 && !bytes.Equal(b.DispatchDigest, d[:]) {
+			return nil, fmt.Errorf("%w: the dispatch digest is not the dispatch attestation's", ErrNoExpectation)
+		}
+		byproducts = append(byproducts, &intoto.ResourceDescriptor{
+			Name:      DispatchByproduct,
+			MediaType: BundleMediaType,
+			Content:   b.Dispatch,
+			Digest:    map[string]string{"sha256": hex.EncodeToString(d[:])},
+		})
+	} else if len(b.DispatchDigest) > 0 {
 		byproducts = append(byproducts, &intoto.ResourceDescriptor{
 			Name:   DispatchByproduct,
 			Digest: map[string]string{"sha256": hex.EncodeToString(b.DispatchDigest)},

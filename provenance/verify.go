@@ -1,7 +1,9 @@
 package provenance
 
 import (
+	"bytes"
 	"crypto"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
@@ -246,6 +248,26 @@ func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, err
 	r.ImageID = claims.ImageID
 	r.pass("evidence", fmt.Sprintf("%s quote over this statement; lifecycle: %s", claims.Kind, lifecycleSummary(claims.Lifecycle)))
 
+	// BuildEnv L2.agent-dispatch: the dispatch attestation the agent signed
+	// at job start, when it rides in the bundle, must verify against the
+	// gate, name this build and come from this environment.
+	if content, digest, present := prov.dispatch(); present && content != nil && r.EnvCert != nil {
+		if d := sha256.Sum256(content); digest != hex.EncodeToString(d[:]) {
+			return r, r.fail("dispatch", fmt.Errorf("%w: content digest sha256:%x, recorded %q", ErrDispatch, d, digest))
+		}
+		buildID, dcert, err := VerifyDispatch(content, opts.TrustedGateRoots)
+		if err != nil {
+			return r, r.fail("dispatch", fmt.Errorf("%w: %w", ErrDispatch, err))
+		}
+		if buildID != prov.buildID {
+			return r, r.fail("dispatch", fmt.Errorf("%w: it is for build %q, the provenance for %q", ErrDispatch, buildID, prov.buildID))
+		}
+		if !bytes.Equal(dcert.EnvKey, r.EnvCert.EnvKey) {
+			return r, r.fail("dispatch", fmt.Errorf("%w: signed in another environment", ErrDispatch))
+		}
+		r.pass("dispatch", "signed at job start by this environment, for this build, before the job's code ran")
+	}
+
 	if r.EnvCert != nil {
 		c := r.EnvCert
 		if prov.startedOn.Before(c.IssuedAt.Add(-clockSkew)) || prov.finishedOn.After(c.NotAfter.Add(clockSkew)) {
@@ -444,6 +466,23 @@ func readProvenance(p *parsedBundle) (*provenanceView, error) {
 		}
 	}
 	return v, nil
+}
+
+// dispatch returns the dispatch-attestation byproduct: its content (nil
+// when only its digest is recorded) and recorded digest. Two of them make
+// the statement malformed, seen as present with no content.
+func (v *provenanceView) dispatch() (content []byte, digest string, present bool) {
+	n := 0
+	for _, b := range v.byproducts {
+		if b := obj(b); str(b["name"]) == DispatchByproduct {
+			content, digest = bytesField(b["content"]), str(obj(b["digest"])["sha256"])
+			n++
+		}
+	}
+	if n > 1 {
+		return []byte{}, "", true
+	}
+	return content, digest, n == 1
 }
 
 // byproduct returns the content of the one byproduct with this name.
