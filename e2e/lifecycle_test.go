@@ -35,7 +35,9 @@ func TestHappyPathJobVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.ExitCode != 0 || !strings.Contains(v.Stdout, "VERIFIED sha256:") {
+	// The dispatch attestation rides in the bundle and is checked
+	// (BuildEnv L2.agent-dispatch).
+	if v.ExitCode != 0 || !strings.Contains(v.Stdout, "VERIFIED sha256:") || !strings.Contains(v.Stdout, "✓ dispatch") {
 		t.Fatalf("attested-verify exit %d:\n%s%s", v.ExitCode, v.Stdout, v.Stderr)
 	}
 	recs := e.audit()
