@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
+	"fmt"
 	"testing"
 
 	"github.com/attested-runner/attested-runner/attest"
@@ -40,7 +41,11 @@ func newSoftAK(t testing.TB) *softAK {
 }
 
 func eccPoint(k *ecdsa.PublicKey) tpm2.ECPoint {
-	return tpm2.ECPoint{XRaw: k.X.FillBytes(make([]byte, 32)), YRaw: k.Y.FillBytes(make([]byte, 32))}
+	b, err := k.Bytes() // 0x04 || X || Y
+	if err != nil || len(b) != 65 {
+		panic(fmt.Sprintf("eccPoint: not a P-256 key: %v", err))
+	}
+	return tpm2.ECPoint{XRaw: b[1:33], YRaw: b[33:]}
 }
 
 // sign returns the TPMT_SIGNATURE (ECDSA, SHA-256) of data.

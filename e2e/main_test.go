@@ -16,6 +16,9 @@
 //   - resilience_test.go: the gate down, GitHub failing, the VM killed, the
 //     gate restarted.
 //   - load_test.go: many agents at once; BenchmarkLoad.
+//   - replicated_test.go: two gates on one PostgreSQL database (one key at
+//     both at once, a gate killed mid-admission, the database restarted
+//     and cut).
 //
 // Rejections are asserted by their specific reason: the gate's error code
 // and its audit record, the verifier's failed check and sentinel error.
@@ -33,6 +36,7 @@ import (
 
 	"github.com/attested-runner/attested-runner/attest/attesttest"
 	"github.com/attested-runner/attested-runner/e2e/harness"
+	"github.com/attested-runner/attested-runner/internal/pgtest"
 	"github.com/attested-runner/attested-runner/jobgate"
 )
 
@@ -70,7 +74,7 @@ func setup(m *testing.M) (int, error) {
 	if bin, err = harness.Build(ctx, repoRoot, dir); err != nil {
 		return 0, err
 	}
-	code := m.Run()
+	code := pgtest.Main(m) // m.Run, then the PostgreSQL cluster stops
 	for _, f := range cleanups {
 		f()
 	}

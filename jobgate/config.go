@@ -2,11 +2,13 @@ package jobgate
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -28,8 +30,12 @@ type Config struct {
 	GateID string `json:"gateId"`
 	// BuilderID is the builder id certified to consumers.
 	BuilderID string `json:"builderId"`
-	// DataDir holds the store (gate.db), readable by the gate only.
+	// DataDir holds the store (gate.db, unless Store names another) and
+	// the admin socket, readable by the gate only.
 	DataDir string `json:"dataDir"`
+	// Store selects the store: absent, bbolt in DataDir/gate.db; with
+	// postgres, a PostgreSQL database that replicas of this gate share.
+	Store *StoreConfig `json:"store,omitempty"`
 	// AdminSocket is the unix socket (mode 0600) through which the gate's
 	// own user reads the audit log while the gate runs (the store is locked
 	// by the running gate). Default <dataDir>/admin.sock.
@@ -46,6 +52,29 @@ type Config struct {
 	Fleet json.RawMessage `json:"fleet,omitempty"`
 
 	dir string // the file's directory: relative paths are resolved against it
+}
+
+// StoreConfig selects the gate's store.
+type StoreConfig struct {
+	Postgres *PostgresConfig `json:"postgres,omitempty"`
+}
+
+// PostgresConfig is the database of a replicated gate (README "Replicated
+// gate (PostgreSQL)").
+type PostgresConfig struct {
+	// DSNFile holds the libpq connection string (mode 0600 or stricter):
+	// where the password goes. One trailing newline is not part of it.
+	DSNFile string `json:"dsnFile,omitempty"`
+	// DSN is the connection string itself, for passwordless setups (peer
+	// or certificate authentication, a password in ~/.pgpass): a DSN
+	// with a password is refused here.
+	DSN string `json:"dsn,omitempty"`
+	// MaxConns bounds the connection pool (default 10).
+	MaxConns int32 `json:"maxConns,omitempty"`
+	// Timeout bounds every store operation, connection and lock wait
+	// (default 10s): with the database unreachable the gate answers
+	// store_unavailable within it.
+	Timeout Duration `json:"timeout,omitempty"`
 }
 
 // TLSConfig names the server certificate and key.
@@ -199,6 +228,9 @@ func (c *Config) resolve(dir string) {
 	abs(&c.AdminSocket)
 	abs(&c.SigningKey)
 	abs(&c.GitHub.PrivateKey)
+	if c.Store != nil && c.Store.Postgres != nil {
+		abs(&c.Store.Postgres.DSNFile)
+	}
 	if c.TLS != nil {
 		abs(&c.TLS.Cert)
 		abs(&c.TLS.Key)
@@ -233,6 +265,15 @@ func (c *Config) Validate() error {
 	need(fleet || len(c.Policy.ReferenceValues) > 0, "policy.referenceValues: at least one file; a gate without reference values would admit anything")
 	need(fleet || len(c.Policy.TrustedAKs) > 0 || len(c.Policy.TrustedAKRoots) > 0, "policy: trustedAKs or trustedAKRoots required; a gate that trusts no attestation key would admit no TPM")
 	need(!fleet || len(c.Policy.ImageSigners) > 0, "policy.imageSigners is required with a fleet: pool images are verified against signed provenance before every launch")
+	if c.Store != nil {
+		if pg := c.Store.Postgres; pg == nil {
+			errs = append(errs, errors.New("store: name a store (postgres), or leave the section out for the embedded one"))
+		} else {
+			need((pg.DSN == "") != (pg.DSNFile == ""), "store.postgres: set exactly one of dsn and dsnFile")
+			need(!DSNHasPassword(pg.DSN), "store.postgres.dsn carries a password: put the DSN in store.postgres.dsnFile (mode 0600) instead")
+			need(pg.MaxConns >= 0, "store.postgres.maxConns must not be negative")
+		}
+	}
 	need(c.Policy.TPMLevel == 0 || c.Policy.TPMLevel == 2 || c.Policy.TPMLevel == 3, "policy.tpmLevel must be 2 or 3")
 	if c.TLS == nil && !loopback(c.Listen) {
 		errs = append(errs, fmt.Errorf("listen %q is not loopback: configure tls (evidence and sealed configs are confidential only in transit under TLS)", c.Listen))
@@ -405,4 +446,53 @@ func NewGitHubRegistryFromConfig(c *Config, observe func(status int)) (*GitHubRe
 		PrivateKey: key, Org: c.GitHub.Org, Repository: c.GitHub.Repository,
 		RunnerGroupID: c.GitHub.RunnerGroupID, WorkFolder: c.GitHub.WorkFolder, Observe: observe,
 	})
+}
+
+// maxDSNFile bounds store.postgres.dsnFile.
+const maxDSNFile = 16 << 10
+
+// PostgresDSN reads the configured DSN (from dsnFile, which must be mode
+// 0600 or stricter).
+func (p *PostgresConfig) PostgresDSN() (string, error) {
+	if p.DSNFile == "" {
+		return p.DSN, nil
+	}
+	b, err := fileio.ReadSecretFile(p.DSNFile, maxDSNFile)
+	if err != nil {
+		return "", fmt.Errorf("store.postgres.dsnFile: %w", err)
+	}
+	dsn := strings.TrimSpace(string(b))
+	if dsn == "" {
+		return "", fmt.Errorf("store.postgres.dsnFile: %s is empty", p.DSNFile)
+	}
+	return dsn, nil
+}
+
+// StoreDescription says which store the configuration selects, for logs
+// (never a password).
+func (c *Config) StoreDescription() string {
+	if c.Store == nil || c.Store.Postgres == nil {
+		return "bbolt " + filepath.Join(c.DataDir, "gate.db")
+	}
+	if c.Store.Postgres.DSNFile != "" {
+		return "postgres (dsnFile " + c.Store.Postgres.DSNFile + ")"
+	}
+	return "postgres " + RedactDSN(c.Store.Postgres.DSN)
+}
+
+// OpenStore opens the store the configuration selects: bbolt in
+// dataDir/gate.db (created with mode 0700 directories), or PostgreSQL.
+func OpenStore(ctx context.Context, c *Config) (Store, error) {
+	if c.Store == nil || c.Store.Postgres == nil {
+		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+			return nil, err
+		}
+		return OpenBoltStore(filepath.Join(c.DataDir, "gate.db"))
+	}
+	pg := c.Store.Postgres
+	dsn, err := pg.PostgresDSN()
+	if err != nil {
+		return nil, err
+	}
+	return OpenPostgresStore(ctx, PostgresOptions{DSN: dsn, MaxConns: pg.MaxConns, Timeout: time.Duration(pg.Timeout)})
 }

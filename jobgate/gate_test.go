@@ -7,11 +7,8 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"io"
 	"net/http"
@@ -25,41 +22,11 @@ import (
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/attest/attesttest"
 	"github.com/attested-runner/attested-runner/e2e/fakegithub"
+	"github.com/attested-runner/attested-runner/internal/fakeclock"
 	"github.com/attested-runner/attested-runner/jobgate"
 	"github.com/attested-runner/attested-runner/jobgate/gateapi"
 	"github.com/attested-runner/attested-runner/provenance"
 )
-
-var (
-	appKeyOnce sync.Once
-	appKey     *rsa.PrivateKey
-	appKeyPEM  []byte
-)
-
-func testAppKey(t testing.TB) (*rsa.PrivateKey, []byte) {
-	appKeyOnce.Do(func() {
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			panic(err)
-		}
-		appKey = k
-		appKeyPEM = pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
-	})
-	return appKey, appKeyPEM
-}
-
-// clock is a settable test clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // harness is a gate (in-process HTTP) in front of a fake GitHub, with a
 // simulated machine whose policy the gate applies.
@@ -72,7 +39,7 @@ type harness struct {
 	store   *jobgate.BoltStore
 	dbPath  string
 	machine *attesttest.Machine
-	clock   *clock
+	clock   *fakeclock.Clock
 	signer  crypto.Signer
 	cfg     *jobgate.Config
 	reg     *jobgate.GitHubRegistry
@@ -84,7 +51,10 @@ type harness struct {
 // fakeGitHub starts the fake GitHub and a registry on it.
 func fakeGitHub(t testing.TB) (*fakegithub.Server, *jobgate.GitHubRegistry) {
 	t.Helper()
-	k, pemKey := testAppKey(t)
+	k, pemKey, err := fakegithub.AppKey()
+	if err != nil {
+		t.Fatal(err)
+	}
 	gh, err := fakegithub.Start(fakegithub.Options{AppID: 1001, AppPublicKey: &k.PublicKey, InstallationID: 2002, Org: "octo-org"})
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +82,7 @@ func newHarnessF(t testing.TB) *harness {
 	gh, reg := fakeGitHub(t)
 	m := attesttest.SimulatedMachine(t)
 	signer, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	h := &harness{t: t, gh: gh, machine: m, clock: &clock{t: time.Now()}, signer: signer, reg: reg,
+	h := &harness{t: t, gh: gh, machine: m, clock: fakeclock.New(time.Now()), signer: signer, reg: reg,
 		dbPath: filepath.Join(t.TempDir(), "gate.db")}
 	h.cfg = &jobgate.Config{
 		Listen: "127.0.0.1:0", GateID: "https://gate.test", BuilderID: "https://gate.test/builder/v1",

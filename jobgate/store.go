@@ -22,6 +22,18 @@ const (
 	StateRemoved RunnerState = "removed"
 )
 
+var runnerStateOrder = map[RunnerState]int{StatePending: 0, StateLive: 1, StateDeregistered: 2, StateRemoved: 2}
+
+// Forward reports whether a runner may move from s to next: pending, live,
+// then deregistered or removed. The two ends share a rank: whichever of
+// the agent's teardown and the gate's reconcile comes second may still say
+// so; nothing ever makes an ended runner live or pending again.
+func (s RunnerState) Forward(next RunnerState) bool {
+	a, okA := runnerStateOrder[s]
+	b, okB := runnerStateOrder[next]
+	return okA && okB && b >= a
+}
+
 // Runner is what the gate remembers of an admitted environment. The key
 // digest is never forgotten: a key is admitted at most once, ever.
 type Runner struct {
@@ -50,9 +62,10 @@ var (
 
 // Store is the gate's durable state: nonces, admitted keys and runners, and
 // the hash-chained audit log. Operations that must be atomic are single
-// methods. The embedded implementation is bbolt (OpenBoltStore); a
-// PostgreSQL implementation for a replicated gate would implement the same
-// interface with row locks and one transaction per method.
+// methods. The embedded implementation is bbolt (OpenBoltStore); the
+// replicated gate's is PostgreSQL (OpenPostgresStore), one transaction per
+// method with the rules enforced by the database. One contract test suite
+// (store_test.go) runs against both.
 type Store interface {
 	// NewNonce issues a fresh nonce valid until expires. Nonces are
 	// stateless until used (see nonce.go): issuing one writes nothing, so
@@ -65,11 +78,14 @@ type Store interface {
 	// transaction; ErrNonce* or ErrKeyAdmitted if either is not possible.
 	// The audit record, if any, is appended in the same transaction.
 	Reserve(ctx context.Context, nonce []byte, now time.Time, r *Runner, audit *AuditRecord) error
-	// Release drops a pending reservation (the mint failed).
+	// Release drops a pending reservation (the mint failed); a runner that
+	// is not pending is never dropped (ErrStateBackward).
 	Release(ctx context.Context, keyDigest string, audit *AuditRecord) error
-	// Activate turns a pending reservation into a live runner.
+	// Activate turns a pending reservation into a live runner
+	// (ErrStateBackward if it is not pending).
 	Activate(ctx context.Context, r *Runner, audit *AuditRecord) error
-	// SetState records a runner's new state.
+	// SetState records a runner's new state; states only move forward
+	// (RunnerState.Forward, else ErrStateBackward).
 	SetState(ctx context.Context, name string, state RunnerState, now time.Time, audit *AuditRecord) error
 	// Runner returns a runner by name (ErrNoRunner).
 	Runner(ctx context.Context, name string) (*Runner, error)

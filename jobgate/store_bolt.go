@@ -122,7 +122,7 @@ func (s *BoltStore) Release(_ context.Context, keyDigest string, audit *AuditRec
 			return err
 		}
 		if r.State != StatePending {
-			return fmt.Errorf("runner %s is %s, not pending", r.Name, r.State)
+			return fmt.Errorf("%w: runner %s is %s, not pending", ErrStateBackward, r.Name, r.State)
 		}
 		if err := tx.Bucket(bucketNames).Delete([]byte(r.Name)); err != nil {
 			return err
@@ -139,7 +139,7 @@ func (s *BoltStore) Activate(_ context.Context, r *Runner, audit *AuditRecord) e
 			return err
 		}
 		if cur.State != StatePending {
-			return fmt.Errorf("runner %s is %s, not pending", cur.Name, cur.State)
+			return fmt.Errorf("%w: runner %s is %s, not pending", ErrStateBackward, cur.Name, cur.State)
 		}
 		rec := *r
 		rec.State = StateLive
@@ -157,6 +157,9 @@ func (s *BoltStore) SetState(_ context.Context, name string, state RunnerState, 
 		r, err := getRunnerByKey(tx, string(digest))
 		if err != nil {
 			return err
+		}
+		if !r.State.Forward(state) {
+			return fmt.Errorf("%w: runner %s is %s, not %s", ErrStateBackward, name, r.State, state)
 		}
 		r.State, r.UpdatedAt = state, now
 		return putRunner(tx, r)

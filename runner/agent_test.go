@@ -7,11 +7,8 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"io"
 	"net/http"
@@ -75,11 +72,6 @@ type world struct {
 	mu        sync.Mutex
 }
 
-var (
-	appOnce sync.Once
-	appKey  *rsa.PrivateKey
-)
-
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	collector, policy := attesttest.SimulatedTPM(t)
@@ -92,14 +84,16 @@ func newWorld(t *testing.T) *world {
 // collector.
 func newWorldB(t testing.TB, policy *attest.Policy) *world {
 	t.Helper()
-	appOnce.Do(func() { appKey, _ = rsa.GenerateKey(rand.Reader, 2048) })
+	appKey, pemKey, err := fakegithub.AppKey()
+	if err != nil {
+		t.Fatal(err)
+	}
 	gh, err := fakegithub.Start(fakegithub.Options{AppID: 7, AppPublicKey: &appKey.PublicKey, InstallationID: 8, Org: "octo-org",
 		Repos: []string{"octo-org/app"}, JobLease: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { gh.Close() })
-	pemKey := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(appKey)})
 	reg, err := jobgate.NewGitHubRegistry(jobgate.GitHubOptions{APIURL: gh.URL() + "/", AppID: 7, InstallationID: 8, PrivateKey: pemKey, Org: "octo-org"})
 	if err != nil {
 		t.Fatal(err)

@@ -39,7 +39,7 @@ else
     [[ -x "bin/$b" ]] || { echo "demo: bin/$b is missing: run make build" >&2; exit 1; }
   done
 fi
-echo "==> building the fake Runner.Listener and the demo into bin/"
-go build -trimpath -o bin/ ./e2e/cmd/fake-runner-listener ./e2e/cmd/demo
+echo "==> building the fake Runner.Listener, the hostile client and the demo into bin/"
+go build -trimpath -o bin/ ./e2e/cmd/fake-runner-listener ./e2e/cmd/hostile-client ./e2e/cmd/demo
 
 exec bin/demo --bin bin "$@"

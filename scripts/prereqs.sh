@@ -4,7 +4,9 @@
 set -euo pipefail
 
 # fdisk, dosfstools and mtools: the GCE disk image test (scripts/image/gce-image.sh).
-pkgs=(gcc libc6-dev libssl-dev swtpm swtpm-tools git make fdisk dosfstools mtools)
+# postgresql: the server binaries for the PostgreSQL store tests (internal/pgtest
+# runs throwaway clusters of its own; the cluster the package may start is unused).
+pkgs=(gcc libc6-dev libssl-dev swtpm swtpm-tools git make fdisk dosfstools mtools postgresql)
 case "${1:-}" in
   "") ;;
   --qemu)

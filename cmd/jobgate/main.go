@@ -37,6 +37,9 @@ Usage:
   jobgate keygen --out FILE           create the gate's signing key (mode 0600)
                                       and print its public key
   jobgate fleet status --config FILE  print the fleet's pools, VMs and jobs
+  jobgate store migrate --from bbolt:PATH --to postgres:DSN|postgres:@DSNFILE
+                                      copy a stopped gate's embedded store into an
+                                      empty PostgreSQL database (a replicated gate)
   jobgate stdio-relay HOST:PORT       the QEMU guestfwd relay (without socat)
   jobgate version
 
@@ -58,6 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"audit":        runAudit,
 		"keygen":       runKeygen,
 		"fleet":        runFleet,
+		"store":        runStore,
 		"stdio-relay":  runStdioRelay,
 	}, args, stdout, stderr)
 }
@@ -94,7 +98,7 @@ key or App key readable by others.
 // gateDeps is everything serve and the other commands build from a config.
 type gateDeps struct {
 	cfg      *jobgate.Config
-	store    *jobgate.BoltStore
+	store    jobgate.Store
 	registry *jobgate.GitHubRegistry
 }
 
@@ -111,12 +115,12 @@ func openDeps(path string, observe func(int)) (*gateDeps, error) {
 	return d, nil
 }
 
-func (d *gateDeps) openStore() error {
+func (d *gateDeps) openStore(ctx context.Context) error {
 	if err := os.MkdirAll(d.cfg.DataDir, 0o700); err != nil {
 		return err
 	}
 	var err error
-	d.store, err = jobgate.OpenBoltStore(filepath.Join(d.cfg.DataDir, "gate.db"))
+	d.store, err = jobgate.OpenStore(ctx, d.cfg)
 	return err
 }
 
@@ -159,7 +163,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := d.openStore(); err != nil {
+	if err := d.openStore(ctx); err != nil {
 		return err
 	}
 	defer d.store.Close()
@@ -199,7 +203,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log.Info("jobgate serving", "addr", ln.Addr().String(), "gate", d.cfg.GateID, "images", len(policy.Reference.Images),
+	log.Info("jobgate serving", "addr", ln.Addr().String(), "gate", d.cfg.GateID, "store", d.cfg.StoreDescription(), "images", len(policy.Reference.Images),
 		"policy", digest[:16], "tls", d.cfg.TLS != nil, "version", version.String("jobgate"))
 	errc := make(chan error, 2)
 	go func() {
@@ -275,8 +279,10 @@ then print the record count and head hash. Compare the head with one you
 exported earlier to detect truncation.
 show: print every record as a JSON line.
 
-While the gate runs it holds the store's lock; the command then asks the
-running gate through its admin socket (<dataDir>/admin.sock, mode 0600).
+While the gate runs it holds the embedded store's lock; the command then
+asks the running gate through its admin socket (<dataDir>/admin.sock, mode
+0600). With a PostgreSQL store it reads the database (the one chain of
+every replica), running gates or not.
 `
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -295,6 +301,14 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if cfg.Store != nil {
+		store, err := jobgate.OpenStore(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		return auditOf(ctx, args[0], store, stdout)
+	}
 	if _, err := os.Stat(cfg.AdminSocketPath()); err == nil {
 		what := "/audit"
 		if args[0] == "verify" {
@@ -311,7 +325,11 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer store.Close()
-	if args[0] == "show" {
+	return auditOf(ctx, args[0], store, stdout)
+}
+
+func auditOf(ctx context.Context, what string, store jobgate.Store, stdout io.Writer) error {
+	if what == "show" {
 		return jobgate.WriteAuditJSONL(ctx, store, stdout)
 	}
 	n, head, err := jobgate.VerifyAudit(ctx, store)

@@ -7,9 +7,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"net"
 	"net/http"
@@ -19,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/attested-runner/attested-runner/attest"
+	"github.com/attested-runner/attested-runner/e2e/fakegithub"
 	"github.com/attested-runner/attested-runner/jobgate"
 )
 
@@ -174,8 +172,10 @@ func writeTestConfig(t *testing.T, dir string) string {
 func TestServeRefusesBadFleet(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "gate.json")
-	appKey, _ := rsa.GenerateKey(rand.Reader, 2048)
-	pemKey := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(appKey)})
+	_, pemKey, err := fakegithub.AppKey()
+	if err != nil {
+		t.Fatal(err)
+	}
 	os.WriteFile(filepath.Join(dir, "app.pem"), pemKey, 0o600)
 	write := func(policy, fleet string) {
 		os.WriteFile(cfg, []byte(`{"listen":"127.0.0.1:0","gateId":"g","builderId":"b","dataDir":"d","signingKey":"k",

@@ -6,30 +6,13 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-github/v62/github"
+
+	"github.com/attested-runner/attested-runner/internal/fakeclock"
 )
-
-// clock is a settable clock for Options.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 func testJob(runID int64, repo string, labels ...string) Job {
 	return Job{
@@ -191,7 +174,7 @@ func TestSessionReleaseAndReconnect(t *testing.T) {
 
 func TestLeaseExpiry(t *testing.T) {
 	// Start at the real time: ghinstallation signs App JWTs with it.
-	clk := &clock{t: time.Now()}
+	clk := fakeclock.New(time.Now())
 	f := startFake(t, func(o *Options) { o.Now = clk.Now; o.JobLease = 5 * time.Second })
 	ctx := context.Background()
 	cfg := mintOrg(t, f, "jit-lost", "attested")
@@ -205,15 +188,15 @@ func TestLeaseExpiry(t *testing.T) {
 	if err != nil || j == nil {
 		t.Fatal(j, err)
 	}
-	clk.Advance(4 * time.Second)
+	clk.Add(4 * time.Second)
 	if err := c.Renew(ctx, j.RequestID); err != nil {
 		t.Fatal(err)
 	}
-	clk.Advance(4 * time.Second)
+	clk.Add(4 * time.Second)
 	if rec, _ := f.srv.JobResult(20); rec.Result != "" {
 		t.Fatalf("renewed job ended: %+v", rec)
 	}
-	clk.Advance(2 * time.Second)
+	clk.Add(2 * time.Second)
 	rec, _ := f.srv.JobResult(20)
 	if rec.Result != ResultFailed || !strings.Contains(rec.Reason, "lost communication") {
 		t.Errorf("lost job: %+v", rec)

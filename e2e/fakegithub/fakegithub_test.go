@@ -5,9 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -30,25 +28,14 @@ const (
 	testInstallationID = 777
 )
 
-var (
-	appKeyOnce sync.Once
-	appKey     *rsa.PrivateKey
-	appKeyPEM  []byte
-)
-
-// testAppKey is the App key of every test: 1024 bits so the package's tests
-// stay fast (GitHub issues 2048-bit App keys).
+// testAppKey is the App key of every test: AppKey, shared by the process.
 func testAppKey(t testing.TB) (*rsa.PrivateKey, []byte) {
 	t.Helper()
-	appKeyOnce.Do(func() {
-		k, err := rsa.GenerateKey(rand.Reader, 1024)
-		if err != nil {
-			panic(err)
-		}
-		appKey = k
-		appKeyPEM = pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
-	})
-	return appKey, appKeyPEM
+	k, pemKey, err := AppKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, pemKey
 }
 
 // fixture is a running fake and a go-github client authenticated as its

@@ -67,6 +67,16 @@ func (s *Server) SetLatency(d time.Duration) {
 	s.latency = d
 }
 
+// SetRequestHook calls h (nil: nothing) with every request's method and
+// path (without /api/v3) as it arrives, before it is handled: a test acts
+// at an exact point of a client's exchange (e.g. kills the gate while its
+// runner is being minted).
+func (s *Server) SetRequestHook(h func(method, path string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requestHook = h
+}
+
 // Down makes every request fail at the connection level (the fake closes
 // the connection without answering: clients see EOF or a reset) until
 // Down(false). Use FailNext for HTTP-level 5xx answers.

@@ -123,6 +123,7 @@ type Server struct {
 	nextAttestation         int64
 	latency                 time.Duration
 	down                    bool
+	requestHook             func(method, path string)
 	requestSeq              int64
 	rate                    map[int64]*rateWindow
 	// The App's webhook (webhooks.go).
@@ -403,10 +404,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.publicURL == "" {
 		s.publicURL = requestBaseURL(r)
 	}
-	down, latency := s.down, s.latency
+	down, latency, hook := s.down, s.latency, s.requestHook
 	s.requestSeq++
 	reqID := s.requestSeq
 	s.mu.Unlock()
+	if hook != nil {
+		hook(r.Method, strings.TrimPrefix(r.URL.Path, "/api/v3"))
+	}
 
 	if down {
 		if hj, ok := w.(http.Hijacker); ok {

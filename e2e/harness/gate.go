@@ -33,6 +33,8 @@ type GateOptions struct {
 	// Labels every runner gets (default self-hosted, attested).
 	Labels        []string
 	AllowedLabels []string
+	// Store selects the store (nil: bbolt in the gate's data directory).
+	Store *jobgate.StoreConfig
 }
 
 // Gate is jobgate running as a process (`jobgate serve`), on a fixed
@@ -99,12 +101,52 @@ func NewGate(ctx context.Context, bin *Binaries, dir string, gh *GitHub, o GateO
 			ReferenceValues: o.ReferenceValues, TrustedAKs: o.TrustedAKs, AllowedLabels: o.AllowedLabels,
 			AllowSoftwareTPMUnsafe: true,
 		},
-		TTL: o.TTL,
+		TTL:   o.TTL,
+		Store: o.Store,
 	}
 	if err := g.writeConfig(); err != nil {
 		return nil, err
 	}
 	return g, nil
+}
+
+// Replica prepares another gate in dir on g's store (which must be one
+// that several gates share: PostgreSQL), configuration and signing key (a
+// replicated gate is one gate to agents and consumers: they pin one key),
+// on a port of its own. It does not start it.
+func (g *Gate) Replica(dir string) (*Gate, error) {
+	if g.cfg.Store == nil || g.cfg.Store.Postgres == nil {
+		return nil, errors.New("gate replica: only a PostgreSQL store is shared")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	addr, err := freeLoopbackAddr()
+	if err != nil {
+		return nil, err
+	}
+	r := &Gate{Dir: dir, ConfigPath: filepath.Join(dir, "config.json"), KeyPath: g.KeyPath,
+		PublicKeyPath: g.PublicKeyPath, LogPath: filepath.Join(dir, "gate.log"), URL: "http://" + addr, bin: g.bin}
+	r.cfg = g.cfg
+	r.cfg.Listen = addr
+	r.cfg.DataDir = filepath.Join(dir, "data")
+	if err := r.writeConfig(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Kill ends the gate with SIGKILL (a crash: no shutdown, nothing flushed)
+// and waits until it is gone.
+func (g *Gate) Kill() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cmd == nil {
+		return
+	}
+	syscall.Kill(-g.cmd.Process.Pid, syscall.SIGKILL)
+	<-g.done
+	g.cmd = nil
 }
 
 func (g *Gate) writeConfig() error {

@@ -1,15 +1,12 @@
 package harness
 
 import (
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
 	"github.com/attested-runner/attested-runner/internal/fileio"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/attested-runner/attested-runner/e2e/fakegithub"
@@ -38,19 +35,6 @@ type GitHub struct {
 	AppKeyPath string
 }
 
-var (
-	appKeyOnce sync.Once
-	appKey     *rsa.PrivateKey
-	appKeyErr  error
-)
-
-// sharedAppKey is one App key per process: RSA-2048 generation is slow and
-// the key is a test fixture.
-func sharedAppKey() (*rsa.PrivateKey, error) {
-	appKeyOnce.Do(func() { appKey, appKeyErr = rsa.GenerateKey(rand.Reader, 2048) })
-	return appKey, appKeyErr
-}
-
 // StartGitHub starts a fake GitHub and writes its App key into dir.
 func StartGitHub(dir string, o GitHubOptions) (*GitHub, error) {
 	if o.Org == "" {
@@ -62,7 +46,7 @@ func StartGitHub(dir string, o GitHubOptions) (*GitHub, error) {
 	if o.JobLease == 0 {
 		o.JobLease = 3 * time.Second
 	}
-	key, err := sharedAppKey()
+	key, _, err := fakegithub.AppKey()
 	if err != nil {
 		return nil, err
 	}

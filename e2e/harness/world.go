@@ -11,6 +11,7 @@ import (
 
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/internal/fileio"
+	"github.com/attested-runner/attested-runner/jobgate"
 )
 
 // WorldOptions configure a World.
@@ -44,6 +45,8 @@ type World struct {
 	// the proxy unless told otherwise.
 	Gate  *Gate
 	Proxy *Proxy
+	// Replicas are the gates started by StartReplica, on Gate's store.
+	Replicas []*Gate
 	// RunnerRoot is the world's directory on tmpfs (/dev/shm), where the
 	// agents' runner directories live; removed by Close.
 	RunnerRoot string
@@ -160,6 +163,34 @@ func (w *World) StartGate(ctx context.Context, o GateOptions, enrolled ...*Machi
 	return g, nil
 }
 
+// StartReplica starts another gate on the world's gate's store (see
+// Gate.Replica), in Dir/gate-N, its configuration changed by edit (if not
+// nil: e.g. another path to the database). Agents reach it at its own URL.
+func (w *World) StartReplica(ctx context.Context, edit func(*jobgate.Config)) (*Gate, error) {
+	if w.Gate == nil {
+		return nil, errors.New("world: no gate started")
+	}
+	w.mu.Lock()
+	dir := filepath.Join(w.Dir, fmt.Sprintf("gate-%d", len(w.Replicas)+2))
+	w.mu.Unlock()
+	r, err := w.Gate.Replica(dir)
+	if err != nil {
+		return nil, err
+	}
+	if edit != nil {
+		if err := r.Reconfigure(ctx, edit); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.Start(ctx); err != nil {
+		return nil, err
+	}
+	w.mu.Lock()
+	w.Replicas = append(w.Replicas, r)
+	w.mu.Unlock()
+	return r, nil
+}
+
 // StartAgent starts an agent (see harness.StartAgent); GateURL defaults to
 // the proxy in front of the world's gate. Agents get their own directory
 // under Dir/agents.
@@ -227,6 +258,12 @@ func (w *World) Close() {
 	}
 	if w.Gate != nil {
 		w.Gate.Stop()
+	}
+	w.mu.Lock()
+	replicas := w.Replicas
+	w.mu.Unlock()
+	for _, r := range replicas {
+		r.Stop()
 	}
 	w.mu.Lock()
 	ms := w.machines

@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,12 +13,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/attested-runner/attested-runner/e2e/fakegithub"
+	"github.com/attested-runner/attested-runner/e2e/harness"
 	"github.com/attested-runner/attested-runner/internal/qemutest"
 	"github.com/attested-runner/attested-runner/jobgate"
 	"github.com/attested-runner/attested-runner/jobgate/fleet"
@@ -40,24 +38,7 @@ type fleetGate struct {
 	secret   []byte
 	cmd      *exec.Cmd
 	exited   chan struct{}
-	log      *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	log      *harness.LogBuffer
 }
 
 func freePort(t *testing.T) int {
@@ -75,7 +56,7 @@ func freePort(t *testing.T) int {
 // warm VMs and "warm" with one) and starts the gate binary.
 func startFleetGate(t *testing.T, f *fixture) *fleetGate {
 	t.Helper()
-	appKey := testAppKey()
+	appKey := testAppKey(t)
 	gh, err := fakegithub.New(fakegithub.Options{
 		AppID: 7, AppPublicKey: &appKey.PublicKey, InstallationID: 8, Org: org, Repos: []string{repo},
 		JobLease: 30 * time.Second, PublicURL: fmt.Sprintf("http://%s:%d", guestHost, guestGitHubPort),
@@ -83,22 +64,9 @@ func startFleetGate(t *testing.T, f *fixture) *fleetGate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &fleetGate{t: t, gh: gh, ghAddr: serve(t, gh), log: &lockedBuffer{}, secret: []byte("fleet-webhook-secret-0123456789")}
+	g := &fleetGate{t: t, gh: gh, ghAddr: serve(t, gh), log: &harness.LogBuffer{}, secret: []byte("fleet-webhook-secret-0123456789")}
 	dir := t.TempDir()
-	write := func(name string, b []byte, mode os.FileMode) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, mode); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	write("app.pem", pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(appKey)}), 0o600)
-	priv, _ := testGateKey(t)
-	signing, err := os.ReadFile(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	write("signing.pem", signing, 0o600)
+	write := gateFiles(t, dir)
 	write("webhook-secret", append(g.secret, '\n'), 0o600)
 	write("image.sigstore.json", f.imageProvenance, 0o644)
 	write("image-signer.pem", f.imageSigner, 0o644)

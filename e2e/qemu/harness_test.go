@@ -5,9 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -215,20 +213,14 @@ type world struct {
 	policy  *attest.Policy
 }
 
-var (
-	appKeyOnce sync.Once
-	appKey     *rsa.PrivateKey
-)
-
 // testAppKey is the GitHub App key of every fake GitHub in this package.
-func testAppKey() *rsa.PrivateKey {
-	appKeyOnce.Do(func() {
-		var err error
-		if appKey, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
-			panic(err)
-		}
-	})
-	return appKey
+func testAppKey(t *testing.T) *rsa.PrivateKey {
+	t.Helper()
+	k, _, err := fakegithub.AppKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
 
 // gateSpec is what differs between the gates of the tests.
@@ -248,7 +240,7 @@ type gateSpec struct {
 // way `jobgate serve` builds it.
 func newWorld(t *testing.T, m *machine, spec gateSpec) *world {
 	t.Helper()
-	appKey := testAppKey()
+	appKey := testAppKey(t)
 	gh, err := fakegithub.New(fakegithub.Options{
 		AppID: 7, AppPublicKey: &appKey.PublicKey, InstallationID: 8, Org: org, Repos: []string{repo},
 		JobLease:  30 * time.Second,
@@ -260,20 +252,7 @@ func newWorld(t *testing.T, m *machine, spec gateSpec) *world {
 	ghAddr := serve(t, gh)
 
 	dir := t.TempDir()
-	write := func(name string, b []byte, mode os.FileMode) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, mode); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	write("app.pem", pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(appKey)}), 0o600)
-	privPath, _ := testGateKey(t)
-	signingKey, err := os.ReadFile(privPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	write("signing.pem", signingKey, 0o600)
+	write := gateFiles(t, dir)
 	policyCfg := map[string]any{
 		"trustedAKs": []string{"ak.pem"},
 		// A QEMU -kernel boot: OVMF measures the kernel before
@@ -625,4 +604,29 @@ func parseExports(b []byte) (map[string][]byte, error) {
 		return nil, errors.New("/dev/ttyS1: export " + name + " not terminated")
 	}
 	return out, nil
+}
+
+// gateFiles writes a gate's App key (app.pem, fakegithub.AppKey) and signing key
+// (signing.pem) into dir and returns a writer of further files there.
+func gateFiles(t *testing.T, dir string) func(name string, b []byte, mode os.FileMode) string {
+	t.Helper()
+	write := func(name string, b []byte, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	_, appPEM, err := fakegithub.AppKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("app.pem", appPEM, 0o600)
+	priv, _ := testGateKey(t)
+	signing, err := os.ReadFile(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("signing.pem", signing, 0o600)
+	return write
 }

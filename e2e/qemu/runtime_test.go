@@ -119,6 +119,11 @@ func TestRuntimeImage(t *testing.T) {
 	base := f.files
 	t.Logf("image size: initrd %.1f MiB compressed (the fake-runner image: %.1f MiB), kernel %.1f MiB",
 		float64(len(files.Initrd))/(1<<20), float64(len(base.Initrd))/(1<<20), float64(len(files.Kernel))/(1<<20))
+	// The initramfs is unpacked into RAM and stays there: the runtime's
+	// added RAM is the difference of the unpacked sizes.
+	withRuntime, without := unpackedSize(t, files.Initrd), unpackedSize(t, base.Initrd)
+	t.Logf("RAM held by the unpacked initramfs: %.1f MiB (the fake-runner image: %.1f MiB): the runtime adds %.1f MiB",
+		float64(withRuntime)/(1<<20), float64(without)/(1<<20), float64(withRuntime-without)/(1<<20))
 	var manifest struct {
 		Agent struct {
 			Runner  map[string]any   `json:"runner"`
@@ -159,6 +164,7 @@ done; echo "elf-check: $n ELF files resolve all their libraries"; test "$n" -gt 
 		return fakegithub.Step{Name: name, Run: "echo '== " + name + "' >>/tmp/checks.txt\n( set -e\n" + script + "\n) >>/tmp/checks.txt 2>&1 || echo 'CHECK FAILED: " + name + "' >>/tmp/checks.txt"}
 	}
 	job.Steps = append([]fakegithub.Step{
+		check("memory", `grep -E '^(MemTotal|MemAvailable):' /proc/meminfo || true`),
 		check("runtime probe", "LTTNG_UST_REGISTER_TIMEOUT=0 /opt/attested-runner/runtime-probe && /runner/externals/probe/icu-probe"),
 		check("every ELF file resolves its libraries", elfCheck),
 		check("git, tar, gzip, CA certificates", `git --version && git init -q g && git -C g -c user.email=ci@example.com -c user.name=ci commit -q --allow-empty -m first && git -C g log --oneline | grep -q first && tar --version | head -1 && gzip --version | head -1 && test -s /etc/ssl/certs/ca-certificates.crt && grep -c 'BEGIN CERTIFICATE' /etc/ssl/certs/ca-certificates.crt`),
@@ -237,4 +243,31 @@ func lastLines(out string, subs ...string) string {
 		}
 	}
 	return strings.Join(keep, "; ")
+}
+
+// unpackedSize is the size of an initramfs once decompressed (gzip or
+// zstd, by its magic; a plain newc cpio as it is), which is what the kernel unpacks into RAM.
+func unpackedSize(t *testing.T, initrd []byte) int64 {
+	t.Helper()
+	if bytes.HasPrefix(initrd, []byte("070701")) {
+		return int64(len(initrd))
+	}
+	tool := "gzip"
+	if bytes.HasPrefix(initrd, []byte{0x28, 0xb5, 0x2f, 0xfd}) {
+		tool = "zstd"
+	}
+	cmd := exec.Command(tool, "-dc")
+	cmd.Stdin = bytes.NewReader(initrd)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s -dc: %v", tool, err)
+	}
+	n, err := io.Copy(io.Discard, out)
+	if werr := cmd.Wait(); err != nil || werr != nil {
+		t.Fatalf("%s -dc: %v %v", tool, err, werr)
+	}
+	return n
 }

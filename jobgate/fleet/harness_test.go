@@ -6,11 +6,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"io"
 	"net/http"
@@ -25,6 +23,7 @@ import (
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/attest/attesttest"
 	"github.com/attested-runner/attested-runner/e2e/fakegithub"
+	"github.com/attested-runner/attested-runner/internal/fakeclock"
 	"github.com/attested-runner/attested-runner/jobgate"
 	"github.com/attested-runner/attested-runner/jobgate/gateapi"
 	"github.com/attested-runner/attested-runner/provenance"
@@ -43,31 +42,6 @@ const (
 )
 
 var testSecret = []byte("webhook-secret-0123456789")
-
-var (
-	appKeyOnce sync.Once
-	appKey     *rsa.PrivateKey
-)
-
-// testAppKey is the GitHub App key of every test (RSA 2048 takes a while
-// to generate, under -race much longer).
-func testAppKey() *rsa.PrivateKey {
-	appKeyOnce.Do(func() { appKey, _ = rsa.GenerateKey(rand.Reader, 2048) })
-	return appKey
-}
-
-// clock is the test's time, shared by the gate and the fleet.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // memProvider runs "VMs" in memory; with tpms set each has a swtpm whose
 // AK it reports, as the qemu provider does.
@@ -250,10 +224,10 @@ func newImage(t testing.TB, rv *attest.ReferenceValues) *image {
 type world struct {
 	t     *testing.T
 	ctx   context.Context
-	clock *clock
+	clock *fakeclock.Clock
 	gh    *fakegithub.Server
 	reg   *jobgate.GitHubRegistry
-	store *jobgate.BoltStore
+	store jobgate.Store
 	// faults is the store the gate (and so the fleet) uses: store, with
 	// the faults a test sets.
 	faults *faultyStore
@@ -271,13 +245,19 @@ type worldOpts struct {
 	pool func(*PoolConfig)
 	// noRecovery turns off recovering missed deliveries.
 	noRecovery bool
+	// store opens the gate's store (default: bbolt in a temporary
+	// directory).
+	store func(t *testing.T) jobgate.Store
 }
 
 func newWorld(t *testing.T, o worldOpts) *world {
 	t.Helper()
 	ctx := context.Background()
-	w := &world{t: t, ctx: ctx, clock: &clock{t: time.Now().UTC().Truncate(time.Second)}, runID: 100}
-	appKey := testAppKey()
+	w := &world{t: t, ctx: ctx, clock: fakeclock.New(time.Now().UTC().Truncate(time.Second)), runID: 100}
+	appKey, pemKey, err := fakegithub.AppKey()
+	if err != nil {
+		t.Fatal(err)
+	}
 	gh, err := fakegithub.Start(fakegithub.Options{AppID: testAppID, AppPublicKey: &appKey.PublicKey, InstallationID: testInstallation,
 		Org: testOrg, Repos: []string{testRepo}, JobLease: 2 * time.Second})
 	if err != nil {
@@ -285,7 +265,6 @@ func newWorld(t *testing.T, o worldOpts) *world {
 	}
 	t.Cleanup(func() { gh.Close() })
 	w.gh = gh
-	pemKey := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(appKey)})
 	w.reg, err = jobgate.NewGitHubRegistry(jobgate.GitHubOptions{APIURL: gh.URL() + "/", AppID: testAppID, InstallationID: testInstallation,
 		PrivateKey: pemKey, Org: testOrg, MaxRateLimit: time.Second})
 	if err != nil {
@@ -305,12 +284,17 @@ func newWorld(t *testing.T, o worldOpts) *world {
 	if err := w.cfg.validate(); err != nil {
 		t.Fatal(err)
 	}
-	w.store, err = jobgate.OpenBoltStore(filepath.Join(t.TempDir(), "gate.db"))
-	if err != nil {
-		t.Fatal(err)
+	if o.store != nil {
+		w.store = o.store(t)
+	} else {
+		bolt, err := jobgate.OpenBoltStore(filepath.Join(t.TempDir(), "gate.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { bolt.Close() })
+		w.store = bolt
 	}
-	t.Cleanup(func() { w.store.Close() })
-	w.faults = &faultyStore{BoltStore: w.store}
+	w.faults = &faultyStore{Store: w.store}
 	signer, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	w.gate, err = jobgate.New(jobgate.Options{
 		Config: &jobgate.Config{GateID: "https://gate.test", BuilderID: "https://gate.test/builder/v1",
@@ -526,7 +510,7 @@ func rejectedCode(err error) string {
 // faultyStore is the gate's store with chosen operations failing (a full
 // disk, a lost database).
 type faultyStore struct {
-	*jobgate.BoltStore
+	jobgate.Store
 	mu sync.Mutex
 	// putVM, if set, decides whether PutVM of this VM fails.
 	putVM                func(*jobgate.VM) error
@@ -548,7 +532,7 @@ func (f *faultyStore) PutVM(ctx context.Context, vm *jobgate.VM, a *jobgate.Audi
 			return err
 		}
 	}
-	return f.BoltStore.PutVM(ctx, vm, a)
+	return f.Store.PutVM(ctx, vm, a)
 }
 
 func (f *faultyStore) PutJob(ctx context.Context, j *jobgate.QueuedJob) error {
@@ -558,7 +542,7 @@ func (f *faultyStore) PutJob(ctx context.Context, j *jobgate.QueuedJob) error {
 	if err != nil {
 		return err
 	}
-	return f.BoltStore.PutJob(ctx, j)
+	return f.Store.PutJob(ctx, j)
 }
 
 func (f *faultyStore) DeliverySeen(ctx context.Context, id string) (bool, error) {
@@ -568,5 +552,5 @@ func (f *faultyStore) DeliverySeen(ctx context.Context, id string) (bool, error)
 	if err != nil {
 		return false, err
 	}
-	return f.BoltStore.DeliverySeen(ctx, id)
+	return f.Store.DeliverySeen(ctx, id)
 }
