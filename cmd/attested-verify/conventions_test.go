@@ -9,7 +9,10 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -375,4 +378,35 @@ func FuzzSplitBundles(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestArtifactFromGitHubUsage: --from-github's contradictions are usage
+// errors, and an unreachable or refusing API is "not verified", never a
+// pass.
+func TestArtifactFromGitHubUsage(t *testing.T) {
+	t.Setenv("GH_TOKEN", "")
+	t.Setenv("GITHUB_TOKEN", "")
+	f := newFixture(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer good" {
+			w.WriteHeader(http.StatusUnauthorized)
+			w.Write([]byte(`{"message":"Bad credentials"}`))
+			return
+		}
+		w.Write([]byte(`{"attestations":[]}`))
+	}))
+	defer srv.Close()
+	base := []string{"artifact", f.artifact, "--gate-key", f.root, "--insecure-allow-software-tpm", "--repo", "octo-org/app"}
+	runCases(t, base, []cliCase{
+		{"--bundle and --from-github", []string{"--from-github", "--bundle", f.bundle}, 2, []string{"exclude each other"}, nil},
+		{"--api-url without --from-github", []string{"--api-url", srv.URL}, 2, []string{"only used with --from-github"}, nil},
+		{"--api-url not http", []string{"--from-github", "--api-url", "file:///etc"}, 2, []string{"not an http(s) URL"}, nil},
+		{"refused token", []string{"--from-github", "--api-url", srv.URL}, 1, []string{"NOT VERIFIED", "401"}, []string{"VERIFIED sha256"}},
+	})
+	cmd := exec.Command(binary, append(base, "--from-github", "--api-url", srv.URL)...)
+	cmd.Env = append(os.Environ(), "GH_TOKEN=good")
+	out, _ := cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "no attestation") {
+		t.Errorf("no attestation: exit %d:\n%s", cmd.ProcessState.ExitCode(), out)
+	}
 }
