@@ -30,7 +30,7 @@ import (
 type built struct {
 	dir                      string
 	artifact, bundle, roots  string
-	repo, runID              string
+	repo, runID, server      string
 	rootKeys                 []crypto.PublicKey
 	artifactSHA, tamperedSHA []byte
 	tampered                 string // a copy of the artifact with one byte changed
@@ -80,7 +80,7 @@ func buildRelease(t *testing.T) (*built, error) {
 		return nil, err
 	}
 	art, bundle := artifactOf(e, a)
-	b := &built{dir: dir, repo: e.repo(), runID: "900",
+	b := &built{dir: dir, repo: e.repo(), runID: "900", server: e.GitHub.URL(),
 		artifact: filepath.Join(dir, "app.tar.gz"), bundle: filepath.Join(dir, "app.tar.gz.sigstore.json"),
 		roots: filepath.Join(dir, "gate-roots.pem"), tampered: filepath.Join(dir, "app-tampered.tar.gz")}
 	for from, to := range map[string]string{art: b.artifact, bundle: b.bundle, roots: b.roots} {
@@ -106,7 +106,7 @@ func buildRelease(t *testing.T) (*built, error) {
 	}
 	// Positive control: the genuine release verifies, with every
 	// expectation the attacks below break.
-	v, err := bin.VerifyArtifact(e.ctx, harness.VerifyOptions{Artifact: b.artifact, TrustedRoot: b.roots, Repo: b.repo, RunID: b.runID})
+	v, err := bin.VerifyArtifact(e.ctx, harness.VerifyOptions{Artifact: b.artifact, GateKey: b.roots, Hostname: b.server, Repo: b.repo, RunID: b.runID})
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +149,7 @@ func requireVerifyRejected(t *testing.T, o harness.VerifyOptions, digest []byte,
 	if err != nil {
 		t.Fatal(err)
 	}
-	roots, _ := provenance.LoadTrustedRoots(o.TrustedRoot)
+	roots, _ := provenance.LoadTrustedRoots(o.GateKey)
 	_, err = provenance.Verify(raw, digest, provenance.VerifyOptions{ExpectedRepository: o.Repo, ExpectedRunID: o.RunID,
 		TrustedGateRoots: roots, AllowSoftwareTPMInsecure: true})
 	if !errors.Is(err, sentinel) {
@@ -161,7 +161,7 @@ func requireVerifyRejected(t *testing.T, o harness.VerifyOptions, digest []byte,
 // another artifact (a modified copy): its digest is no subject.
 func TestBundleSubjectSwappedRejected(t *testing.T) {
 	r := genuineRelease(t)
-	requireVerifyRejected(t, harness.VerifyOptions{Artifact: r.tampered, Bundle: r.bundle, TrustedRoot: r.roots, Repo: r.repo},
+	requireVerifyRejected(t, harness.VerifyOptions{Artifact: r.tampered, Bundle: r.bundle, GateKey: r.roots, Hostname: r.server, Repo: r.repo},
 		r.tamperedSHA, "subject", provenance.ErrSubjectMismatch)
 }
 
@@ -175,7 +175,7 @@ func TestBundleStatementEditedRejected(t *testing.T) {
 		subj := st["subject"].([]any)[0].(map[string]any)
 		subj["digest"].(map[string]any)["sha256"] = hex.EncodeToString(r.tamperedSHA)
 	})
-	requireVerifyRejected(t, harness.VerifyOptions{Artifact: r.tampered, Bundle: edited, TrustedRoot: r.roots, Repo: r.repo},
+	requireVerifyRejected(t, harness.VerifyOptions{Artifact: r.tampered, Bundle: edited, GateKey: r.roots, Hostname: r.server, Repo: r.repo},
 		r.tamperedSHA, "signature", provenance.ErrSignature)
 }
 
@@ -183,7 +183,7 @@ func TestBundleStatementEditedRejected(t *testing.T) {
 // octo-org/app presented as the build of another repository.
 func TestBundleFromRepoAVerifiedAsRepoBRejected(t *testing.T) {
 	r := genuineRelease(t)
-	requireVerifyRejected(t, harness.VerifyOptions{Artifact: r.artifact, TrustedRoot: r.roots, Repo: "octo-org/payments"},
+	requireVerifyRejected(t, harness.VerifyOptions{Artifact: r.artifact, GateKey: r.roots, Hostname: r.server, Repo: "octo-org/payments"},
 		r.artifactSHA, "repository", provenance.ErrRepositoryMismatch)
 }
 
@@ -191,7 +191,7 @@ func TestBundleFromRepoAVerifiedAsRepoBRejected(t *testing.T) {
 // presented for run 901 of the same repository.
 func TestBundleReplayedForAnotherRunRejected(t *testing.T) {
 	r := genuineRelease(t)
-	requireVerifyRejected(t, harness.VerifyOptions{Artifact: r.artifact, TrustedRoot: r.roots, Repo: r.repo, RunID: "901"},
+	requireVerifyRejected(t, harness.VerifyOptions{Artifact: r.artifact, GateKey: r.roots, Hostname: r.server, Repo: r.repo, RunID: "901"},
 		r.artifactSHA, "run", provenance.ErrRunMismatch)
 }
 
@@ -223,7 +223,7 @@ func TestBundleSignedByUnadmittedKeyRejected(t *testing.T) {
 	if err := os.WriteFile(path, forged, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	requireVerifyRejected(t, harness.VerifyOptions{Artifact: r.tampered, Bundle: path, TrustedRoot: r.roots, Repo: r.repo},
+	requireVerifyRejected(t, harness.VerifyOptions{Artifact: r.tampered, Bundle: path, GateKey: r.roots, Hostname: r.server, Repo: r.repo},
 		r.tamperedSHA, "signature", provenance.ErrSignature)
 }
 

@@ -172,7 +172,7 @@ func TestHostileJobCannotUseTheAgentAsDeputy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := bin.VerifyArtifact(e.ctx, harness.VerifyOptions{Artifact: art, TrustedRoot: roots, Repo: e.repo(), RunID: "901"})
+	v, err := bin.VerifyArtifact(e.ctx, harness.VerifyOptions{Artifact: art, GateKey: roots, Repo: e.repo(), Hostname: e.GitHub.URL(), RunID: "901"})
 	if err != nil || v.ExitCode != 0 {
 		t.Fatalf("the genuine bundle does not verify: %v\n%s%s", err, v.Stdout, v.Stderr)
 	}
@@ -378,7 +378,7 @@ func TestForgedActionInputsIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := bin.VerifyArtifact(e.ctx, harness.VerifyOptions{Artifact: art, TrustedRoot: roots, Repo: e.repo(), RunID: "904", JSON: true})
+	v, err := bin.VerifyArtifact(e.ctx, harness.VerifyOptions{Artifact: art, GateKey: roots, Repo: e.repo(), Hostname: e.GitHub.URL(), RunID: "904", JSON: true})
 	if err != nil || v.ExitCode != 0 {
 		t.Fatalf("verify: %v\n%s%s", err, v.Stdout, v.Stderr)
 	}

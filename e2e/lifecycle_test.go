@@ -31,11 +31,13 @@ func TestHappyPathJobVerifies(t *testing.T) {
 		t.Fatal(err)
 	}
 	art, _ := artifactOf(e, a)
-	v, err := bin.VerifyArtifact(e.ctx, harness.VerifyOptions{Artifact: art, TrustedRoot: roots, Repo: e.repo(), RunID: "101"})
+	v, err := bin.VerifyArtifact(e.ctx, harness.VerifyOptions{Artifact: art, GateKey: roots, Repo: e.repo(), Hostname: e.GitHub.URL(), RunID: "101"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.ExitCode != 0 || !strings.Contains(v.Stdout, "VERIFIED sha256:") {
+	// The dispatch attestation rides in the bundle and is checked
+	// (BuildEnv L2.agent-dispatch).
+	if v.ExitCode != 0 || !strings.Contains(v.Stdout, "VERIFIED sha256:") || !strings.Contains(v.Stdout, "✓ dispatch") {
 		t.Fatalf("attested-verify exit %d:\n%s%s", v.ExitCode, v.Stdout, v.Stderr)
 	}
 	recs := e.audit()

@@ -222,7 +222,7 @@ func TestGateRestartedMidFlowForgetsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	art, _ := artifactOf(e, a)
-	v, err := bin.VerifyArtifact(e.ctx, harness.VerifyOptions{Artifact: art, TrustedRoot: roots, Repo: e.repo(), RunID: "901"})
+	v, err := bin.VerifyArtifact(e.ctx, harness.VerifyOptions{Artifact: art, GateKey: roots, Repo: e.repo(), Hostname: e.GitHub.URL(), RunID: "901"})
 	if err != nil || v.ExitCode != 0 {
 		t.Fatalf("verify: %v\n%s%s", err, v.Stdout, v.Stderr)
 	}

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/attested-runner/attested-runner/provenance"
 )
 
 // LoadSigningKey reads the gate's environment-certificate key: a PEM EC
@@ -21,25 +23,9 @@ func LoadSigningKey(path string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signing key: %w", err)
 	}
-	block, _ := pem.Decode(b)
-	if block == nil {
-		return nil, fmt.Errorf("signing key %s: no PEM block", path)
-	}
-	var key any
-	switch block.Type {
-	case "PRIVATE KEY":
-		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	case "EC PRIVATE KEY":
-		key, err = x509.ParseECPrivateKey(block.Bytes)
-	default:
-		return nil, fmt.Errorf("signing key %s: PEM type %q, want PRIVATE KEY or EC PRIVATE KEY", path, block.Type)
-	}
+	k, err := provenance.ParseSigningKey(b)
 	if err != nil {
 		return nil, fmt.Errorf("signing key %s: %w", path, err)
-	}
-	k, ok := key.(*ecdsa.PrivateKey)
-	if !ok || k.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("signing key %s: want ECDSA P-256, got %T", path, key)
 	}
 	return k, nil
 }

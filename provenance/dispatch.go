@@ -148,7 +148,7 @@ func VerifyDispatch(raw []byte, trustedGates []crypto.PublicKey) (string, *EnvCe
 	if err != nil || len(sd) != 32 {
 		return "", nil, fmt.Errorf("%w: subject digest", ErrMalformed)
 	}
-	if err := p.verifySignature(envKey, sd); err != nil {
+	if _, err := p.verifySignature(envKey, sd); err != nil {
 		return "", nil, err
 	}
 	buildID := str(subj["name"])

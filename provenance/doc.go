@@ -21,7 +21,8 @@
 // in a separate SCAI statement, so one bundle per artifact is self-contained
 // for offline verification: the environment certificate (the gate's
 // verdict) and a response-time quote. The quote's challenge is the SHA-256
-// of the statement without that byproduct, canonicalized (canonical.go); it
+// of the statement without that byproduct in RFC 8785 canonical JSON
+// (canonical.go, docs/build-type.md); it
 // binds inputs and outputs to the hardware state at signing time and
 // cannot be replayed onto another statement (seed: response-time
 // attestation).

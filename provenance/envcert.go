@@ -195,7 +195,7 @@ func verifyEnvCert(raw []byte, trustedGates []crypto.PublicKey) (*EnvCertificate
 	var verr error
 	ok := false
 	for _, gk := range trustedGates {
-		if verr = p.verifySignature(gk, keyDigest); verr == nil {
+		if _, verr = p.verifySignature(gk, keyDigest); verr == nil {
 			ok = true
 			break
 		}

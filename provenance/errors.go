@@ -54,6 +54,26 @@ var (
 	ErrCommitMismatch     = errors.New("built from another commit")
 	ErrRunMismatch        = errors.New("built by another workflow run")
 	ErrBuilderMismatch    = errors.New("built by another builder")
+	// ErrOwnerMismatch: the repository belongs to another owner
+	// (ExpectedOwner, gh's --owner).
+	ErrOwnerMismatch = errors.New("built from a repository of another owner")
+	// ErrDispatch: the dispatch attestation in the bundle does not verify,
+	// or is for another build or environment.
+	ErrDispatch = errors.New("dispatch attestation rejected")
+	// ErrServerMismatch: the job ran on another GitHub server than the
+	// expected one (gh's --hostname).
+	ErrServerMismatch = errors.New("built on another GitHub server")
+	// ErrCertificateKey (with ErrSignature): a keyless bundle's certificate
+	// is for another key than the certified environment key.
+	ErrCertificateKey = errors.New("the bundle's certificate is not for the environment key")
+	// ErrSigstore (with ErrSignature): the certificate chain, transparency
+	// log entry, timestamps or issuer do not verify against the trusted
+	// Sigstore material.
+	ErrSigstore = errors.New("sigstore verification failed")
+	// ErrCertificateIdentity: the certificate's workflow identity
+	// (repository, commit, ref, workflow, run, runner environment) is not
+	// the job the agent recorded.
+	ErrCertificateIdentity = errors.New("certificate identity is not the recorded job")
 	// ErrUntrustedImage: runner-image provenance not signed by a trusted
 	// image key.
 	ErrUntrustedImage = errors.New("image provenance not signed by a trusted image key")

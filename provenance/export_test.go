@@ -1,4 +1,49 @@
 package provenance
 
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"encoding/json"
+)
+
 // SignPayloadForTest exposes signPayload to the tests.
 var SignPayloadForTest = signPayload
+
+// CanonicalJSONForTest decodes any JSON value the way statements are
+// decoded and returns its RFC 8785 form.
+func CanonicalJSONForTest(b []byte) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	return canonicalJSON(v)
+}
+
+// StatementDigestForTest is the digest a provenance bundle's response
+// quote must answer.
+func StatementDigestForTest(bundle []byte) ([]byte, error) {
+	p, err := parseBundle(bundle)
+	if err != nil {
+		return nil, err
+	}
+	return statementDigest(p.doc, provenanceQuote.remove)
+}
+
+// VerifySignatureTwinsForTest verifies a bundle's signature both ways:
+// the direct ECDSA path and sigstore-go's Verifier.
+func VerifySignatureTwinsForTest(bundle []byte, pub *ecdsa.PublicKey, subject []byte) (direct, sigstore error) {
+	p, err := parseBundle(bundle)
+	if err != nil {
+		return err, err
+	}
+	spki, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return err, err
+	}
+	_, direct = p.verifyECDSA(pub, KeyID(spki), subject)
+	_, sigstore = p.verifySigstore(pub, spki, subject)
+	return direct, sigstore
+}

@@ -144,7 +144,15 @@ type VerifiedImage struct {
 	ReferenceValues *attest.ReferenceValues
 	// ReferenceValuesJSON is the same document as signed.
 	ReferenceValuesJSON []byte
+	// Boot is the boot path the reference values predict, as the image
+	// build recorded it (externalParameters.referenceValues.boot):
+	// BootQEMUDirect, "loader" or "uki"; empty if not recorded.
+	Boot string
 }
+
+// BootQEMUDirect is the boot of a QEMU -kernel image: the firmware loads
+// and measures the kernel itself (attest.Policy.DirectKernelBoot applies).
+const BootQEMUDirect = "qemu-direct"
 
 // VerifyImage checks a runner-image provenance bundle: a SLSA v1 statement
 // of ImageBuildType, signed by one of the trusted image keys, whose
@@ -171,7 +179,7 @@ func VerifyImage(raw []byte, trustedKeys []crypto.PublicKey) (*VerifiedImage, er
 	var verr error
 	signed := false
 	for _, k := range trustedKeys {
-		if verr = p.verifySignature(k, first); verr == nil {
+		if _, verr = p.verifySignature(k, first); verr == nil {
 			signed = true
 			break
 		}
@@ -180,7 +188,11 @@ func VerifyImage(raw []byte, trustedKeys []crypto.PublicKey) (*VerifiedImage, er
 		return nil, fmt.Errorf("%w: %v", ErrUntrustedImage, verr)
 	}
 	// Signed: now read it.
-	v := &VerifiedImage{BuilderID: str(obj(obj(pred["runDetails"])["builder"])["id"]), Subjects: map[string][]byte{}}
+	v := &VerifiedImage{
+		BuilderID: str(obj(obj(pred["runDetails"])["builder"])["id"]),
+		Subjects:  map[string][]byte{},
+		Boot:      str(obj(obj(obj(pred["buildDefinition"])["externalParameters"])["referenceValues"])["boot"]),
+	}
 	for _, s := range p.subjects() {
 		d, err := hex.DecodeString(str(obj(obj(s)["digest"])["sha256"]))
 		name := str(obj(s)["name"])

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"errors"
 	"fmt"
 
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
@@ -79,3 +80,30 @@ func (k *Keypair) SignData(_ context.Context, data []byte) ([]byte, []byte, erro
 
 // SPKI is the signer's SubjectPublicKeyInfo.
 func (k *Keypair) SPKI() []byte { return k.spki }
+
+// ParseSigningKey reads a PEM ECDSA P-256 private key, PKCS#8 ("PRIVATE
+// KEY") or SEC 1 ("EC PRIVATE KEY"), as jobgate keygen writes them.
+func ParseSigningKey(b []byte) (*ecdsa.PrivateKey, error) {
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil, errors.New("no PEM block")
+	}
+	var key any
+	var err error
+	switch block.Type {
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(block.Bytes)
+	default:
+		return nil, fmt.Errorf("PEM type %q, want PRIVATE KEY or EC PRIVATE KEY", block.Type)
+	}
+	if err != nil {
+		return nil, err
+	}
+	k, ok := key.(*ecdsa.PrivateKey)
+	if !ok || k.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("want ECDSA P-256, got %T", key)
+	}
+	return k, nil
+}

@@ -103,7 +103,7 @@ func VerifyLaunchVSA(raw []byte, trustedGates []crypto.PublicKey) (string, map[s
 	}
 	var verr error
 	for _, k := range trustedGates {
-		if verr = p.verifySignature(k, first); verr == nil {
+		if _, verr = p.verifySignature(k, first); verr == nil {
 			return uri[len(LaunchVSAResource):], subjects, nil
 		}
 	}

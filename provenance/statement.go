@@ -1,6 +1,8 @@
 package provenance
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"slices"
@@ -15,7 +17,10 @@ import (
 
 // URIs this package defines. BuildType is documented in docs/build-type.md.
 const (
-	BuildType            = "https://github.com/attested-runner/attested-runner/buildtypes/actions-job/v1"
+	BuildType = "https://github.com/attested-runner/attested-runner/buildtypes/actions-job/v2"
+	// BuildTypeV1 is the format before RFC 8785: its response quote covers
+	// a digest over Go's encoding/json output. Verify refuses it by name.
+	BuildTypeV1          = "https://github.com/attested-runner/attested-runner/buildtypes/actions-job/v1"
 	ProvenancePredicate  = "https://slsa.dev/provenance/v1"
 	InTotoPayloadType    = "application/vnd.in-toto+json"
 	BundleMediaType      = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -58,6 +63,11 @@ type Build struct {
 	EnvCert []byte
 	// DispatchDigest is the SHA-256 of the dispatch attestation bundle.
 	DispatchDigest []byte
+	// Dispatch, when set, is that bundle itself: it rides in the
+	// statement so that a consumer checks BuildEnv L2.agent-dispatch (a
+	// signed record of the job received, before its code ran) without the
+	// agent's files. DispatchDigest must then be its digest (or empty).
+	Dispatch []byte
 	// Missing names inputs the agent could not record (e.g. "actions" when
 	// the runner's diagnostic log was unreadable): marked, never guessed.
 	Missing []string
@@ -162,7 +172,18 @@ func (b *Build) statement() (*intoto.Statement, error) {
 		MediaType: BundleMediaType,
 		Content:   b.EnvCert,
 	}}
-	if len(b.DispatchDigest) > 0 {
+	if len(b.Dispatch) > 0 {
+		d := sha256.Sum256(b.Dispatch)
+		if len(b.DispatchDigest) > 0 && !bytes.Equal(b.DispatchDigest, d[:]) {
+			return nil, fmt.Errorf("%w: the dispatch digest is not the dispatch attestation's", ErrNoExpectation)
+		}
+		byproducts = append(byproducts, &intoto.ResourceDescriptor{
+			Name:      DispatchByproduct,
+			MediaType: BundleMediaType,
+			Content:   b.Dispatch,
+			Digest:    map[string]string{"sha256": hex.EncodeToString(d[:])},
+		})
+	} else if len(b.DispatchDigest) > 0 {
 		byproducts = append(byproducts, &intoto.ResourceDescriptor{
 			Name:   DispatchByproduct,
 			Digest: map[string]string{"sha256": hex.EncodeToString(b.DispatchDigest)},

@@ -1,7 +1,9 @@
 package provenance
 
 import (
+	"bytes"
 	"crypto"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
@@ -9,17 +11,28 @@ import (
 	"time"
 
 	"github.com/attested-runner/attested-runner/attest"
+	"github.com/sigstore/sigstore-go/pkg/root"
+	"github.com/sigstore/sigstore-go/pkg/verify"
 )
 
 // VerifyOptions say what the caller demands (Expected*) and trusts
 // (Trusted*), following slsa-verifier's naming.
 type VerifyOptions struct {
-	// ExpectedRepository (owner/name) is required.
+	// ExpectedRepository (owner/name); it or ExpectedOwner is required.
 	ExpectedRepository string
+	// ExpectedOwner: the repository's owner (gh's --owner), when any of its
+	// repositories will do.
+	ExpectedOwner string
+	// ExpectedServerURL, optional: the GitHub server the job ran on
+	// (https://github.com; see ServerURLFor), as recorded from
+	// GITHUB_SERVER_URL.
+	ExpectedServerURL string
 	// ExpectedRef (refs/heads/main, refs/tags/v1.2.3), optional.
 	ExpectedRef string
-	// ExpectedWorkflow, optional: a path (.github/workflows/release.yml) or
-	// a full workflow ref (owner/name/.github/workflows/release.yml@ref).
+	// ExpectedWorkflow, optional, in any form ParseWorkflowExpectation
+	// reads: .github/workflows/release.yml,
+	// owner/name/.github/workflows/release.yml, a host in front, and
+	// @ref after any of them. Matched against GITHUB_WORKFLOW_REF.
 	ExpectedWorkflow string
 	// ExpectedCommit, optional: the full commit SHA.
 	ExpectedCommit string
@@ -30,6 +43,14 @@ type VerifyOptions struct {
 	// TrustedGateRoots are the gate keys whose environment certificates are
 	// trusted. Required unless ReferenceValues is set.
 	TrustedGateRoots []crypto.PublicKey
+	// TrustedSigstore, optional, is Sigstore trusted material (a
+	// trusted_root.json): with it, a keyless bundle's Fulcio certificate,
+	// transparency log entry and timestamps are verified, and the
+	// certificate's issuer must be ExpectedCertIssuer (default: GitHub
+	// Actions' issuer for the recorded server). It adds checks; it never
+	// replaces the gate's or the hardware's.
+	TrustedSigstore    root.TrustedMaterial
+	ExpectedCertIssuer string
 	// ReferenceValues switches to evidence mode: the response-time hardware
 	// evidence is verified against this policy (reference values and AK
 	// roots) and the gate is not trusted at all.
@@ -71,6 +92,11 @@ type Result struct {
 	FinishedOn  time.Time      `json:"finishedOn"`
 	Actions     []string       `json:"actions"`
 	Claims      *attest.Claims `json:"-"`
+
+	// sigstore is sigstore-go's result of the signature step; statement
+	// the verified statement (see SigstoreJSON).
+	sigstore  *verify.VerificationResult
+	statement []byte
 }
 
 func (r *Result) pass(name, detail string) { r.Checks = append(r.Checks, Check{name, true, detail}) }
@@ -119,8 +145,15 @@ const clockSkew = 2 * time.Minute
 // in which boot, signed it; that agent is trusted to record honestly.
 func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, error) {
 	r := &Result{}
-	if opts.ExpectedRepository == "" {
-		return r, r.fail("expectations", fmt.Errorf("%w: expected repository", ErrNoExpectation))
+	if opts.ExpectedRepository == "" && opts.ExpectedOwner == "" {
+		return r, r.fail("expectations", fmt.Errorf("%w: expected repository or owner", ErrNoExpectation))
+	}
+	var workflow *WorkflowExpectation
+	if opts.ExpectedWorkflow != "" {
+		var err error
+		if workflow, err = ParseWorkflowExpectation(opts.ExpectedWorkflow); err != nil {
+			return r, r.fail("expectations", err)
+		}
 	}
 	if len(opts.TrustedGateRoots) == 0 && opts.ReferenceValues == nil {
 		return r, r.fail("expectations", fmt.Errorf("%w: no trusted gate key and no reference values", ErrNoExpectation))
@@ -184,10 +217,12 @@ func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, err
 		r.pass("environment", fmt.Sprintf("certified by gate %s: runner %s, image %s, %s", cert.GateID, cert.RunnerName, cert.Image.ID, LevelName(cert.Level)))
 	}
 
-	if err := p.verifySignature(envKey, artifactSHA256); err != nil {
+	vr, detail, err := p.verifyEnvSignature(envKey, artifactSHA256, prov.job, &opts)
+	if err != nil {
 		return r, r.fail("signature", err)
 	}
-	r.pass("signature", "DSSE signature by environment key "+keyName(envKey))
+	r.sigstore, r.statement = vr, p.payload
+	r.pass("signature", detail)
 
 	// Everything in the statement is now authentic. Check the hardware's
 	// response-time evidence over it.
@@ -215,6 +250,26 @@ func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, err
 	r.Claims = claims
 	r.ImageID = claims.ImageID
 	r.pass("evidence", fmt.Sprintf("%s quote over this statement; lifecycle: %s", claims.Kind, lifecycleSummary(claims.Lifecycle)))
+
+	// BuildEnv L2.agent-dispatch: the dispatch attestation the agent signed
+	// at job start, when it rides in the bundle, must verify against the
+	// gate, name this build and come from this environment.
+	if content, digest, present := prov.dispatch(); present && content != nil && r.EnvCert != nil {
+		if d := sha256.Sum256(content); digest != hex.EncodeToString(d[:]) {
+			return r, r.fail("dispatch", fmt.Errorf("%w: content digest sha256:%x, recorded %q", ErrDispatch, d, digest))
+		}
+		buildID, dcert, err := VerifyDispatch(content, opts.TrustedGateRoots)
+		if err != nil {
+			return r, r.fail("dispatch", fmt.Errorf("%w: %w", ErrDispatch, err))
+		}
+		if buildID != prov.buildID {
+			return r, r.fail("dispatch", fmt.Errorf("%w: it is for build %q, the provenance for %q", ErrDispatch, buildID, prov.buildID))
+		}
+		if !bytes.Equal(dcert.EnvKey, r.EnvCert.EnvKey) {
+			return r, r.fail("dispatch", fmt.Errorf("%w: signed in another environment", ErrDispatch))
+		}
+		r.pass("dispatch", "signed at job start by this environment, for this build, before the job's code ran")
+	}
 
 	if r.EnvCert != nil {
 		c := r.EnvCert
@@ -265,7 +320,7 @@ func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, err
 		}
 		return r, r.fail("level", err)
 	}
-	detail := LevelName(r.Level)
+	detail = LevelName(r.Level)
 	if r.SoftwareTPM {
 		detail += " (SOFTWARE TPM: " + strings.Join(softwareWhy, ", ") + "; accepted because insecure mode was asked for)"
 	}
@@ -278,13 +333,12 @@ func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, err
 		err             error
 		match           func(got, want string) bool
 	}{
+		{"server", prov.job.ServerURL, opts.ExpectedServerURL, ErrServerMismatch, sameServer},
+		{"owner", repoOwner(prov.job.Repository), opts.ExpectedOwner, ErrOwnerMismatch, strings.EqualFold},
 		{"repository", prov.job.Repository, opts.ExpectedRepository, ErrRepositoryMismatch, strings.EqualFold},
 		{"ref", prov.job.Ref, opts.ExpectedRef, ErrRefMismatch, eq},
-		{"workflow", prov.job.WorkflowRef, opts.ExpectedWorkflow, ErrWorkflowMismatch, func(got, want string) bool {
-			if strings.Contains(want, "@") {
-				return got == want
-			}
-			return prov.job.WorkflowPath() == strings.TrimPrefix(want, "./")
+		{"workflow", prov.job.WorkflowRef, opts.ExpectedWorkflow, ErrWorkflowMismatch, func(string, string) bool {
+			return workflow.match(prov.job)
 		}},
 		{"commit", prov.job.SHA, opts.ExpectedCommit, ErrCommitMismatch, strings.EqualFold},
 		{"run", prov.job.RunID, opts.ExpectedRunID, ErrRunMismatch, eq},
@@ -372,6 +426,9 @@ func readProvenance(p *parsedBundle) (*provenanceView, error) {
 	}
 	pred := p.predicate()
 	bd, rd := obj(pred["buildDefinition"]), obj(pred["runDetails"])
+	if str(bd["buildType"]) == BuildTypeV1 {
+		return nil, fmt.Errorf("%w: build type %q: format v1, whose response quote covers a Go-specific digest, is no longer accepted (v2 digests RFC 8785 canonical JSON); attest the artifact again", ErrNotAttestedRunner, BuildTypeV1)
+	}
 	if str(bd["buildType"]) != BuildType {
 		return nil, fmt.Errorf("%w: build type %q", ErrNotAttestedRunner, str(bd["buildType"]))
 	}
@@ -416,6 +473,23 @@ func readProvenance(p *parsedBundle) (*provenanceView, error) {
 		}
 	}
 	return v, nil
+}
+
+// dispatch returns the dispatch-attestation byproduct: its content (nil
+// when only its digest is recorded) and recorded digest. Two of them make
+// the statement malformed, seen as present with no content.
+func (v *provenanceView) dispatch() (content []byte, digest string, present bool) {
+	n := 0
+	for _, b := range v.byproducts {
+		if b := obj(b); str(b["name"]) == DispatchByproduct {
+			content, digest = bytesField(b["content"]), str(obj(b["digest"])["sha256"])
+			n++
+		}
+	}
+	if n > 1 {
+		return []byte{}, "", true
+	}
+	return content, digest, n == 1
 }
 
 // byproduct returns the content of the one byproduct with this name.

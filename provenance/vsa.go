@@ -1,6 +1,8 @@
 package provenance
 
 import (
+	"context"
+	"crypto"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -28,11 +30,34 @@ type VerifiedArtifact struct {
 // ConsumerVSA renders a SLSA Verification Summary Attestation (vsa/v1) for
 // artifacts that passed Verify: what was verified, against which
 // expectations, with which input attestations, at which levels. It is an
-// unsigned statement (attested-verify holds no key); sign it with the
-// consumer's own tooling if it must travel.
+// unsigned statement; SignConsumerVSA signs it.
 func ConsumerVSA(arts []VerifiedArtifact, opts VerifyOptions, at time.Time) ([]byte, error) {
+	st, err := consumerVSA(arts, opts, at)
+	if err != nil {
+		return nil, err
+	}
+	return protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(st)
+}
+
+// SignConsumerVSA is ConsumerVSA signed by the consumer's key: a DSSE
+// sigstore bundle (media type v0.3, public-key hint), which sigstore-go and
+// cosign verify with the key's public half.
+func SignConsumerVSA(ctx context.Context, key crypto.Signer, arts []VerifiedArtifact, opts VerifyOptions, at time.Time) ([]byte, error) {
+	st, err := consumerVSA(arts, opts, at)
+	if err != nil {
+		return nil, err
+	}
+	payload, err := protojson.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	return signPayload(ctx, payload, key)
+}
+
+func consumerVSA(arts []VerifiedArtifact, opts VerifyOptions, at time.Time) (*intoto.Statement, error) {
 	exp, err := json.Marshal(map[string]any{
-		"repository": opts.ExpectedRepository, "ref": opts.ExpectedRef, "workflow": opts.ExpectedWorkflow,
+		"repository": opts.ExpectedRepository, "owner": opts.ExpectedOwner, "server": opts.ExpectedServerURL,
+		"ref": opts.ExpectedRef, "workflow": opts.ExpectedWorkflow,
 		"commit": opts.ExpectedCommit, "runId": opts.ExpectedRunID, "builderId": opts.ExpectedBuilderID,
 		"minLevel": opts.MinLevel, "evidenceMode": opts.ReferenceValues != nil,
 		"allowSoftwareTPMInsecure": opts.AllowSoftwareTPMInsecure,
@@ -70,5 +95,5 @@ func ConsumerVSA(arts []VerifiedArtifact, opts VerifyOptions, at time.Time) ([]b
 		return nil, err
 	}
 	st.Predicate = predS
-	return protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(st)
+	return st, nil
 }

@@ -166,9 +166,12 @@ type jobState struct {
 	job       provenance.Job
 	buildID   string
 	startedAt time.Time
-	dispatch  []byte        // digest of the dispatch attestation
-	actions   WorkerActions // read from the Worker log at job start
-	ended     bool
+	dispatch  []byte // digest of the dispatch attestation
+	// dispatchBundle is the signed dispatch attestation itself: it rides
+	// in each provenance bundle (BuildEnv L2.agent-dispatch).
+	dispatchBundle []byte
+	actions        WorkerActions // read from the Worker log at job start
+	ended          bool
 }
 
 // New checks the configuration.

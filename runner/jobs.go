@@ -119,6 +119,7 @@ func (a *Agent) jobStarted(ctx context.Context, rep *HookReport) (*JobStartedRes
 	}
 	d := sha256.Sum256(disp)
 	a.job.dispatch = d[:]
+	a.job.dispatchBundle = disp
 	a.log.Info("job started", "build", buildID, "repository", job.Repository, "sha", job.SHA, "workflow", job.WorkflowRef,
 		"event", job.EventName, "actor", job.Actor)
 	select {
@@ -188,7 +189,7 @@ func (a *Agent) attestFiles(ctx context.Context, req *AttestRequest, files []int
 	b := &provenance.Build{
 		BuilderID: cert.BuilderID, AgentVersion: a.cfg.AgentVersion, Job: snapshot.job,
 		Image: provenance.Image{ID: cert.Image.ID}, Labels: adm.Labels, Level: cert.Level, Hardware: cert.Hardware,
-		EnvCert: adm.EnvironmentCertificate, DispatchDigest: snapshot.dispatch, StartedOn: snapshot.startedAt,
+		EnvCert: adm.EnvironmentCertificate, DispatchDigest: snapshot.dispatch, Dispatch: snapshot.dispatchBundle, StartedOn: snapshot.startedAt,
 	}
 	hctx, cancel := context.WithTimeout(ctx, a.cfg.AttestTimeout)
 	defer cancel()

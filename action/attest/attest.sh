@@ -15,5 +15,24 @@ args=(attest --socket "$socket" --subject-path "$INPUT_SUBJECT_PATH")
 if [[ -n "${INPUT_BUNDLE_PATH:-}" ]]; then
   args+=(--bundle-path "$INPUT_BUNDLE_PATH")
 fi
+upload="${INPUT_UPLOAD:-auto}"
+case "$upload" in
+  auto|true|false) ;;
+  *) echo "::error::upload must be auto, true or false, not '$upload'" >&2; exit 1 ;;
+esac
 cd "${GITHUB_WORKSPACE:-.}"
-exec "$agent" "${args[@]}"
+out="$("$agent" "${args[@]}")" || { rc=$?; printf '%s\n' "$out"; exit "$rc"; }
+printf '%s\n' "$out"
+[[ "$upload" == false ]] && exit 0
+if [[ -z "${INPUT_GITHUB_TOKEN:-}" ]]; then
+  if [[ "$upload" == true ]]; then
+    echo "::error::upload: true needs a github-token" >&2
+    exit 1
+  fi
+  echo "attestation not stored on GitHub: no github-token"
+  exit 0
+fi
+bundle="$(sed -n 's/^bundle //p' <<< "$out" | tail -n 1)"
+up=(upload --bundle "$bundle")
+[[ "$upload" == auto ]] && up+=(--if-permitted)
+GITHUB_TOKEN="$INPUT_GITHUB_TOKEN" exec "$agent" "${up[@]}"

@@ -26,6 +26,10 @@ Usage:
   attested-runner attest --subject-path PATTERN... [--bundle-path PATH] [--socket PATH]
       Run by the job-side action: ask the agent to hash the files and sign
       their provenance; writes the bundle into the workspace.
+  attested-runner upload --bundle PATH [--repo OWNER/NAME] [--if-permitted]
+      Inside a job: store a bundle in GitHub's attestation store (POST
+      /repos/{owner}/{repo}/attestations; token in GITHUB_TOKEN, the
+      workflow needs permissions: attestations: write).
   attested-runner ak-public [--tpm DEV]
       Print this TPM's attestation key (PEM), for enrolling the machine in
       the gate's trusted AKs.
@@ -45,6 +49,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"run":       runAgent,
 		"hook":      runHook,
 		"attest":    runAttest,
+		"upload":    runUpload,
 		"ak-public": runAKPublic,
 	}, args, stdout, stderr)
 }

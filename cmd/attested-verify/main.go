@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/attested-runner/attested-runner/internal/cli"
@@ -18,7 +19,7 @@ import (
 const usage = `attested-verify: verify attested-runner provenance and hardware evidence, offline.
 
 Usage:
-  attested-verify artifact PATH... --trusted-root GATE.pem --repo OWNER/NAME [flags]
+  attested-verify artifact PATH... --gate-key GATE.pem --repo OWNER/NAME [flags]
       Verify that each artifact was built by an attested, single-use runner
       for the expected repository (and ref, workflow, commit, run, builder).
   attested-verify evidence FILE [flags]
@@ -32,6 +33,14 @@ Exit status: 0 verified, 1 not verified, 2 usage error.
 `
 
 func main() {
+	// One verification is short and its inputs are bounded: collecting
+	// garbage before exit is wasted work. The memory limit keeps the
+	// collector as a backstop (a JSON-lines file of many large bundles);
+	// GOGC, when set, wins.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(-1)
+		debug.SetMemoryLimit(512 << 20)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))

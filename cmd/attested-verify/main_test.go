@@ -66,7 +66,12 @@ func newFixture(t testing.TB) *fixture {
 // newFixtureSigned is newFixture with the bundle signed by sign.
 func newFixtureSigned(t testing.TB, sign func(*provenancetest.Env, testing.TB, *provenance.Build) []byte) *fixture {
 	t.Helper()
-	e := provenancetest.NewEnv(t)
+	return newFixtureEnv(t, provenancetest.NewEnv(t), sign)
+}
+
+// newFixtureEnv is newFixtureSigned in environment e.
+func newFixtureEnv(t testing.TB, e *provenancetest.Env, sign func(*provenancetest.Env, testing.TB, *provenance.Build) []byte) *fixture {
+	t.Helper()
 	dir := t.TempDir()
 	content := []byte("release tarball\n")
 	f := &fixture{dir: dir, artifact: filepath.Join(dir, "app.tar.gz"), env: e}
@@ -89,7 +94,7 @@ func must(t testing.TB, err error) {
 
 func TestArtifact(t *testing.T) {
 	f := newFixture(t)
-	base := []string{"artifact", f.artifact, "--trusted-root", f.root, "--repo", "octo-org/app", "--insecure-allow-software-tpm"}
+	base := []string{"artifact", f.artifact, "--gate-key", f.root, "--repo", "octo-org/app", "--insecure-allow-software-tpm"}
 
 	out, code := runCLI(t, append(base, "--ref", "refs/heads/main", "--workflow", ".github/workflows/release.yml")...)
 	if code != 0 || !strings.Contains(out, "VERIFIED sha256:") || strings.Contains(out, "✗") {
@@ -107,12 +112,9 @@ func TestArtifact(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("json: exit %d: %s", code, out)
 	}
-	var rep struct {
-		Verified  bool
-		Artifacts []struct{ Verified bool }
-	}
+	var rep []struct{ Verified bool }
 	must(t, json.Unmarshal([]byte(out), &rep))
-	if !rep.Verified || len(rep.Artifacts) != 1 {
+	if len(rep) != 1 || !rep[0].Verified {
 		t.Errorf("json report %+v", rep)
 	}
 	var st struct {
@@ -139,7 +141,7 @@ func TestArtifact(t *testing.T) {
 
 func TestArtifactRejectsWithoutInsecureFlag(t *testing.T) {
 	f := newFixture(t)
-	out, code := runCLI(t, "artifact", f.artifact, "--trusted-root", f.root, "--repo", "octo-org/app")
+	out, code := runCLI(t, "artifact", f.artifact, "--gate-key", f.root, "--repo", "octo-org/app")
 	if code != 1 || !strings.Contains(out, "level below the required minimum") || !strings.Contains(out, "software TPM") ||
 		!strings.Contains(out, "--insecure-allow-software-tpm") {
 		t.Fatalf("exit %d:\n%s", code, out)
@@ -152,7 +154,7 @@ func TestArtifactRejectsWithoutInsecureFlag(t *testing.T) {
 // certificate, not from the label.
 func TestArtifactSoftwareTPMLabelDropped(t *testing.T) {
 	f := newFixtureSigned(t, (*provenancetest.Env).SignUnlabelled)
-	base := []string{"artifact", f.artifact, "--trusted-root", f.root, "--repo", "octo-org/app"}
+	base := []string{"artifact", f.artifact, "--gate-key", f.root, "--repo", "octo-org/app"}
 	for _, tc := range []struct {
 		name  string
 		extra []string
@@ -185,12 +187,12 @@ func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{},
 		{"artifact"},
-		{"artifact", "x", "--trusted-root", "r.pem"},
+		{"artifact", "x", "--gate-key", "r.pem"},
 		{"artifact", "x", "--repo", "o/r"},
 		{"artifact", "x", "--repo", "o/r", "--evidence"},
-		{"artifact", "x", "--repo", "o/r", "--trusted-root", "r", "--format", "xml"},
-		{"artifact", "x", "--repo", "o/r", "--trusted-root", "r", "--min-level", "0"},
-		{"artifact", "x", "--repo", "o/r", "--trusted-root", "r", "--min-level", "4"},
+		{"artifact", "x", "--repo", "o/r", "--gate-key", "r", "--format", "xml"},
+		{"artifact", "x", "--repo", "o/r", "--gate-key", "r", "--min-level", "0"},
+		{"artifact", "x", "--repo", "o/r", "--gate-key", "r", "--min-level", "4"},
 		{"evidence"},
 		{"evidence", "a", "b"},
 		{"evidence", "a", "--kind", "sev"},
@@ -369,16 +371,6 @@ func TestEvidenceSkippedChecks(t *testing.T) {
 	}
 	if _, err := os.Stat(rv); err == nil {
 		t.Error("candidate reference values written from an unanchored quote")
-	}
-}
-
-// BenchmarkCLIVerify is the whole attested-verify process on one artifact.
-func BenchmarkCLIVerify(b *testing.B) {
-	f := newFixture(b)
-	for b.Loop() {
-		if out, code := runCLI(b, "artifact", f.artifact, "--trusted-root", f.root, "--repo", "octo-org/app", "--insecure-allow-software-tpm"); code != 0 {
-			b.Fatal(out)
-		}
 	}
 }
 

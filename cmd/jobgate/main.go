@@ -346,7 +346,7 @@ Create a signing key: ECDSA P-256, PKCS#8 PEM, mode 0600. Refuses to
 overwrite. Prints the public key.
 
 The gate's environment-certificate key: give the public key to consumers as
-their --trusted-root (the gate also serves it at GET /v1/roots).
+their --gate-key (the gate also serves it at GET /v1/roots).
 An image builder's key (scripts/image/refvalues --sign-key): list the public
 key in the gate's policy.imageSigners.
 `

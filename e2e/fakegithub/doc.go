@@ -23,6 +23,9 @@
 //	GET    /repos/{owner}/{repo}/actions/runners/{runner_id}
 //	DELETE /orgs/{org}/actions/runners/{runner_id}             token     -> 204
 //	DELETE /repos/{owner}/{repo}/actions/runners/{runner_id}
+//	POST   /repos/{owner}/{repo}/attestations                  job token -> 201 {"id"} (attestations.go)
+//	GET    /repos/{owner}/{repo}/attestations/{subject_digest} job token -> {"attestations"} (+ Link)
+//	GET    /orgs/{org}/attestations/{subject_digest}
 //
 // # GitHub behaviours reproduced
 //

@@ -40,6 +40,9 @@ type Job struct {
 	Steps   []Step      `json:"steps"`
 	// EventPayload is written to GITHUB_EVENT_PATH; empty means {}.
 	EventPayload json.RawMessage `json:"event_payload,omitempty"`
+	// Token is the job's GITHUB_TOKEN (${{ github.token }}), from
+	// Server.JobToken; empty means the job has none.
+	Token string `json:"token,omitempty"`
 }
 
 // ActionRef is an action as the runner resolves it before the job starts.

@@ -118,6 +118,9 @@ type Server struct {
 	mints                   int
 	deletes                 int
 	faults                  []*Fault
+	jobTokens               map[[32]byte]*jobToken
+	attestations            []*attestation
+	nextAttestation         int64
 	latency                 time.Duration
 	down                    bool
 	requestHook             func(method, path string)
@@ -328,6 +331,10 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /repos/{owner}/{repo}/actions/runners/{runner_id}", s.handleGetRunner)
 	m.HandleFunc("DELETE /orgs/{org}/actions/runners/{runner_id}", s.handleDeleteRunner)
 	m.HandleFunc("DELETE /repos/{owner}/{repo}/actions/runners/{runner_id}", s.handleDeleteRunner)
+
+	m.HandleFunc("POST /repos/{owner}/{repo}/attestations", s.handleCreateAttestation)
+	m.HandleFunc("GET /repos/{owner}/{repo}/attestations/{subject_digest}", s.handleListAttestations)
+	m.HandleFunc("GET /orgs/{org}/attestations/{subject_digest}", s.handleListAttestations)
 
 	m.HandleFunc("POST /_fake/oauth2/token", s.handleOAuthToken)
 	m.HandleFunc("POST /_fake/runners/{runner_id}/session", s.handleCreateSession)

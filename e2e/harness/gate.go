@@ -315,7 +315,7 @@ func (g *Gate) VerifyAudit(ctx context.Context) (string, error) {
 }
 
 // Roots fetches the gate's public keys (GET /v1/roots), writes them to
-// Dir/roots.pem for consumers' --trusted-root, and returns that path.
+// Dir/roots.pem for consumers' --gate-key, and returns that path.
 func (g *Gate) Roots(ctx context.Context) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.URL+gateapi.PathRoots, nil)
 	if err != nil {

@@ -4,6 +4,7 @@ package benchratio
 
 import (
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -45,4 +46,40 @@ func Baseline(name string, op func()) float64 {
 	base := float64(time.Since(start).Nanoseconds()) / float64(n)
 	cache[name] = base
 	return base
+}
+
+// CPU reports metric "cpu-ns/op": the CPU time (user + system) this
+// process and the children it waited for used per op of b's loop. On a
+// shared machine it stays meaningful where wall time does not: a run
+// queue inflates ns/op, not CPU time. Call the returned func right after
+// the loop.
+func CPU(b *testing.B) func() {
+	b.Helper()
+	start := cpuTime()
+	return func() {
+		if b.N > 0 {
+			b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
+		}
+	}
+}
+
+// CPUPerOp is the CPU time (this process and waited-for children) of op,
+// in ns, averaged over n runs.
+func CPUPerOp(n int, op func()) float64 {
+	start := cpuTime()
+	for range n {
+		op()
+	}
+	return float64(cpuTime()-start) / float64(n)
+}
+
+func cpuTime() int64 {
+	var total int64
+	for _, who := range []int{syscall.RUSAGE_SELF, syscall.RUSAGE_CHILDREN} {
+		var ru syscall.Rusage
+		if syscall.Getrusage(who, &ru) == nil {
+			total += ru.Utime.Nano() + ru.Stime.Nano()
+		}
+	}
+	return total
 }

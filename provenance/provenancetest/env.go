@@ -50,6 +50,13 @@ func DefaultJob(runner string) provenance.Job {
 // certificate), and dispatches DefaultJob to it (job-start extended).
 func NewEnv(t testing.TB) *Env {
 	t.Helper()
+	return NewEnvWithJob(t, nil)
+}
+
+// NewEnvWithJob is NewEnv with DefaultJob changed by edit before it is
+// dispatched (so the job-start event names the edited job).
+func NewEnvWithJob(t testing.TB, edit func(*provenance.Job)) *Env {
+	t.Helper()
 	m := attesttest.SimulatedMachine(t)
 	gateKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -82,6 +89,9 @@ func NewEnv(t testing.TB) *Env {
 		t.Fatal(err)
 	}
 	job := DefaultJob(runner)
+	if edit != nil {
+		edit(&job)
+	}
 	if err := m.Collector.Extend(attest.JobStartEvent(job.BuildID())); err != nil {
 		t.Fatal(err)
 	}

@@ -486,7 +486,7 @@ func (d *demo) stepVerify(ctx context.Context) error {
 }
 
 func (d *demo) verifyOptions(artifact string) harness.VerifyOptions {
-	return harness.VerifyOptions{Artifact: artifact, Bundle: d.bundle, TrustedRoot: d.roots, Repo: d.world.GitHub.Repos[0], RunID: fmt.Sprint(runID)}
+	return harness.VerifyOptions{Artifact: artifact, Bundle: d.bundle, GateKey: d.roots, Hostname: d.world.GitHub.URL(), Repo: d.world.GitHub.Repos[0], RunID: fmt.Sprint(runID)}
 }
 
 func (d *demo) verifyCommand(artifact, bundle string) string {
@@ -494,7 +494,7 @@ func (d *demo) verifyCommand(artifact, bundle string) string {
 	if bundle != "" {
 		args = append(args, "--bundle", rel(bundle))
 	}
-	args = append(args, "--trusted-root", rel(d.roots), "--repo", d.world.GitHub.Repos[0], "--run-id", fmt.Sprint(runID), "--insecure-allow-software-tpm")
+	args = append(args, "--gate-key", rel(d.roots), "--repo", d.world.GitHub.Repos[0], "--hostname", d.world.GitHub.URL(), "--run-id", fmt.Sprint(runID), "--insecure-allow-software-tpm")
 	return strings.Join(args, " ")
 }
 
@@ -558,7 +558,7 @@ func (d *demo) summary() {
 		{d.artifact, "the artifact the job built"},
 		{d.bundle, "its provenance bundle"},
 		{d.tampered, "the tampered copy"},
-		{d.roots, "the gate's public key (consumers' --trusted-root)"},
+		{d.roots, "the gate's public key (consumers' --gate-key)"},
 		{filepath.Join(d.out, "reference-values.json"), "the image's reference values"},
 		{d.world.Gate.ConfigPath, "the gate's configuration"},
 		{d.world.Gate.LogPath, "the gate's log (JSON)"},

@@ -130,6 +130,7 @@ type evalContext struct {
 	inputs     map[string]string
 	actionPath string
 	runnerTemp string
+	token      string
 	steps      map[string]map[string]string
 }
 
@@ -149,6 +150,8 @@ func (c *evalContext) expand(s string) (string, error) {
 			return c.actionPath
 		case expr == "runner.temp":
 			return c.runnerTemp
+		case expr == "github.token":
+			return c.token
 		}
 		if g := reInput.FindStringSubmatch(expr); g != nil {
 			return c.inputs[strings.ToLower(g[1])]
@@ -157,7 +160,7 @@ func (c *evalContext) expand(s string) (string, error) {
 			return c.steps[g[1]][g[2]]
 		}
 		if firstErr == nil {
-			firstErr = fmt.Errorf("the expression '${{ %s }}' is %w (only inputs.NAME, github.action_path, runner.temp, steps.ID.outputs.NAME)", expr, errUnsupported)
+			firstErr = fmt.Errorf("the expression '${{ %s }}' is %w (only inputs.NAME, github.action_path, github.token, runner.temp, steps.ID.outputs.NAME)", expr, errUnsupported)
 		}
 		return m
 	})
@@ -188,8 +191,15 @@ func (w *worker) usesStep(ctx context.Context, name string, st fakegithub.Step) 
 	}
 	inputs := map[string]string{}
 	var valid []string
+	// Defaults are expressions too (github.token is the usual one).
+	dec := &evalContext{token: w.job.Token}
 	for k, in := range a.Inputs {
-		inputs[strings.ToLower(k)] = in.Default
+		d, err := dec.expand(in.Default)
+		if err != nil {
+			sl.Output("##[error]input " + k + ": " + err.Error())
+			return false
+		}
+		inputs[strings.ToLower(k)] = d
 		valid = append(valid, k)
 	}
 	sort.Strings(valid)
@@ -204,7 +214,7 @@ func (w *worker) usesStep(ctx context.Context, name string, st fakegithub.Step) 
 		sort.Strings(unexpected)
 		sl.Output(fmt.Sprintf("##[warning]Unexpected input(s) '%s', valid inputs are ['%s']", strings.Join(unexpected, "', '"), strings.Join(valid, "', '")))
 	}
-	ec := &evalContext{inputs: inputs, actionPath: dir, runnerTemp: w.tempDir, steps: map[string]map[string]string{}}
+	ec := &evalContext{inputs: inputs, actionPath: dir, runnerTemp: w.tempDir, token: w.job.Token, steps: map[string]map[string]string{}}
 	for i, cs := range a.Runs.Steps {
 		id := cs.ID
 		if id == "" {

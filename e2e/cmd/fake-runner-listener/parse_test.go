@@ -82,7 +82,12 @@ func TestParseActionAndExpressions(t *testing.T) {
 	if err != nil || got != "world /a /t v " {
 		t.Errorf("expand: %q, %v", got, err)
 	}
-	for _, e := range []string{"${{ github.token }}", "${{ secrets.X }}", "${{ inputs.who == 'x' }}", "${{ format('{0}', 1) }}", "${{ inputs.who"} {
+	// github.token is the job's token (fakegithub.Job.Token).
+	tok := &evalContext{token: "ghs_x"}
+	if got, err := tok.expand("${{ github.token }}"); err != nil || got != "ghs_x" {
+		t.Errorf("github.token: %q, %v", got, err)
+	}
+	for _, e := range []string{"${{ github.sha }}", "${{ secrets.X }}", "${{ inputs.who == 'x' }}", "${{ format('{0}', 1) }}", "${{ inputs.who"} {
 		if _, err := ec.expand(e); !errors.Is(err, errUnsupported) {
 			t.Errorf("%q: %v, want errUnsupported", e, err)
 		} else if !strings.Contains(err.Error(), "not supported") {
