@@ -14,6 +14,7 @@ import (
 
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/internal/fileio"
+	"github.com/attested-runner/attested-runner/jobgate/gateapi"
 	"github.com/attested-runner/attested-runner/provenance"
 )
 
@@ -103,6 +104,10 @@ type PolicyConfig struct {
 	// AllowSoftwareTPMUnsafe admits simulator/swtpm environments. Demos
 	// and tests only; certificates then say level 0.
 	AllowSoftwareTPMUnsafe bool `json:"allowSoftwareTPMUnsafe,omitempty"`
+	// Sigstore, optional, names the Fulcio and Rekor instances admitted
+	// environments use for keyless bundles (README "Keyless bundles").
+	// Without it every bundle is key-signed.
+	Sigstore *gateapi.Sigstore `json:"sigstore,omitempty"`
 }
 
 // TTLConfig bounds every lifetime. Zero values take the defaults.
@@ -234,6 +239,11 @@ func (c *Config) Validate() error {
 	need(fleet || len(c.Policy.TrustedAKs) > 0 || len(c.Policy.TrustedAKRoots) > 0, "policy: trustedAKs or trustedAKRoots required; a gate that trusts no attestation key would admit no TPM")
 	need(!fleet || len(c.Policy.ImageSigners) > 0, "policy.imageSigners is required with a fleet: pool images are verified against signed provenance before every launch")
 	need(c.Policy.TPMLevel == 0 || c.Policy.TPMLevel == 2 || c.Policy.TPMLevel == 3, "policy.tpmLevel must be 2 or 3")
+	if c.Policy.Sigstore != nil {
+		if err := c.Policy.Sigstore.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("policy.%w", err))
+		}
+	}
 	if c.TLS == nil && !loopback(c.Listen) {
 		errs = append(errs, fmt.Errorf("listen %q is not loopback: configure tls (evidence and sealed configs are confidential only in transit under TLS)", c.Listen))
 	}
