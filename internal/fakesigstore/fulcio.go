@@ -34,6 +34,11 @@ type Fulcio struct {
 	key    *ecdsa.PrivateKey
 	issuer *Issuer
 
+	// ServerURL is the GitHub server the certificates name (default
+	// https://github.com, as Fulcio's github-workflow issuer type does;
+	// tests against the fake GitHub set its URL).
+	ServerURL string
+
 	mu sync.Mutex
 	// CertifyKey, if set, is certified instead of the requested key (a
 	// compromised or confused CA).
@@ -149,6 +154,9 @@ func (f *Fulcio) signingCert(w http.ResponseWriter, r *http.Request) {
 func (f *Fulcio) issue(pub crypto.PublicKey, c map[string]any) ([]byte, error) {
 	s := func(k string) string { v, _ := c[k].(string); return v }
 	server := "https://github.com"
+	if f.ServerURL != "" {
+		server = strings.TrimSuffix(f.ServerURL, "/")
+	}
 	ext := certificate.Extensions{
 		Issuer:                              s("iss"),
 		BuildSignerURI:                      server + "/" + s("job_workflow_ref"),
