@@ -59,12 +59,19 @@ type keylessWorld struct {
 const idRequestToken = "id-token-request-credential"
 
 func newKeylessWorld(t *testing.T, mint func(server string) fakesigstore.Workflow) *keylessWorld {
+	return newKeylessWorldG(t, mint, true)
+}
+
+// newKeylessWorldG: gateSigstore false leaves policy.sigstore unset.
+func newKeylessWorldG(t *testing.T, mint func(server string) fakesigstore.Workflow, gateSigstore bool) *keylessWorld {
 	t.Helper()
 	ss := fakesigstore.New(t)
 	kw := &keylessWorld{ss: ss, agentLog: &syncBuffer{}}
 	collector, policy := attesttest.SimulatedTPM(t)
 	w := newWorldB(t, policy, func(c *jobgate.Config) {
-		c.Policy.Sigstore = &gateapi.Sigstore{FulcioURL: ss.Fulcio.URL, RekorURL: ss.Rekor.URL, OIDCIssuer: ss.Issuer.URL}
+		if gateSigstore {
+			c.Policy.Sigstore = &gateapi.Sigstore{FulcioURL: ss.Fulcio.URL, RekorURL: ss.Rekor.URL, OIDCIssuer: ss.Issuer.URL}
+		}
 	})
 	w.cfg.Collector = collector
 	kw.world = w
@@ -203,4 +210,56 @@ func TestKeylessRefusesAnotherJobsToken(t *testing.T) {
 		t.Errorf("the agent's log does not say why:\n%s", kw.agentLog.String())
 	}
 	kw.assertTokenNowhere(t)
+}
+
+// TestKeylessWithoutGateSigstore: a token but no Sigstore in the gate's
+// policy gives a key-signed bundle and a notice; with keyless: required the
+// attest step fails instead.
+func TestKeylessWithoutGateSigstore(t *testing.T) {
+	for _, tc := range []struct {
+		keyless string
+		result  string
+	}{
+		{"auto", "succeeded"},
+		{"required", "failed"},
+	} {
+		t.Run(tc.keyless, func(t *testing.T) {
+			job := releaseJob(603)
+			kw := newKeylessWorldG(t, workflowFor(job), false)
+			job.Steps = []fakegithub.Step{
+				grantIDToken(kw.tokenService(t)),
+				{Name: "build", Run: "mkdir -p dist && echo 'release 1.0' > dist/app.tar.gz"},
+				{Name: "attest", Uses: filepath.Join(repoRoot, "action", "attest"), With: map[string]string{"subject-path": "dist/*.tar.gz", "keyless": tc.keyless}},
+			}
+			if _, err := kw.gh.QueueJob(job); err != nil {
+				t.Fatal(err)
+			}
+			a, err := runner.New(kw.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.Run(context.Background())
+			if res, ok := kw.gh.JobResult(603); !ok || res.Result != tc.result {
+				t.Fatalf("job %+v, want %s", res, tc.result)
+			}
+			raw, err := os.ReadFile(filepath.Join(kw.runnerDir, "_work", "app", "app", "dist", "app.tar.gz.sigstore.json"))
+			if tc.result == "failed" {
+				if !errors.Is(err, os.ErrNotExist) {
+					t.Fatalf("keyless: required wrote a key-signed bundle (%v)", err)
+				}
+			} else {
+				var b bundle.Bundle
+				if err := b.UnmarshalJSON(raw); err != nil {
+					t.Fatal(err)
+				}
+				if vc, _ := b.VerificationContent(); vc == nil || vc.Certificate() != nil {
+					t.Fatal("want a key-signed bundle")
+				}
+			}
+			if kw.ss.Fulcio.Requests != 0 {
+				t.Error("the token went to a Fulcio the gate did not name")
+			}
+			kw.assertTokenNowhere(t)
+		})
+	}
 }
