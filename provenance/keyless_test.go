@@ -305,6 +305,32 @@ func TestVerifyKeylessRejects(t *testing.T) {
 			t.Fatalf("got %v, want ErrCertificateKey", err)
 		}
 	})
+	// An agent subverted into signing under a token of another job: the
+	// verifier compares the certificate with the recorded job itself.
+	for name, mutate := range map[string]func(*fakesigstore.Workflow){
+		"certificate for another ref":        func(w *fakesigstore.Workflow) { w.Ref = "refs/heads/feature" },
+		"certificate for another run":        func(w *fakesigstore.Workflow) { w.RunID = "1" },
+		"certificate for another repository": func(w *fakesigstore.Workflow) { w.Repository = "octo-org/other" },
+		"certificate for another commit":     func(w *fakesigstore.Workflow) { w.SHA = strings.Repeat("e", 40) },
+		"certificate for another workflow": func(w *fakesigstore.Workflow) {
+			w.WorkflowRef = "octo-org/app/.github/workflows/other.yml@refs/heads/main"
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := workflowOf(f.env.Job)
+			mutate(&w)
+			k := f.keyless(f.ss.Issuer.WorkflowToken(t, w))
+			provenance.SkipIdentityCheckForTest(k)
+			c := f.env.Machine.Collector
+			raw, err := provenance.SignKeyless(context.Background(), f.env.Build(map[string][]byte{"app.tar.gz": artifact}), c.Signer(), c, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := provenance.Verify(raw, digest(artifact), f.options()); !errors.Is(err, provenance.ErrCertificateIdentity) {
+				t.Fatalf("got %v, want ErrCertificateIdentity", err)
+			}
+		})
+	}
 	t.Run("quote over another statement", func(t *testing.T) {
 		// Fulcio and Rekor vouch for the signature; the hardware does not
 		// vouch for the statement: still refused.
