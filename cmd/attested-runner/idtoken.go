@@ -55,6 +55,12 @@ func requestIDToken(ctx context.Context, requestURL, requestToken string) (strin
 	if err != nil {
 		return "", fmt.Errorf("reading the job's OIDC token: %w", err)
 	}
+	return parseIDTokenAnswer(body)
+}
+
+// parseIDTokenAnswer reads the token service's {"value": TOKEN}. Its
+// errors never quote the answer.
+func parseIDTokenAnswer(body []byte) (string, error) {
 	if len(body) > maxIDTokenResponse {
 		return "", fmt.Errorf("the OIDC token answer is over %d bytes", maxIDTokenResponse)
 	}

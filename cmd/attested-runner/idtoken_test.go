@@ -57,3 +57,22 @@ func TestRequestIDToken(t *testing.T) {
 		})
 	}
 }
+
+func FuzzIDTokenAnswer(f *testing.F) {
+	f.Add([]byte(`{"count":1,"value":"eyJh.eyJi.c2ln"}`))
+	f.Add([]byte(`{"value":""}`))
+	f.Add([]byte(`{"value":1}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tok, err := parseIDTokenAnswer(b)
+		if err == nil && (tok == "" || len(tok) > 16<<10) {
+			t.Fatalf("accepted token of %d bytes", len(tok))
+		}
+		if err != nil && tok != "" {
+			t.Fatal("token returned with an error")
+		}
+		if err != nil && len(b) > 8 && strings.Contains(err.Error(), string(b)) {
+			t.Fatal("error quotes the answer")
+		}
+	})
+}
