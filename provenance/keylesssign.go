@@ -250,10 +250,14 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	if b.left <= 0 {
 		// One byte more says whether the body really is over the limit.
 		var one [1]byte
-		if n, _ := b.rc.Read(one[:]); n > 0 {
+		switch _, err := io.ReadFull(b.rc, one[:]); {
+		case err == nil:
 			return 0, fmt.Errorf("%w: response over %d bytes", ErrTooLarge, b.max)
+		case errors.Is(err, io.EOF):
+			return 0, io.EOF
+		default:
+			return 0, err
 		}
-		return 0, io.EOF
 	}
 	if int64(len(p)) > b.left {
 		p = p[:b.left]
