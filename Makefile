@@ -39,6 +39,16 @@ test-qemu:
 	@scripts/prereqs.sh --qemu
 	ATTESTED_E2E_QEMU=1 $(GO) test -count=1 -timeout 20m ./internal/imageref/ ./e2e/qemu/
 
+## interop: keyless bundles through Sigstore's own programs (real Fulcio, cosign), installed with go install
+.PHONY: interop interop-tools
+FULCIO_VERSION := v1.8.8
+COSIGN_VERSION := v2.6.5
+interop-tools:
+	@test -x $(GOBIN)/fulcio || $(GO) install github.com/sigstore/fulcio@$(FULCIO_VERSION)
+	@test -x $(GOBIN)/cosign || $(GO) install github.com/sigstore/cosign/v2/cmd/cosign@$(COSIGN_VERSION)
+interop: interop-tools
+	$(GO) test -count=1 -v -run 'Keyless|Cosign' ./e2e/interop/
+
 ## lint: gofmt, go vet, staticcheck
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -17,6 +17,7 @@ import (
 
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/internal/fileio"
+	"github.com/attested-runner/attested-runner/jobgate/gateapi"
 	"github.com/attested-runner/attested-runner/provenance"
 )
 
@@ -157,6 +158,10 @@ type PolicyConfig struct {
 	// AllowSoftwareTPMUnsafe admits simulator/swtpm environments. Demos
 	// and tests only; certificates then say level 0.
 	AllowSoftwareTPMUnsafe bool `json:"allowSoftwareTPMUnsafe,omitempty"`
+	// Sigstore, optional, names the Fulcio and Rekor instances admitted
+	// environments use for keyless bundles (README "Keyless bundles").
+	// Without it every bundle is key-signed.
+	Sigstore *gateapi.Sigstore `json:"sigstore,omitempty"`
 }
 
 // TTLConfig bounds every lifetime. Zero values take the defaults.
@@ -308,6 +313,11 @@ func (c *Config) Validate() error {
 		need(err == nil && (pu.Scheme == "https" || pu.Scheme == "http") && pu.Host != "", "policy.tdxPcsUrl: an http(s) URL, or \"none\"")
 	}
 	need(c.Policy.TPMLevel == 0 || c.Policy.TPMLevel == 2, "policy.tpmLevel: a TPM quote is level 2; level 3 is earned by a verified TEE report (TDX), it cannot be configured")
+	if c.Policy.Sigstore != nil {
+		if err := c.Policy.Sigstore.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("policy.%w", err))
+		}
+	}
 	if c.TLS == nil && !loopback(c.Listen) {
 		errs = append(errs, fmt.Errorf("listen %q is not loopback: configure tls (evidence and sealed configs are confidential only in transit under TLS)", c.Listen))
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/jobgate"
+	"github.com/attested-runner/attested-runner/jobgate/gateapi"
 	"github.com/attested-runner/attested-runner/provenance"
 )
 
@@ -136,5 +137,26 @@ func TestConfigTDXPCSURL(t *testing.T) {
 		if _, err := jobgate.LoadConfig(p); (err == nil) != tc.ok {
 			t.Errorf("tdxPcsUrl %q: %v, want ok %v", tc.value, err, tc.ok)
 		}
+
+// policy.sigstore is validated with the rest: https only (http on loopback).
+func TestConfigSigstore(t *testing.T) {
+	base := func() *jobgate.Config {
+		return &jobgate.Config{
+			Listen: "127.0.0.1:8080", GateID: "https://gate.test", BuilderID: "https://gate.test/b", DataDir: "/d", SigningKey: "/k",
+			GitHub: jobgate.GitHubConfig{AppID: 1, InstallationID: 2, PrivateKey: "/p", Org: "o", Labels: []string{"self-hosted"}},
+			Policy: jobgate.PolicyConfig{ReferenceValues: []string{"/r"}, TrustedAKs: []string{"/a"}},
+		}
+	}
+	c := base()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("base config: %v", err)
+	}
+	c.Policy.Sigstore = &gateapi.Sigstore{FulcioURL: "https://fulcio.sigstore.dev", RekorURL: "https://rekor.sigstore.dev"}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("public-good sigstore: %v", err)
+	}
+	c.Policy.Sigstore.RekorURL = "http://rekor.example"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "policy.sigstore.rekorUrl") {
+		t.Fatalf("plain-http rekor: %v", err)
 	}
 }

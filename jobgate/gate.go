@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/attested-runner/attested-runner/attest"
+	"github.com/attested-runner/attested-runner/jobgate/gateapi"
 )
 
 // Gate is the verifier and registrar. Build it with New; serve Handler and
@@ -23,10 +24,13 @@ type Gate struct {
 	policyDigest string
 	signer       crypto.Signer
 	rootsPEM     []byte
-	log          *slog.Logger
-	now          func() time.Time
-	metrics      *metrics
-	verifySem    chan struct{}
+	// sigstore is the policy's Sigstore instances, told to every admitted
+	// environment (nil: key-signed bundles only).
+	sigstore  *gateapi.Sigstore
+	log       *slog.Logger
+	now       func() time.Time
+	metrics   *metrics
+	verifySem chan struct{}
 
 	gateID, builderID string
 	labels            []string
@@ -165,6 +169,7 @@ func New(o Options) (*Gate, error) {
 		offlineGrace:   c.TTL.OfflineGrace.Or(2 * time.Minute),
 		offlineSince:   map[string]time.Time{},
 		pendingTTL:     5 * time.Minute,
+		sigstore:       c.Policy.Sigstore,
 	}
 	for _, l := range c.Policy.AllowedLabels {
 		g.allowedLabels[l] = true

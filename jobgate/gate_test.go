@@ -213,6 +213,30 @@ func TestAdmitHappyPath(t *testing.T) {
 	}
 }
 
+// The policy's Sigstore instances reach the agent in the signed answer.
+func TestAdmitTellsSigstore(t *testing.T) {
+	h := newHarness(t)
+	want := gateapi.Sigstore{FulcioURL: "https://fulcio.example", RekorURL: "https://rekor.example", OIDCIssuer: "https://issuer.example"}
+	h.cfg.Policy.Sigstore = &want
+	h.start()
+	ctx := context.Background()
+	nonce, ev := h.evidence(ctx)
+	resp, err := h.client.Admit(ctx, &gateapi.AdmitRequest{Nonce: nonce, Evidence: ev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Sigstore == nil || *resp.Sigstore != want {
+		t.Fatalf("sigstore %+v, want %+v", resp.Sigstore, want)
+	}
+	if err := gateapi.VerifyDelivery(getRoots(t, h.srv.URL), nonce, ev, resp); err != nil {
+		t.Fatalf("delivery signature: %v", err)
+	}
+	resp.Sigstore.FulcioURL = "https://fulcio.attacker"
+	if err := gateapi.VerifyDelivery(getRoots(t, h.srv.URL), nonce, ev, resp); !errors.Is(err, gateapi.ErrDeliveryForged) {
+		t.Fatalf("redirected Fulcio: %v", err)
+	}
+}
+
 func getRoots(t *testing.T, base string) []crypto.PublicKey {
 	t.Helper()
 	resp, err := http.Get(base + gateapi.PathRoots)

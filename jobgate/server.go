@@ -320,7 +320,7 @@ func (g *Gate) admit(ctx context.Context, req *gateapi.AdmitRequest, from string
 	certBundle, err := provenance.IssueEnvCert(ctx, g.signer, cert)
 	resp := &gateapi.AdmitResponse{
 		RunnerName: name, RunnerID: id, Labels: labels,
-		EnvironmentCertificate: certBundle, ExpiresAt: cert.NotAfter,
+		EnvironmentCertificate: certBundle, ExpiresAt: cert.NotAfter, Sigstore: g.sigstore,
 	}
 	if err == nil {
 		resp.SealedJITConfig, err = attest.Seal(ev.HPKEPublicKey, gateapi.JITContext(name), []byte(jit))

@@ -3,7 +3,8 @@
 // attestations around it.
 //
 // Three signed documents, all in-toto statements in DSSE sigstore bundles
-// (media type v0.3, no Fulcio or Rekor needed):
+// (media type v0.3, no Fulcio or Rekor needed, though the provenance may
+// use them: see below):
 //
 //   - The environment certificate (envcert.go): a SLSA VSA the gate signs at
 //     admission, whose subject is the environment key. It records the
@@ -26,6 +27,14 @@
 // binds inputs and outputs to the hardware state at signing time and
 // cannot be replayed onto another statement (seed: response-time
 // attestation).
+//
+// Keyless provenance (keylesssign.go, keyless.go): with the job's OIDC
+// token, SignKeyless has Fulcio certify the environment key itself for the
+// job's workflow identity, checks that identity against the recorded job
+// before signing, and records the DSSE in Rekor, so that cosign and gh
+// understand the bundle. The certificate adds a workflow identity; only
+// the environment certificate and the quote still say what machine
+// signed, and Verify checks them for keyless bundles as for any other.
 //
 // What Verify trusts: the gate keys given as TrustedGateRoots (or, in
 // evidence mode, the reference values and AK roots given instead). What it

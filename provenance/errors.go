@@ -74,6 +74,13 @@ var (
 	// (repository, commit, ref, workflow, run, runner environment) is not
 	// the job the agent recorded.
 	ErrCertificateIdentity = errors.New("certificate identity is not the recorded job")
+	// ErrKeyless: keyless signing failed: Fulcio refused or could not be
+	// reached, Rekor did not record the entry, or an instance URL is bad.
+	// Nothing was signed for the job.
+	ErrKeyless = errors.New("keyless signing failed")
+	// ErrIDToken (with ErrKeyless): the job's OIDC token is missing, too
+	// large or not a compact JWT.
+	ErrIDToken = errors.New("unusable OIDC token")
 	// ErrUntrustedImage: runner-image provenance not signed by a trusted
 	// image key.
 	ErrUntrustedImage = errors.New("image provenance not signed by a trusted image key")

@@ -7,6 +7,10 @@ import (
 	"encoding/json"
 )
 
+// SkipIdentityCheckForTest makes SignKeyless sign under any certificate
+// identity, as a subverted agent could.
+func SkipIdentityCheckForTest(k *Keyless) { k.unsafeSkipIdentityCheck = true }
+
 // SignPayloadForTest exposes signPayload to the tests.
 var SignPayloadForTest = signPayload
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/attested-runner/attested-runner/attest"
 	intoto "github.com/in-toto/attestation/go/v1"
+	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 	"github.com/sigstore/sigstore-go/pkg/sign"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -159,6 +160,11 @@ func signPayload(ctx context.Context, payload []byte, key crypto.Signer) ([]byte
 	if err != nil {
 		return nil, fmt.Errorf("signing: %w", err)
 	}
+	return bundleJSON(pb)
+}
+
+// bundleJSON is a bundle's one compact JSON form.
+func bundleJSON(pb *protobundle.Bundle) ([]byte, error) {
 	b, err := protojson.Marshal(pb)
 	if err != nil {
 		return nil, err

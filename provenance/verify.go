@@ -120,7 +120,11 @@ const clockSkew = 2 * time.Minute
 // artifact digest is a subject (ErrSubjectMismatch); the environment key is
 // certified, by a trusted gate's certificate (ErrUntrustedEnvironment) or,
 // in evidence mode, by hardware evidence verified against reference values;
-// the DSSE signature verifies with that key (ErrSignature); the response-time
+// the DSSE signature verifies with that key (ErrSignature); for a keyless
+// bundle, the certificate is for that key (ErrCertificateKey) and, with
+// TrustedSigstore, its chain, transparency log entry, observer time,
+// issuer (ErrSigstore) and workflow identity (ErrCertificateIdentity)
+// verify, see verifyEnvSignature; the response-time
 // evidence verifies with the statement's digest as challenge, from the same
 // AK, boot and environment key (ErrEvidence, ErrEnvKeyMismatch), and its
 // lifecycle log names this build (ErrBuildMismatch) and shows neither
@@ -140,7 +144,8 @@ const clockSkew = 2 * time.Minute
 // can lower the level, never raise it. A software-TPM result passes only
 // with AllowSoftwareTPMInsecure and the default MinLevel.
 //
-// Not checked: anything online (revocation, Rekor), and the truth of what the
+// Not checked: anything online (revocation, a Rekor lookup: the tlog entry
+// is checked offline against TrustedSigstore), and the truth of what the
 // attested agent recorded: the hardware evidence shows which agent binary,
 // in which boot, signed it; that agent is trusted to record honestly.
 func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, error) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -78,6 +79,10 @@ type Config struct {
 	// must be RAM-backed (tmpfs, ramfs: the initramfs image), never disk.
 	// Tests and the local demo only.
 	AllowRunnerDirOnDiskInsecure bool
+	// SigstoreTransport, optional, carries requests to the gate policy's
+	// Fulcio and Rekor (a private instance's CA); default
+	// http.DefaultTransport.
+	SigstoreTransport http.RoundTripper
 	// PowerOff ends the VM (systemctl poweroff, reboot(2), a test recorder).
 	PowerOff func(ctx context.Context) error
 	// OnListening, if set, is called once the runner has started (for
@@ -426,6 +431,11 @@ func (a *Agent) acceptAnswer(resp *gateapi.AdmitResponse, nonce, evJSON []byte) 
 	c := a.cfg
 	if err := gateapi.VerifyDelivery(c.GateKeys, nonce, evJSON, resp); err != nil {
 		return nil, nil, err
+	}
+	if resp.Sigstore != nil {
+		if err := resp.Sigstore.Validate(); err != nil {
+			return nil, nil, fmt.Errorf("the gate's Sigstore instances: %w", err)
+		}
 	}
 	cert, err := provenance.VerifyEnvCert(resp.EnvironmentCertificate, c.GateKeys)
 	if err != nil {

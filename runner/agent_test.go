@@ -82,7 +82,7 @@ func newWorld(t *testing.T) *world {
 
 // newWorldB builds the world around a policy; the caller supplies the
 // collector.
-func newWorldB(t testing.TB, policy *attest.Policy) *world {
+func newWorldB(t testing.TB, policy *attest.Policy, edit ...func(*jobgate.Config)) *world {
 	t.Helper()
 	appKey, pemKey, err := fakegithub.AppKey()
 	if err != nil {
@@ -104,10 +104,13 @@ func newWorldB(t testing.TB, policy *attest.Policy) *world {
 	}
 	t.Cleanup(func() { store.Close() })
 	gateKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	gateCfg := &jobgate.Config{GateID: "https://gate.test", BuilderID: "https://gate.test/builder/v1",
+		GitHub: jobgate.GitHubConfig{Org: "octo-org", Labels: []string{"self-hosted", "attested"}}}
+	for _, e := range edit {
+		e(gateCfg)
+	}
 	g, err := jobgate.New(jobgate.Options{
-		Config: &jobgate.Config{GateID: "https://gate.test", BuilderID: "https://gate.test/builder/v1",
-			GitHub: jobgate.GitHubConfig{Org: "octo-org", Labels: []string{"self-hosted", "attested"}}},
-		Store: store, Registry: reg, Policy: policy, PolicyDigest: "test", Signer: gateKey,
+		Config: gateCfg, Store: store, Registry: reg, Policy: policy, PolicyDigest: "test", Signer: gateKey,
 	})
 	if err != nil {
 		t.Fatal(err)

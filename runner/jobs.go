@@ -212,11 +212,28 @@ func (a *Agent) attestFiles(ctx context.Context, req *AttestRequest, files []int
 	}
 	b.FinishedOn = a.cfg.Now().UTC()
 
-	signed, err := provenance.Sign(ctx, b, a.cfg.Collector.Signer(), a.cfg.Collector)
+	var signed []byte
+	var err error
+	switch {
+	case req.IDToken != "" && adm.Sigstore != nil:
+		// Keyless: the certificate must name the job recorded at job
+		// start, or nothing is signed (SignKeyless checks).
+		k := &provenance.Keyless{
+			FulcioURL: adm.Sigstore.FulcioURL, RekorURL: adm.Sigstore.RekorURL, ExpectedIssuer: adm.Sigstore.OIDCIssuer,
+			IDToken: req.IDToken, Transport: a.cfg.SigstoreTransport,
+		}
+		signed, err = provenance.SignKeyless(ctx, b, a.cfg.Collector.Signer(), a.cfg.Collector, k)
+		resp.Keyless = true
+	case req.IDToken != "":
+		resp.Notice = "the gate's policy names no Sigstore instance (policy.sigstore): the bundle is signed by the environment key alone"
+		fallthrough
+	default:
+		signed, err = provenance.Sign(ctx, b, a.cfg.Collector.Signer(), a.cfg.Collector)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("signing provenance: %w", err)
 	}
 	resp.Bundle = signed
-	a.log.Info("attested", "build", snapshot.buildID, "subjects", len(b.Subjects), "actions", len(b.Actions))
+	a.log.Info("attested", "build", snapshot.buildID, "subjects", len(b.Subjects), "actions", len(b.Actions), "keyless", resp.Keyless)
 	return resp, nil
 }

@@ -75,6 +75,13 @@ type AttestRequest struct {
 	// Subjects are the names to record for the files, in descriptor order:
 	// workspace-relative paths, as the client resolved them.
 	Subjects []string `json:"subjects"`
+	// IDToken, when the workflow granted id-token: write, is the job's
+	// GitHub OIDC token (audience sigstore): the agent then has Fulcio
+	// certify the environment key for the job's workflow and records the
+	// signature in Rekor (a keyless bundle). It is a credential: the agent
+	// sends it to the gate policy's Fulcio and nowhere else, never logs it
+	// and never writes it down.
+	IDToken string `json:"idToken,omitempty"`
 }
 
 // AttestResponse carries the signed bundle and what it attests.
@@ -82,6 +89,12 @@ type AttestResponse struct {
 	// Bundle is the sigstore bundle (JSON); the client writes it.
 	Bundle   []byte          `json:"bundle"`
 	Subjects []AttestSubject `json:"subjects"`
+	// Keyless reports a bundle with a Fulcio certificate and a Rekor
+	// entry; false is a bundle signed by the bare environment key.
+	Keyless bool `json:"keyless"`
+	// Notice, if set, tells the job why it got a key-signed bundle
+	// although it sent a token.
+	Notice string `json:"notice,omitempty"`
 }
 
 // AttestSubject is one attested file.

@@ -11,7 +11,7 @@ if [[ -z "$agent" || -z "$socket" || ! -x "$agent" || ! -S "$socket" ]]; then
   exit 1
 fi
 
-args=(attest --socket "$socket" --subject-path "$INPUT_SUBJECT_PATH")
+args=(attest --socket "$socket" --subject-path "$INPUT_SUBJECT_PATH" --keyless "${INPUT_KEYLESS:-auto}")
 if [[ -n "${INPUT_BUNDLE_PATH:-}" ]]; then
   args+=(--bundle-path "$INPUT_BUNDLE_PATH")
 fi

@@ -84,6 +84,13 @@ the workspace ($GITHUB_WORKSPACE, else the current directory), and is recorded
 under its workspace-relative path. At most 250 files per bundle. Prints the
 digests and the bundle path; with GITHUB_OUTPUT set, also writes bundle-path=
 to it.
+
+Keyless: when the workflow grants id-token: write (the runner then sets
+ACTIONS_ID_TOKEN_REQUEST_URL and ACTIONS_ID_TOKEN_REQUEST_TOKEN), the job's
+OIDC token (audience sigstore) goes to the agent with the files, and the
+agent returns a bundle with a Fulcio certificate for the environment key and
+a Rekor entry, if the gate's policy names a Sigstore instance. --keyless
+never sends no token; --keyless required fails unless the bundle is keyless.
 `
 
 func runAttest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -92,6 +99,7 @@ func runAttest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.Var(&subjects, "subject-path", "file or glob to attest (repeatable; newline-separated lists accepted)")
 	bundle := fs.String("bundle-path", "", "bundle to write (default: <first subject>.sigstore.json)")
 	socket := fs.String("socket", defaultSocket, "agent socket")
+	keyless := fs.String("keyless", "auto", "auto (keyless when the job has an OIDC token), never, or required")
 	if pos, err := cli.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -125,6 +133,11 @@ func runAttest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if len(paths) == 0 {
 		return cli.Usagef("attest: at least one --subject-path is required")
 	}
+	switch *keyless {
+	case "auto", "never", "required":
+	default:
+		return cli.Usagef("attest: --keyless must be auto, never or required, not %q", *keyless)
+	}
 	cwd, err := os.Getwd()
 	if err != nil {
 		return err
@@ -151,11 +164,27 @@ func runAttest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var resp runner.AttestResponse
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
-	if err := (&runner.Client{Socket: *socket}).Call(cctx, runner.OpAttest, &runner.AttestRequest{Subjects: subs.names}, &resp, subs.files...); err != nil {
+	req := &runner.AttestRequest{Subjects: subs.names}
+	if *keyless != "never" {
+		tok, err := requestIDToken(cctx, os.Getenv("ACTIONS_ID_TOKEN_REQUEST_URL"), os.Getenv("ACTIONS_ID_TOKEN_REQUEST_TOKEN"))
+		switch {
+		case errors.Is(err, errNoIDToken) && *keyless == "auto":
+		case err != nil:
+			return fmt.Errorf("attest: %w", err)
+		}
+		req.IDToken = tok
+	}
+	if err := (&runner.Client{Socket: *socket}).Call(cctx, runner.OpAttest, req, &resp, subs.files...); err != nil {
 		return fmt.Errorf("attest: %w", err)
 	}
 	if len(resp.Bundle) == 0 {
 		return errors.New("attest: the agent returned no bundle")
+	}
+	if *keyless == "required" && !resp.Keyless {
+		return fmt.Errorf("attest: --keyless required, but the agent signed with the environment key alone: %s", resp.Notice)
+	}
+	if resp.Notice != "" {
+		fmt.Fprintf(stderr, "::notice::attested-runner: %s\n", resp.Notice)
 	}
 	// Written as the job's user, replacing whatever is at the path (a
 	// symlink there is replaced, not followed).
@@ -169,7 +198,11 @@ func runAttest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if rel, err := filepath.Rel(ws, bundlePath); err == nil && filepath.IsLocal(rel) {
 		shown = rel
 	}
-	fmt.Fprintf(stdout, "bundle %s\n", shown)
+	kind := "signed by the environment key"
+	if resp.Keyless {
+		kind = "keyless: Fulcio certificate for the environment key, Rekor entry"
+	}
+	fmt.Fprintf(stdout, "bundle %s (%s)\n", shown, kind)
 	if out := os.Getenv("GITHUB_OUTPUT"); out != "" {
 		f, err := os.OpenFile(out, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
 		if err != nil {

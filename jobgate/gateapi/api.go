@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 )
 
@@ -104,6 +105,10 @@ type AdmitResponse struct {
 	// EnvironmentCertificate is the gate-signed VSA (a sigstore bundle).
 	EnvironmentCertificate json.RawMessage `json:"environmentCertificate"`
 	ExpiresAt              time.Time       `json:"expiresAt"`
+	// Sigstore, when the gate's policy names one, is where the environment
+	// gets keyless certificates and transparency log entries for jobs that
+	// hand it their OIDC token. Nil: key-signed bundles only.
+	Sigstore *Sigstore `json:"sigstore,omitempty"`
 	// DeliverySignature is the gate's signature (ECDSA P-256, ASN.1, by
 	// its certificate key) over DeliveryDigest: it binds the sealed
 	// configuration and the certificate to this admission, so a party
@@ -111,14 +116,44 @@ type AdmitResponse struct {
 	DeliverySignature []byte `json:"deliverySignature"`
 }
 
+// Sigstore names the Sigstore instances of a gate's policy (public good:
+// https://fulcio.sigstore.dev and https://rekor.sigstore.dev).
+type Sigstore struct {
+	FulcioURL string `json:"fulcioUrl"`
+	// RekorURL speaks Rekor's v1 API.
+	RekorURL string `json:"rekorUrl"`
+	// OIDCIssuer, optional, is the issuer job tokens must come from;
+	// default GitHub Actions' issuer for the job's server.
+	OIDCIssuer string `json:"oidcIssuer,omitempty"`
+}
+
+// Validate requires https URLs (http only to a loopback host, for tests
+// and a local demo).
+func (s *Sigstore) Validate() error {
+	for _, u := range []struct{ name, url string }{{"fulcioUrl", s.FulcioURL}, {"rekorUrl", s.RekorURL}} {
+		p, err := url.Parse(u.url)
+		switch {
+		case err != nil || p.Host == "" || p.User != nil || p.RawQuery != "" || p.Fragment != "":
+			return fmt.Errorf("sigstore.%s %q is not a URL", u.name, u.url)
+		case p.Scheme == "https":
+		case p.Scheme == "http" && (p.Hostname() == "127.0.0.1" || p.Hostname() == "::1" || p.Hostname() == "localhost"):
+		default:
+			return fmt.Errorf("sigstore.%s %q: https required (http only on loopback)", u.name, u.url)
+		}
+	}
+	return nil
+}
+
 // deliveryDomain separates delivery signatures from every other use of the
 // gate's key.
 const deliveryDomain = "attested-runner/v1/jit-delivery"
 
 // DeliveryDigest is the SHA-256 the gate signs when it answers an
-// admission: the runner's name and id, the admission nonce, and the
-// digests of the agent's evidence, of the sealed JIT configuration and of
-// the environment certificate, each length-prefixed.
+// admission: the runner's name and id, the admission nonce, the digests of
+// the agent's evidence, of the sealed JIT configuration and of the
+// environment certificate, and the Sigstore instances (so nobody in
+// between can point the agent at a Fulcio of their own), each
+// length-prefixed.
 func DeliveryDigest(nonce, evidence []byte, r *AdmitResponse) []byte {
 	ev := sha256.Sum256(evidence)
 	sealed := sha256.Sum256(r.SealedJITConfig)
@@ -126,7 +161,12 @@ func DeliveryDigest(nonce, evidence []byte, r *AdmitResponse) []byte {
 	var id [8]byte
 	binary.BigEndian.PutUint64(id[:], uint64(r.RunnerID))
 	h := sha256.New()
-	for _, part := range [][]byte{[]byte(deliveryDomain), []byte(r.RunnerName), id[:], nonce, ev[:], sealed[:], cert[:]} {
+	var ss Sigstore
+	if r.Sigstore != nil {
+		ss = *r.Sigstore
+	}
+	for _, part := range [][]byte{[]byte(deliveryDomain), []byte(r.RunnerName), id[:], nonce, ev[:], sealed[:], cert[:],
+		[]byte(ss.FulcioURL), []byte(ss.RekorURL), []byte(ss.OIDCIssuer)} {
 		var n [4]byte
 		binary.BigEndian.PutUint32(n[:], uint32(len(part)))
 		h.Write(n[:])

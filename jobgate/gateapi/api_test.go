@@ -27,7 +27,8 @@ func TestVerifyDelivery(t *testing.T) {
 		r.DeliverySignature = sig
 	}
 	valid := func() *AdmitResponse {
-		r := &AdmitResponse{RunnerName: "attested-abc", RunnerID: 42, SealedJITConfig: []byte("sealed"), EnvironmentCertificate: []byte(`{"cert":1}`)}
+		r := &AdmitResponse{RunnerName: "attested-abc", RunnerID: 42, SealedJITConfig: []byte("sealed"), EnvironmentCertificate: []byte(`{"cert":1}`),
+			Sigstore: &Sigstore{FulcioURL: "https://fulcio.example", RekorURL: "https://rekor.example"}}
 		sign(r)
 		return r
 	}
@@ -51,6 +52,10 @@ func TestVerifyDelivery(t *testing.T) {
 		"runner id changed":         {edit: func(r *AdmitResponse) { r.RunnerID = 43 }},
 		"answer for other nonce":    {nonce: []byte("nonce-other-456789abcdef0123456789")},
 		"answer for other evidence": {evidence: []byte(`{"evidence":2}`)},
+		"fulcio redirected":         {edit: func(r *AdmitResponse) { r.Sigstore.FulcioURL = "https://fulcio.attacker" }},
+		"rekor redirected":          {edit: func(r *AdmitResponse) { r.Sigstore.RekorURL = "https://rekor.attacker" }},
+		"issuer changed":            {edit: func(r *AdmitResponse) { r.Sigstore.OIDCIssuer = "https://issuer.attacker" }},
+		"sigstore dropped":          {edit: func(r *AdmitResponse) { r.Sigstore = nil }},
 		"signature truncated":       {edit: func(r *AdmitResponse) { r.DeliverySignature = r.DeliverySignature[:len(r.DeliverySignature)-1] }},
 	} {
 		t.Run(name, func(t *testing.T) {
