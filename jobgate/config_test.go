@@ -137,6 +137,8 @@ func TestConfigTDXPCSURL(t *testing.T) {
 		if _, err := jobgate.LoadConfig(p); (err == nil) != tc.ok {
 			t.Errorf("tdxPcsUrl %q: %v, want ok %v", tc.value, err, tc.ok)
 		}
+	}
+}
 
 // policy.sigstore is validated with the rest: https only (http on loopback).
 func TestConfigSigstore(t *testing.T) {

@@ -24,9 +24,9 @@ fi
 
 # package : files in scope : test packages that must kill the mutants
 scope=(
-  "attest:verify.go verify_tpm.go verify_tdx.go policy.go cel.go:./attest/"
-  "provenance:verify.go envcert.go dispatch.go image.go launch.go:./provenance/ ./cmd/attested-verify/"
-  "jobgate:server.go:./jobgate/"
+  "attest:verify.go verify_tpm.go verify_tdx.go verify_snp.go tdx_collateral.go ek.go akpublic.go aksig.go azure.go policy.go cel.go:./attest/"
+  "provenance:verify.go envcert.go dispatch.go image.go launch.go keyless.go keylesssign.go dsse.go:./provenance/ ./cmd/attested-verify/"
+  "jobgate:server.go activation.go:./jobgate/"
   "jobgate/fleet:webhook.go image.go fleet.go reconcile.go config.go:./jobgate/fleet/"
   "jobgate/gateapi:api.go:./jobgate/gateapi/ ./runner/"
   "runner:socket.go jobs.go subject.go workerlog.go:./runner/"
