@@ -32,7 +32,12 @@ if [[ -z "${INPUT_GITHUB_TOKEN:-}" ]]; then
   echo "attestation not stored on GitHub: no github-token"
   exit 0
 fi
-bundle="$(sed -n 's/^bundle //p' <<< "$out" | tail -n 1)"
+# "bundle PATH (how it was signed)": the path, without the note.
+bundle="$(sed -n 's/^bundle \(.*\) ([^()]*)$/\1/p' <<< "$out" | tail -n 1)"
+if [[ -z "$bundle" ]]; then
+  echo "::error::upload: the agent named no bundle" >&2
+  exit 1
+fi
 up=(upload --bundle "$bundle")
 [[ "$upload" == auto ]] && up+=(--if-permitted)
 GITHUB_TOKEN="$INPUT_GITHUB_TOKEN" exec "$agent" "${up[@]}"
