@@ -40,6 +40,9 @@ type AgentOptions struct {
 	// (default /dev/shm). If it holds a staged listener (StageListener),
 	// the runner directory gets a hard link to it instead of a copy.
 	RunnerRoot string
+	// EKActivation passes --ek-activation: the agent proves its AK by
+	// credential activation of its TPM's certified EK.
+	EKActivation bool
 }
 
 // Agent is attested-runner running as a process on a Machine, with a
@@ -148,6 +151,9 @@ func StartAgent(bin *Binaries, dir string, o AgentOptions) (*Agent, error) {
 	}
 	if len(o.Labels) > 0 {
 		args = append(args, "--labels", strings.Join(o.Labels, ","))
+	}
+	if o.EKActivation {
+		args = append(args, "--ek-activation")
 	}
 	logf, err := os.OpenFile(a.LogPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {

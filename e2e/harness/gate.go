@@ -27,6 +27,8 @@ import (
 type GateOptions struct {
 	ReferenceValues []string
 	TrustedAKs      []string
+	// TrustedEKRoots are PEM files of EK CAs (policy.trustedEKRoots).
+	TrustedEKRoots []string
 	// TTL: zero fields take the gate's defaults, except ReconcileInterval
 	// (default here 1 s, so reconcile outcomes show within seconds).
 	TTL jobgate.TTLConfig
@@ -98,7 +100,7 @@ func NewGate(ctx context.Context, bin *Binaries, dir string, gh *GitHub, o GateO
 			PrivateKey: gh.AppKeyPath, Org: gh.Org, Labels: o.Labels,
 		},
 		Policy: jobgate.PolicyConfig{
-			ReferenceValues: o.ReferenceValues, TrustedAKs: o.TrustedAKs, AllowedLabels: o.AllowedLabels,
+			ReferenceValues: o.ReferenceValues, TrustedAKs: o.TrustedAKs, TrustedEKRoots: o.TrustedEKRoots, AllowedLabels: o.AllowedLabels,
 			AllowSoftwareTPMUnsafe: true,
 		},
 		TTL:   o.TTL,

@@ -13,6 +13,7 @@ import (
 
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/attest/attesttest"
+	"github.com/attested-runner/attested-runner/internal/ekca"
 	"github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/tpmutil"
 )
@@ -25,6 +26,10 @@ type MachineOptions struct {
 	// SecureBootOff says the BootLog's firmware ran without Secure Boot,
 	// so reference values derived from this machine do not require it.
 	SecureBootOff bool
+	// EKCA, if set, manufactures the fresh TPM as a fleet does: an RSA EK
+	// certificate of this CA in its NV (ekca.Provision), for admission by
+	// EK credential activation with no AK enrolled by hand.
+	EKCA *ekca.CA
 }
 
 // Machine is a simulated machine: a software TPM (one swtpm process) on
@@ -46,6 +51,8 @@ type Machine struct {
 	// PEM: what an admin enrolls in the gate's policy.trustedAKs.
 	AK     []byte
 	AKPath string
+	// EKCert is the EK certificate (DER) MachineOptions.EKCA wrote, if any.
+	EKCert []byte
 }
 
 // NewMachine powers on a machine in dir: swtpm starts with a fresh TPM
@@ -69,6 +76,11 @@ func NewMachine(ctx context.Context, dir, name string, o MachineOptions) (*Machi
 	}
 	m.TPM = tpm
 	if err := tpm.With(func(rw io.ReadWriter) error {
+		if o.EKCA != nil {
+			if m.EKCert, err = ekca.Provision(rw, o.EKCA, ekca.RSA); err != nil {
+				return fmt.Errorf("manufacturing the EK certificate: %w", err)
+			}
+		}
 		m.AK, err = attest.AKPublic(rw)
 		return err
 	}); err != nil {
