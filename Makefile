@@ -37,7 +37,7 @@ test: prereqs
 ## test-qemu: real measured boot under QEMU + OVMF + swtpm (-accel tcg), agent in the VM
 test-qemu:
 	@scripts/prereqs.sh --qemu
-	ATTESTED_E2E_QEMU=1 $(GO) test -count=1 -timeout 20m ./internal/imageref/ ./e2e/qemu/
+	ATTESTED_E2E_QEMU=1 $(GO) test -count=1 -timeout 40m ./internal/imageref/ ./e2e/qemu/
 
 ## interop: keyless bundles through Sigstore's own programs (real Fulcio, cosign), installed with go install
 .PHONY: interop interop-tools
