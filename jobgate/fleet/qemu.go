@@ -329,10 +329,7 @@ func ProvisionSWTPM(ctx context.Context, swtpmBin, dir, state string, f func(io.
 		os.Remove(srv)
 		os.Remove(ctrl)
 	}()
-	if err := waitFor(srv, 5*time.Second); err != nil {
-		return err
-	}
-	conn, err := net.Dial("unix", srv)
+	conn, err := dialListening(srv, 5*time.Second)
 	if err != nil {
 		return err
 	}
@@ -479,6 +476,24 @@ func (q *QEMU) List(context.Context) ([]Instance, error) {
 // Console returns a VM's serial console so far (tests, admins).
 func (q *QEMU) Console(name string) ([]byte, error) {
 	return fileio.ReadFile(filepath.Join(q.cfg.StateDir, name, "console.log"), 16<<20)
+}
+
+// dialListening connects to the unix socket at path once its server
+// listens: the file appears at bind(2), before listen(2), so a busy
+// machine can refuse a connection in between.
+func dialListening(path string, max time.Duration) (net.Conn, error) {
+	for deadline := time.Now().Add(max); ; time.Sleep(20 * time.Millisecond) {
+		conn, err := net.Dial("unix", path)
+		if err == nil {
+			return conn, nil
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.ENOENT) {
+			return nil, err
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("nothing listening on %s within %s: %w", path, max, err)
+		}
+	}
 }
 
 func waitFor(path string, max time.Duration) error {
