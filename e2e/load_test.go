@@ -96,11 +96,15 @@ func runLoad(t testing.TB, n int) loadResult {
 	if got, want := len(harness.AuditFilter(recs, "admit", "")), reached(admits); got != want {
 		t.Fatalf("%d admission records for %d admission requests", got, want)
 	}
-	// A deregistration that finds the runner already gone (the reconcile
-	// loop saw GitHub delete the ephemeral runner first) changes nothing and
-	// is answered "already removed" without an audit record.
-	if got, want := len(harness.AuditFilter(recs, "deregister", "")), reached(deregs)-noops(t, deregs); got != want {
+	// Every deregistration is one decision and one record, also one that
+	// finds the runner already gone (the reconcile loop saw GitHub delete
+	// the ephemeral runner first): it changes nothing, is answered
+	// "already removed" and audited as a no-op.
+	if got, want := len(harness.AuditFilter(recs, "deregister", "")), reached(deregs); got != want {
 		t.Fatalf("%d deregistration records for %d deregistration decisions", got, want)
+	}
+	if got, want := len(harness.AuditFilter(recs, "deregister", "noop")), noops(t, deregs); got != want {
+		t.Fatalf("%d no-op deregistration records for %d answers that removed nothing", got, want)
 	}
 
 	// Latency per agent: its challenge request to the answer to the
