@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -237,4 +238,49 @@ func mustCred(t testing.TB, ek any, ak *attest.AKPublicArea, secret []byte) *att
 		t.Fatal(err)
 	}
 	return c
+}
+
+// TestMakeCredentialRefuses: a credential is made only for an AK with a
+// name and a secret of 1 to 32 bytes, under an EK key credactivation can
+// use; TPMAKPublic finds the AK only in TPM evidence that names one.
+func TestMakeCredentialRefuses(t *testing.T) {
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ak, err := attest.CheckAKPublic(akArea(t, client.AKTemplateECC(), ecKey.Public()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ek := &rsaKey(t, 0).PublicKey
+	if c, err := attest.MakeCredential(ek, ak, make([]byte, 32)); err != nil || len(c.IDObject) == 0 || len(c.EncryptedSecret) == 0 {
+		t.Fatalf("credential: %+v, %v", c, err)
+	}
+	for _, tc := range []struct {
+		name   string
+		ek     any
+		ak     *attest.AKPublicArea
+		secret []byte
+		want   string
+	}{
+		{"no AK", ek, nil, []byte("s"), "no AK name"},
+		{"an AK without a name", ek, &attest.AKPublicArea{}, []byte("s"), "no AK name"},
+		{"no secret", ek, ak, nil, "want 1 to 32"},
+		{"a secret over 32 bytes", ek, ak, make([]byte, 33), "want 1 to 32"},
+		{"an EK that is no key", "not a key", ak, []byte("s"), "making the credential"},
+	} {
+		if c, err := attest.MakeCredential(tc.ek, tc.ak, tc.secret); err == nil || c != nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %+v, %v (want %q)", tc.name, c, err, tc.want)
+		}
+	}
+
+	noAK, _ := proto.Marshal(&pb.Attestation{})
+	for name, e := range map[string]*attest.Evidence{
+		"no evidence":               nil,
+		"TDX evidence":              {Kind: attest.KindTDX},
+		"TPM kind without TPM":      {Kind: attest.KindTPM},
+		"attestation not protobuf":  {Kind: attest.KindTPM, TPM: &attest.TPMEvidence{Attestation: []byte{0xff, 0xff, 0xff}}},
+		"attestation without an AK": {Kind: attest.KindTPM, TPM: &attest.TPMEvidence{Attestation: noAK}},
+	} {
+		if b, err := e.TPMAKPublic(); !errors.Is(err, attest.ErrMalformedEvidence) || b != nil {
+			t.Errorf("%s: %x, %v", name, b, err)
+		}
+	}
 }
