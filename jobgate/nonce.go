@@ -38,6 +38,15 @@ func nonceMAC(key, body []byte) []byte {
 // same key.
 const nonceSecretDomain = "attested-runner/v1/nonce-secret\x00"
 
+// issuedNonceSecret is nonceSecret of a nonce issued under key (and only
+// of one: ErrNonceUnknown otherwise), what both stores' NonceSecret return.
+func issuedNonceSecret(key, nonce, info []byte) ([]byte, error) {
+	if _, err := parseNonce(key, nonce); err != nil {
+		return nil, err
+	}
+	return nonceSecret(key, nonce, info), nil
+}
+
 // nonceSecret is a 32-byte HMAC-SHA256 of the nonce and info,
 // length-prefixed, under key in its own domain. Whoever knows the nonce
 // but not the key cannot compute it.

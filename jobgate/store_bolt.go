@@ -75,10 +75,7 @@ func (s *BoltStore) NewNonce(_ context.Context, expires time.Time) ([]byte, erro
 
 // NonceSecret implements Store.
 func (s *BoltStore) NonceSecret(_ context.Context, nonce, info []byte) ([]byte, error) {
-	if _, err := parseNonce(s.nonceKey, nonce); err != nil {
-		return nil, err
-	}
-	return nonceSecret(s.nonceKey, nonce, info), nil
+	return issuedNonceSecret(s.nonceKey, nonce, info)
 }
 
 func (s *BoltStore) checkNonce(tx *bolt.Tx, nonce []byte, now time.Time) (time.Time, error) {

@@ -321,10 +321,7 @@ func (s *PostgresStore) NewNonce(_ context.Context, expires time.Time) ([]byte, 
 
 // NonceSecret implements Store: under the nonce key every replica shares.
 func (s *PostgresStore) NonceSecret(_ context.Context, nonce, info []byte) ([]byte, error) {
-	if _, err := parseNonce(s.nonceKey, nonce); err != nil {
-		return nil, err
-	}
-	return nonceSecret(s.nonceKey, nonce, info), nil
+	return issuedNonceSecret(s.nonceKey, nonce, info)
 }
 
 // CheckNonce implements Store.
