@@ -391,7 +391,7 @@ func TestGCELaunchRSAOnlyIdentity(t *testing.T) {
 func TestGCELaunchOperationTimeout(t *testing.T) {
 	f := newGCEFixture(t, nil)
 	f.fake.OpWaits = 1 << 30
-	f.g.opTimeout = 50 * time.Millisecond
+	f.g.opTimeout = 500 * time.Millisecond // long enough for the insert to reach the API on a loaded machine
 	_, err := f.g.Launch(context.Background(), f.req())
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Launch: %v, want a deadline", err)
