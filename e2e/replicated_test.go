@@ -174,11 +174,18 @@ func (r *replicatedEnv) requireUnavailable(url string, req *gateapi.AdmitRequest
 	}
 }
 
-// sharedAudit reads the audit log through every running gate given and
-// checks that it is one chain: each verifies (`jobgate audit verify`) and
-// all gates show the same records, hash for hash.
+// sharedAudit stops the gates given, reads the audit log with each one's
+// configuration and checks that it is one chain: each verifies (`jobgate
+// audit verify`) and all show the same records, hash for hash.
 func (r *replicatedEnv) sharedAudit(gates ...*harness.Gate) []jobgate.AuditRecord {
 	r.t.Helper()
+	// The traffic is over: stop the gates, so that no reconcile appends a
+	// record between one gate's audit show and its audit verify.
+	for _, g := range gates {
+		if err := g.Stop(); err != nil {
+			r.t.Fatal(err)
+		}
+	}
 	var first []jobgate.AuditRecord
 	for i, g := range gates {
 		recs, err := g.AuditLog(r.ctx)
