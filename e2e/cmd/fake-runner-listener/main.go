@@ -396,9 +396,16 @@ func (l *listener) connect(ctx context.Context, client *fakegithub.RunnerClient)
 	var firstErr time.Time
 	for {
 		l.log.Info("MessageListener", "Attempt to create session.")
-		err := client.Connect(ctx)
+		// A signal does not abandon a session half made: the server may
+		// have opened it, and only a deleted session leaves the runner
+		// offline.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+		err := client.Connect(cctx)
+		cancel()
 		var se *fakegithub.StatusError
 		switch {
+		case err == nil && ctx.Err() != nil:
+			return l.shutdown(client), false
 		case err == nil:
 			l.log.Info("MessageListener", "Session created.")
 			l.term.Line("")
