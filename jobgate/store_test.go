@@ -42,6 +42,15 @@ type storeFixture struct {
 	tamper func(t *testing.T, edit auditEdit)
 }
 
+// gates is the store as the gates of a test see it: s, and a replica on
+// the same state where the kind has one (PostgreSQL).
+func (fx *storeFixture) gates(t *testing.T) []Store {
+	if fx.replica == nil {
+		return []Store{fx.s}
+	}
+	return []Store{fx.s, fx.replica(t)}
+}
+
 // auditEdit is one way to tamper with the stored audit log.
 type auditEdit struct {
 	// replace rewrites record seq, replacing from by to in its JSON.
@@ -265,10 +274,7 @@ func TestNonceSecret(t *testing.T) {
 // the losers' nonces are NOT spent.
 func TestReserveIsAtomic(t *testing.T) {
 	forEachStore(t, func(t *testing.T, fx *storeFixture) {
-		gates := []Store{fx.s}
-		if fx.replica != nil {
-			gates = append(gates, fx.replica(t))
-		}
+		gates := fx.gates(t)
 		ctx := context.Background()
 		const n = 16
 		nonces := make([][]byte, n)
@@ -312,10 +318,7 @@ func TestReserveIsAtomic(t *testing.T) {
 // reservation, the others refused as a reused nonce, no key taken by them.
 func TestNonceSpentOnce(t *testing.T) {
 	forEachStore(t, func(t *testing.T, fx *storeFixture) {
-		gates := []Store{fx.s}
-		if fx.replica != nil {
-			gates = append(gates, fx.replica(t))
-		}
+		gates := fx.gates(t)
 		ctx := context.Background()
 		nonce, _ := fx.s.NewNonce(ctx, t0.Add(time.Minute))
 		const n = 12
@@ -534,10 +537,7 @@ func TestAuditChainDetectsTampering(t *testing.T) {
 // one chain, no record lost, none twice.
 func TestConcurrentAuditOneChain(t *testing.T) {
 	forEachStore(t, func(t *testing.T, fx *storeFixture) {
-		gates := []Store{fx.s}
-		if fx.replica != nil {
-			gates = append(gates, fx.replica(t))
-		}
+		gates := fx.gates(t)
 		ctx := context.Background()
 		const writers, each = 8, 6
 		var wg sync.WaitGroup
@@ -701,10 +701,7 @@ func TestFleetState(t *testing.T) {
 // delivery id first once, and move a VM only forward.
 func TestConcurrentFleetState(t *testing.T) {
 	forEachStore(t, func(t *testing.T, fx *storeFixture) {
-		gates := []Store{fx.s}
-		if fx.replica != nil {
-			gates = append(gates, fx.replica(t))
-		}
+		gates := fx.gates(t)
 		ctx := context.Background()
 		const n = 10
 		var wg sync.WaitGroup
