@@ -224,12 +224,7 @@ func (f *Fleet) Schedule(ctx context.Context) {
 		if !f.leaseFor(ctx, p) {
 			continue
 		}
-		demand := 0
-		for _, j := range jobs {
-			if j.Pool == p.cfg.Name && j.State == jobgate.JobQueued {
-				demand++
-			}
-		}
+		demand := queued(jobs, p.cfg.Name)
 		alive, spare := 0, 0
 		for _, vm := range vms {
 			if vm.Pool != p.cfg.Name {
@@ -254,6 +249,17 @@ func (f *Fleet) Schedule(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// queued is a pool's demand: its jobs GitHub still has queued.
+func queued(jobs []jobgate.QueuedJob, pool string) int {
+	n := 0
+	for _, j := range jobs {
+		if j.Pool == pool && j.State == jobgate.JobQueued {
+			n++
+		}
+	}
+	return n
 }
 
 // errBudget and errRate stop a scheduling pass without an audit record.

@@ -160,12 +160,7 @@ func (f *Fleet) scaleDown(ctx context.Context, p *pool, byName map[string]*jobga
 	if err != nil {
 		return
 	}
-	demand := 0
-	for _, j := range jobs {
-		if j.Pool == p.cfg.Name && j.State == jobgate.JobQueued {
-			demand++
-		}
-	}
+	demand := queued(jobs, p.cfg.Name)
 	var launching, idle []*jobgate.VM
 	for i := range vms {
 		vm := &vms[i]
