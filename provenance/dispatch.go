@@ -116,25 +116,11 @@ var dispatchQuoteSlot = quoteSlot{
 // attested build (ErrBuildMismatch) and neither job-end nor teardown
 // (ErrJobEnded). It returns the build id.
 func VerifyDispatch(raw []byte, trustedGates []crypto.PublicKey) (string, *EnvCertificate, error) {
-	p, err := parseBundle(raw)
+	d, err := parseDispatch(raw)
 	if err != nil {
 		return "", nil, err
 	}
-	if p.predicateType() != SCAIPredicate || len(p.subjects()) != 1 {
-		return "", nil, fmt.Errorf("%w: not a dispatch attestation", ErrNotAttestedRunner)
-	}
-	var certRaw, evRaw []byte
-	for _, a := range list(p.predicate()["attributes"]) {
-		a := obj(a)
-		ev := obj(a["evidence"])
-		switch {
-		case a["attribute"] == AttrCertified:
-			certRaw = bytesField(ev["content"])
-		case a["attribute"] == AttrHardwareQuot && ev["name"] == dispatchQuote:
-			evRaw = bytesField(ev["content"])
-		}
-	}
-	cert, err := VerifyEnvCert(certRaw, trustedGates)
+	cert, err := VerifyEnvCert(d.certRaw, trustedGates)
 	if err != nil {
 		return "", nil, err
 	}
@@ -142,44 +128,99 @@ func VerifyDispatch(raw []byte, trustedGates []crypto.PublicKey) (string, *EnvCe
 	if err != nil {
 		return "", nil, err
 	}
+	buildID, err := d.verify(envKey, certPolicy(cert, cert.IssuedAt))
+	if err != nil {
+		return "", nil, err
+	}
+	return buildID, cert, nil
+}
+
+// verifyDispatchEvidence is VerifyDispatch in evidence mode, trusting no
+// gate: the dispatch must be signed by envKey (the key the response-time
+// evidence certified) and its own quote must verify against the
+// consumer's reference values and certify that same key. The gate
+// certificate it carries is not consulted.
+func verifyDispatchEvidence(raw []byte, envKey crypto.PublicKey, policy *attest.Policy) (string, error) {
+	d, err := parseDispatch(raw)
+	if err != nil {
+		return "", err
+	}
+	return d.verify(envKey, policy)
+}
+
+// dispatchDoc is a parsed dispatch attestation: the gate certificate and
+// the dispatch quote it carries.
+type dispatchDoc struct {
+	p              *parsedBundle
+	certRaw, evRaw []byte
+}
+
+func parseDispatch(raw []byte) (*dispatchDoc, error) {
+	p, err := parseBundle(raw)
+	if err != nil {
+		return nil, err
+	}
+	if p.predicateType() != SCAIPredicate || len(p.subjects()) != 1 {
+		return nil, fmt.Errorf("%w: not a dispatch attestation", ErrNotAttestedRunner)
+	}
+	d := &dispatchDoc{p: p}
+	for _, a := range list(p.predicate()["attributes"]) {
+		a := obj(a)
+		ev := obj(a["evidence"])
+		switch {
+		case a["attribute"] == AttrCertified:
+			d.certRaw = bytesField(ev["content"])
+		case a["attribute"] == AttrHardwareQuot && ev["name"] == dispatchQuote:
+			d.evRaw = bytesField(ev["content"])
+		}
+	}
+	return d, nil
+}
+
+// verify checks the signature by envKey, the subject naming the build,
+// and the dispatch quote under policy: same key, job-start for this build,
+// job still running. It returns the build id.
+func (d *dispatchDoc) verify(envKey crypto.PublicKey, policy *attest.Policy) (string, error) {
+	p := d.p
 	subj := obj(p.subjects()[0])
 	subjDigest := str(obj(subj["digest"])["sha256"])
 	sd, err := hex.DecodeString(subjDigest)
 	if err != nil || len(sd) != 32 {
-		return "", nil, fmt.Errorf("%w: subject digest", ErrMalformed)
+		return "", fmt.Errorf("%w: subject digest", ErrMalformed)
 	}
 	if _, err := p.verifySignature(envKey, sd); err != nil {
-		return "", nil, err
+		return "", err
 	}
 	buildID := str(subj["name"])
 	if h := sha256.Sum256([]byte(buildID)); hex.EncodeToString(h[:]) != subjDigest {
-		return "", nil, fmt.Errorf("%w: subject digest is not the build id's", ErrMalformed)
+		return "", fmt.Errorf("%w: subject digest is not the build id's", ErrMalformed)
 	}
-	if len(evRaw) == 0 {
-		return "", nil, ErrMissingEvidence
+	if len(d.evRaw) == 0 {
+		return "", ErrMissingEvidence
 	}
-	ev, err := attest.DecodeEvidence(evRaw)
+	ev, err := attest.DecodeEvidence(d.evRaw)
 	if err != nil {
-		return "", nil, fmt.Errorf("%w: %w", ErrEvidence, err)
+		return "", fmt.Errorf("%w: %w", ErrEvidence, err)
 	}
 	digest, err := statementDigest(p.doc, dispatchQuoteSlot.remove)
 	if err != nil {
-		return "", nil, err
+		return "", err
 	}
-	claims, err := attest.Verify(ev, attest.DispatchChallenge(digest), certPolicy(cert, cert.IssuedAt))
+	claims, err := attest.Verify(ev, attest.DispatchChallenge(digest), policy)
 	if err != nil {
-		return "", nil, fmt.Errorf("%w: %w", ErrEvidence, err)
+		return "", fmt.Errorf("%w: %w", ErrEvidence, err)
 	}
 	// The quote must speak for the key that signed the dispatch (and the
-	// gate certified), not for another key of the same TPM and boot.
+	// gate or the response-time evidence certified), not for another key
+	// of the same TPM and boot.
 	if !claims.EnvKey.Equal(envKey) {
-		return "", nil, fmt.Errorf("%w: %s, the signer is %s", ErrEnvKeyMismatch, keyName(claims.EnvKey), keyName(envKey))
+		return "", fmt.Errorf("%w: %s, the signer is %s", ErrEnvKeyMismatch, keyName(claims.EnvKey), keyName(envKey))
 	}
 	if claims.Lifecycle.BuildID != buildID {
-		return "", nil, fmt.Errorf("%w: lifecycle says %q", ErrBuildMismatch, claims.Lifecycle.BuildID)
+		return "", fmt.Errorf("%w: lifecycle says %q", ErrBuildMismatch, claims.Lifecycle.BuildID)
 	}
 	if err := jobRunning(claims.Lifecycle); err != nil {
-		return "", nil, err
+		return "", err
 	}
-	return buildID, cert, nil
+	return buildID, nil
 }

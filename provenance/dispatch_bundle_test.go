@@ -2,13 +2,16 @@ package provenance_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"strings"
 	"testing"
 
+	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/provenance"
 	"github.com/attested-runner/attested-runner/provenance/provenancetest"
 )
@@ -101,4 +104,68 @@ func signDispatchCert(t *testing.T, e *provenancetest.Env, job provenance.Job, c
 		t.Fatal(err)
 	}
 	return disp
+}
+
+// TestDispatchInBundleEvidenceMode: in evidence mode, trusting no gate,
+// the consumer still checks the dispatch attestation itself (BuildEnv
+// L2.agent-dispatch): signed by the key the hardware certified, its own
+// quote verified against the reference values, for this build. Each break
+// is refused with ErrDispatch, and the gate certificate it carries counts
+// for nothing.
+func TestDispatchInBundleEvidenceMode(t *testing.T) {
+	e := provenancetest.NewEnv(t)
+	otherJob := e.Job
+	otherJob.RunID = "9003"
+	otherKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := e.Admission.Encode()
+	ad := sha256.Sum256(enc)
+	signWith := func(key crypto.Signer, q provenance.Quoter) []byte {
+		t.Helper()
+		disp, err := provenance.SignDispatch(context.Background(), &provenance.Dispatch{Job: e.Job, AdmissionEvidenceSH: ad[:], EnvCert: e.EnvCert}, key, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return disp
+	}
+	sign := func(disp []byte) []byte {
+		b := e.Build(map[string][]byte{"app.tar.gz": artifact})
+		b.Dispatch = disp
+		return e.Sign(t, b)
+	}
+	opts := provenance.VerifyOptions{ExpectedRepository: e.Job.Repository, ReferenceValues: e.Machine.Policy, AllowSoftwareTPMInsecure: true}
+	for _, tc := range []struct {
+		name string
+		disp []byte
+		want error
+	}{
+		{"this build's", signDispatch(t, e, e.Job), nil},
+		{"this build's, carrying a certificate of a gate nobody trusts", signDispatchCert(t, e, e.Job, e.EnvCert, true), nil},
+		{"another job's", signDispatch(t, e, otherJob), provenance.ErrBuildMismatch},
+		{"signed by another key", signWith(otherKey, e.Machine.Collector), provenance.ErrSignature},
+		{"its quote over another statement", signWith(e.Machine.Collector.Signer(), staleQuoter{e.Machine.Collector}), attest.ErrNonceMismatch},
+		{"not a bundle", []byte(`{"mediaType":"x"}`), provenance.ErrMalformed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := provenance.Verify(sign(tc.disp), digest(artifact), opts)
+			if tc.want != nil {
+				if !errors.Is(err, tc.want) || !errors.Is(err, provenance.ErrDispatch) || len(res.Checks) == 0 || res.Checks[len(res.Checks)-1].Name != "dispatch" {
+					t.Fatalf("got %v (checks %+v), want ErrDispatch and %v at the dispatch check", err, res.Checks, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got %v", err)
+			}
+			found := false
+			for _, c := range res.Checks {
+				found = found || (c.Name == "dispatch" && c.OK && strings.Contains(c.Detail, "hardware-certified"))
+			}
+			if !found {
+				t.Errorf("no passed evidence-mode dispatch check: %+v", res.Checks)
+			}
+		})
+	}
 }

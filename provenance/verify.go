@@ -257,23 +257,35 @@ func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, err
 	r.pass("evidence", fmt.Sprintf("%s quote over this statement; lifecycle: %s", claims.Kind, lifecycleSummary(claims.Lifecycle)))
 
 	// BuildEnv L2.agent-dispatch: the dispatch attestation the agent signed
-	// at job start, when it rides in the bundle, must verify against the
-	// gate, name this build and come from this environment.
-	if content, digest, present := prov.dispatch(); present && content != nil && r.EnvCert != nil {
+	// at job start, when it rides in the bundle, must name this build and
+	// come from this environment: under the gate's certificate, or, in
+	// evidence mode, signed by the key the hardware certified, with its own
+	// quote verified against the reference values.
+	if content, digest, present := prov.dispatch(); present && content != nil {
 		if d := sha256.Sum256(content); digest != hex.EncodeToString(d[:]) {
 			return r, r.fail("dispatch", fmt.Errorf("%w: content digest sha256:%x, recorded %q", ErrDispatch, d, digest))
 		}
-		buildID, dcert, err := VerifyDispatch(content, opts.TrustedGateRoots)
-		if err != nil {
-			return r, r.fail("dispatch", fmt.Errorf("%w: %w", ErrDispatch, err))
+		var buildID, how string
+		if r.EnvCert != nil {
+			id, dcert, err := VerifyDispatch(content, opts.TrustedGateRoots)
+			if err != nil {
+				return r, r.fail("dispatch", fmt.Errorf("%w: %w", ErrDispatch, err))
+			}
+			if !bytes.Equal(dcert.EnvKey, r.EnvCert.EnvKey) {
+				return r, r.fail("dispatch", fmt.Errorf("%w: signed in another environment", ErrDispatch))
+			}
+			buildID, how = id, "signed at job start by this environment"
+		} else {
+			id, err := verifyDispatchEvidence(content, envKey, &labelled)
+			if err != nil {
+				return r, r.fail("dispatch", fmt.Errorf("%w: %w", ErrDispatch, err))
+			}
+			buildID, how = id, "signed at job start by the hardware-certified key, its quote matching the reference values"
 		}
 		if buildID != prov.buildID {
 			return r, r.fail("dispatch", fmt.Errorf("%w: it is for build %q, the provenance for %q", ErrDispatch, buildID, prov.buildID))
 		}
-		if !bytes.Equal(dcert.EnvKey, r.EnvCert.EnvKey) {
-			return r, r.fail("dispatch", fmt.Errorf("%w: signed in another environment", ErrDispatch))
-		}
-		r.pass("dispatch", "signed at job start by this environment, for this build, before the job's code ran")
+		r.pass("dispatch", how+", for this build, before the job's code ran")
 	}
 
 	if r.EnvCert != nil {
