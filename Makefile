@@ -39,15 +39,17 @@ test-qemu:
 	@scripts/prereqs.sh --qemu
 	ATTESTED_E2E_QEMU=1 $(GO) test -count=1 -timeout 40m ./internal/imageref/ ./e2e/qemu/
 
-## interop: keyless bundles through Sigstore's own programs (real Fulcio, cosign), installed with go install
+## interop: keyless bundles through Sigstore's and GitHub's own programs (real Fulcio, cosign, gh), installed from the Go module proxy
 .PHONY: interop interop-tools
 FULCIO_VERSION := v1.8.8
 COSIGN_VERSION := v2.6.5
+GH_VERSION := v2.83.1
 interop-tools:
 	@test -x $(GOBIN)/fulcio || $(GO) install github.com/sigstore/fulcio@$(FULCIO_VERSION)
 	@test -x $(GOBIN)/cosign || $(GO) install github.com/sigstore/cosign/v2/cmd/cosign@$(COSIGN_VERSION)
+	@test -x $(GOBIN)/gh || scripts/go-install-module.sh github.com/cli/cli/v2 $(GH_VERSION) ./cmd/gh $(GOBIN)/gh
 interop: interop-tools
-	$(GO) test -count=1 -v -run 'Keyless|Cosign' ./e2e/interop/
+	$(GO) test -count=1 -v -run 'Keyless|Cosign|GH' ./e2e/interop/
 
 ## lint: gofmt, go vet, staticcheck
 lint:

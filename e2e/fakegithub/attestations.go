@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/golang/snappy"
 )
 
 // GitHub's artifact attestation store, as the job-side action and
@@ -18,9 +20,11 @@ import (
 //
 //	POST /repos/{owner}/{repo}/attestations            job token, attestations: write
 //	     {"bundle": <sigstore bundle>}                 -> 201 {"id": N}
-//	GET  /repos/{owner}/{repo}/attestations/{subject_digest}[?per_page&after]
-//	GET  /orgs/{org}/attestations/{subject_digest}[?per_page&after]
-//	     -> 200 {"attestations": [{"bundle", "repository_id", "bundle_url"}]} (+ Link rel="next")
+//	GET  /repos/{owner}/{repo}/attestations/{subject_digest}[?per_page&after&predicate_type]
+//	GET  /orgs/{org}/attestations/{subject_digest}[?per_page&after&predicate_type]
+//	     -> 200 {"attestations": [{"bundle", "repository_id", "bundle_url", "initiator"}]} (+ Link rel="next")
+//	GET  {bundle_url}                                  no auth (GitHub's is a pre-signed blob URL)
+//	     -> 200 the bundle's JSON, snappy block-compressed, as gh attestation verify reads it
 //
 // The fake indexes a bundle under every sha256 subject of its DSSE
 // in-toto statement, as GitHub does. It checks the bundle's shape, not its
@@ -35,6 +39,9 @@ type attestation struct {
 	repoID   int64
 	bundle   json.RawMessage
 	subjects []string // sha256:HEX
+	// predicateType is the statement's ("" for PutAttestation's, which
+	// every predicate_type filter lets through).
+	predicateType string
 }
 
 // jobToken is a workflow job's GITHUB_TOKEN: scoped to its repository.
@@ -76,12 +83,13 @@ func (s *Server) Attestations(repository string) []json.RawMessage {
 func (s *Server) PutAttestation(repository string, bundle json.RawMessage, subjectDigests ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.addAttestationLocked(strings.ToLower(repository), bundle, subjectDigests)
+	s.addAttestationLocked(strings.ToLower(repository), bundle, subjectDigests, "")
 }
 
-func (s *Server) addAttestationLocked(repo string, bundle json.RawMessage, subjects []string) int64 {
+func (s *Server) addAttestationLocked(repo string, bundle json.RawMessage, subjects []string, predicateType string) int64 {
 	s.nextAttestation++
-	s.attestations = append(s.attestations, &attestation{id: s.nextAttestation, repo: repo, repoID: s.repoIDs[repo], bundle: bundle, subjects: subjects})
+	s.attestations = append(s.attestations, &attestation{id: s.nextAttestation, repo: repo, repoID: s.repoIDs[repo], bundle: bundle,
+		subjects: subjects, predicateType: predicateType})
 	return s.nextAttestation
 }
 
@@ -124,20 +132,20 @@ func (s *Server) handleCreateAttestation(w http.ResponseWriter, r *http.Request)
 	if !decodeRequest(w, r, []string{"bundle"}, []string{"bundle"}, &req, docAttestations) {
 		return
 	}
-	subjects, err := bundleSubjects(req.Bundle)
+	subjects, predicateType, err := bundleStatement(req.Bundle)
 	if err != nil {
 		writeError(w, http.StatusUnprocessableEntity, "Invalid request.\n\n"+err.Error(), docAttestations)
 		return
 	}
 	s.mu.Lock()
-	id := s.addAttestationLocked(repo, req.Bundle, subjects)
+	id := s.addAttestationLocked(repo, req.Bundle, subjects, predicateType)
 	s.mu.Unlock()
 	writeJSON(w, http.StatusCreated, map[string]int64{"id": id})
 }
 
-// bundleSubjects reads the sha256 subjects of a DSSE bundle's in-toto
-// statement.
-func bundleSubjects(b json.RawMessage) ([]string, error) {
+// bundleStatement reads the sha256 subjects and the predicate type of a
+// DSSE bundle's in-toto statement.
+func bundleStatement(b json.RawMessage) ([]string, string, error) {
 	var doc struct {
 		MediaType string `json:"mediaType"`
 		DSSE      *struct {
@@ -146,22 +154,23 @@ func bundleSubjects(b json.RawMessage) ([]string, error) {
 		} `json:"dsseEnvelope"`
 	}
 	if err := json.Unmarshal(b, &doc); err != nil || !strings.HasPrefix(doc.MediaType, "application/vnd.dev.sigstore.bundle") {
-		return nil, fmt.Errorf("bundle is not a sigstore bundle")
+		return nil, "", fmt.Errorf("bundle is not a sigstore bundle")
 	}
 	if doc.DSSE == nil || doc.DSSE.PayloadType != "application/vnd.in-toto+json" {
-		return nil, fmt.Errorf("bundle holds no in-toto DSSE envelope")
+		return nil, "", fmt.Errorf("bundle holds no in-toto DSSE envelope")
 	}
 	payload, err := base64.StdEncoding.DecodeString(doc.DSSE.Payload)
 	if err != nil {
-		return nil, fmt.Errorf("DSSE payload is not base64")
+		return nil, "", fmt.Errorf("DSSE payload is not base64")
 	}
 	var st struct {
 		Subject []struct {
 			Digest map[string]string `json:"digest"`
 		} `json:"subject"`
+		PredicateType string `json:"predicateType"`
 	}
 	if err := json.Unmarshal(payload, &st); err != nil {
-		return nil, fmt.Errorf("statement is not JSON")
+		return nil, "", fmt.Errorf("statement is not JSON")
 	}
 	var out []string
 	for _, sub := range st.Subject {
@@ -170,9 +179,9 @@ func bundleSubjects(b json.RawMessage) ([]string, error) {
 		}
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("statement has no sha256 subject")
+		return nil, "", fmt.Errorf("statement has no sha256 subject")
 	}
-	return out, nil
+	return out, st.PredicateType, nil
 }
 
 // handleListAttestations serves both the repository and the organization
@@ -216,17 +225,22 @@ func (s *Server) handleListAttestations(w http.ResponseWriter, r *http.Request) 
 		}
 		after = n
 	}
+	predicateType := r.URL.Query().Get("predicate_type")
 	type item struct {
 		Bundle       json.RawMessage `json:"bundle"`
 		RepositoryID int64           `json:"repository_id"`
 		BundleURL    string          `json:"bundle_url"`
+		// Initiator is "user" for what the attestations API received
+		// (gh attestation verify reads only those).
+		Initiator string `json:"initiator"`
 	}
 	items := []item{}
 	more := false
 	var last int64
 	s.mu.Lock()
 	for _, a := range s.attestations {
-		if a.id <= after || (repo != "" && a.repo != repo) || !strings.HasPrefix(a.repo, owner+"/") || !contains(a.subjects, digest) {
+		if a.id <= after || (repo != "" && a.repo != repo) || !strings.HasPrefix(a.repo, owner+"/") || !contains(a.subjects, digest) ||
+			(predicateType != "" && a.predicateType != "" && a.predicateType != predicateType) {
 			continue
 		}
 		if len(items) == perPage {
@@ -234,7 +248,7 @@ func (s *Server) handleListAttestations(w http.ResponseWriter, r *http.Request) 
 			break
 		}
 		items = append(items, item{Bundle: a.bundle, RepositoryID: a.repoID,
-			BundleURL: fmt.Sprintf("%s/_fake/attestations/%d/bundle", s.publicURL, a.id)})
+			BundleURL: fmt.Sprintf("%s/_fake/attestations/%d/bundle", s.publicURL, a.id), Initiator: "user"})
 		last = a.id
 	}
 	s.mu.Unlock()
@@ -247,4 +261,26 @@ func (s *Server) handleListAttestations(w http.ResponseWriter, r *http.Request) 
 		w.Header().Set("Link", fmt.Sprintf("<%s?%s>; rel=\"next\"", base, q.Encode()))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"attestations": items})
+}
+
+// handleAttestationBundle serves a bundle_url: the bundle's JSON in
+// snappy's block format, which is what GitHub's blob storage returns and
+// what gh attestation verify decompresses.
+func (s *Server) handleAttestationBundle(w http.ResponseWriter, r *http.Request) {
+	id, ok := parseID(r.PathValue("id"))
+	var b json.RawMessage
+	s.mu.Lock()
+	for _, a := range s.attestations {
+		if ok && a.id == id {
+			b = a.bundle
+		}
+	}
+	s.mu.Unlock()
+	if b == nil {
+		writeError(w, http.StatusNotFound, "Not Found", docREST)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.WriteHeader(http.StatusOK)
+	w.Write(snappy.Encode(nil, b))
 }

@@ -8,12 +8,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/attested-runner/attested-runner/internal/ghattest"
+	"github.com/golang/snappy"
 )
 
 // testBundle is a bundle-shaped document whose in-toto statement has the
@@ -161,4 +163,58 @@ func httptestServer(t *testing.T, h http.Handler) string {
 	s := httptest.NewServer(h)
 	t.Cleanup(s.Close)
 	return s.URL
+}
+
+// TestAttestationBundleURLAndFilter: what gh attestation verify relies on:
+// each listed attestation says initiator "user" and has a bundle_url that
+// serves the bundle snappy-compressed, and predicate_type filters the list.
+func TestAttestationBundleURLAndFilter(t *testing.T) {
+	f := startFake(t, nil)
+	ctx := context.Background()
+	api := f.srv.URL() + "/api/v3"
+	writer := &ghattest.Client{API: api, Token: f.srv.JobToken("acme/widgets", true)}
+	b, d := testBundle(t, "one")
+	if _, err := writer.Upload(ctx, "acme/widgets", b); err != nil {
+		t.Fatal(err)
+	}
+	list := func(query string) []map[string]any {
+		t.Helper()
+		req, _ := http.NewRequest("GET", api+"/orgs/acme/attestations/sha256:"+d[0]+query, nil)
+		req.Header.Set("Authorization", "Bearer "+writer.Token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var out struct {
+			Attestations []map[string]any `json:"attestations"`
+		}
+		if err := json.NewDecoder(res.Body).Decode(&out); err != nil || res.StatusCode != http.StatusOK {
+			t.Fatalf("list%s: %s %v", query, res.Status, err)
+		}
+		return out.Attestations
+	}
+	all := list("")
+	if len(all) != 1 || all[0]["initiator"] != "user" {
+		t.Fatalf("list: %+v", all)
+	}
+	if got := list("?predicate_type=x"); len(got) != 1 {
+		t.Errorf("predicate_type of the statement: %d attestations", len(got))
+	}
+	if got := list("?predicate_type=https://slsa.dev/provenance/v1"); len(got) != 0 {
+		t.Errorf("another predicate_type: %d attestations", len(got))
+	}
+	res, err := http.Get(all[0]["bundle_url"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	got, err := snappy.Decode(nil, body)
+	if res.StatusCode != http.StatusOK || err != nil || string(got) != string(b) {
+		t.Fatalf("bundle_url: %s, snappy %v, %d bytes", res.Status, err, len(got))
+	}
+	if res, err := http.Get(f.srv.URL() + "/_fake/attestations/99/bundle"); err != nil || res.StatusCode != http.StatusNotFound {
+		t.Errorf("unknown bundle_url: %v %v", res.Status, err)
+	}
 }

@@ -335,6 +335,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /repos/{owner}/{repo}/attestations", s.handleCreateAttestation)
 	m.HandleFunc("GET /repos/{owner}/{repo}/attestations/{subject_digest}", s.handleListAttestations)
 	m.HandleFunc("GET /orgs/{org}/attestations/{subject_digest}", s.handleListAttestations)
+	m.HandleFunc("GET /_fake/attestations/{id}/bundle", s.handleAttestationBundle)
 
 	m.HandleFunc("POST /_fake/oauth2/token", s.handleOAuthToken)
 	m.HandleFunc("POST /_fake/runners/{runner_id}/session", s.handleCreateSession)

@@ -62,6 +62,12 @@ func TestKeylessRealFulcio(t *testing.T) {
 		t.Fatalf("sigstore-go: %v", err)
 	}
 	cosignSubtest(t, raw, tr, e.Job, is.URL)
+	t.Run("gh", func(t *testing.T) {
+		tool(t, "gh")
+		if out, err := ghVerify(t, raw, tr, "--owner", "octo-org", "--signer-workflow", "github.com/"+workflowPath(e.Job), "--cert-oidc-issuer", is.URL); err != nil {
+			t.Fatalf("gh attestation verify refuses the bundle certified by real Fulcio: %v\n%s", err, out)
+		}
+	})
 
 	w := workflowOf(e.Job)
 	w.Ref = "refs/heads/other"

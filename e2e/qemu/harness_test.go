@@ -211,6 +211,10 @@ type world struct {
 	logMu   *sync.Mutex
 	config  []byte // the gate configuration file
 	policy  *attest.Policy
+	// dir holds the gate's files (ak.pem; image.sigstore.json and
+	// image-signer.pem when imageProvenance).
+	dir             string
+	imageProvenance bool
 }
 
 // testAppKey is the GitHub App key of every fake GitHub in this package.
@@ -316,7 +320,8 @@ func newWorld(t *testing.T, m *machine, spec gateSpec) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	w := &world{gh: gh, ghAddr: ghAddr, store: store, gateKey: signer.Public(), gateLog: &bytes.Buffer{}, logMu: &sync.Mutex{}, config: cfgJSON, policy: policy}
+	w := &world{gh: gh, ghAddr: ghAddr, store: store, gateKey: signer.Public(), gateLog: &bytes.Buffer{}, logMu: &sync.Mutex{}, config: cfgJSON, policy: policy,
+		dir: dir, imageProvenance: spec.imageProvenance != nil}
 	w.gate, err = jobgate.New(jobgate.Options{
 		Config: c, Store: store, Registry: reg, Policy: policy, PolicyDigest: digest, Signer: signer,
 		Logger: slog.New(slog.NewTextHandler(lockedWriter{w.logMu, w.gateLog}, nil)),
