@@ -12,6 +12,8 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -25,7 +27,12 @@ const BuilderID = "https://gate.example.test/attested-runner/builder/v1"
 
 // Env is an environment admitted by a test gate and running one job.
 type Env struct {
-	Machine   *attesttest.Machine
+	// Machine is the simulated TPM machine (nil for NewTDXEnv's).
+	Machine *attesttest.Machine
+	// Collector is the agent's collector (Machine.Collector, or the TD's),
+	// Policy the reference values and trust that admit it.
+	Collector attest.Collector
+	Policy    *attest.Policy
 	GateKey   *ecdsa.PrivateKey
 	Cert      *provenance.EnvCertificate
 	EnvCert   []byte
@@ -58,6 +65,27 @@ func NewEnv(t testing.TB) *Env {
 func NewEnvWithJob(t testing.TB, edit func(*provenance.Job)) *Env {
 	t.Helper()
 	m := attesttest.SimulatedMachine(t)
+	e := admit(t, m.Collector, m.Policy, edit)
+	e.Machine = m
+	return e
+}
+
+// NewTDXEnv is NewEnv on a simulated TD without a TPM
+// (attesttest.NewTDXMachine: the real COS 113 boot, quotes under a test
+// root, UpToDate collateral): the response-time evidence is a TDX quote,
+// certified by no AK. Env.Machine is nil.
+func NewTDXEnv(t testing.TB) *Env {
+	t.Helper()
+	_, self, _, _ := runtime.Caller(0)
+	m := attesttest.NewTDXMachine(t, filepath.Join(filepath.Dir(self), "..", "..", "attest", "testdata", "tdx"))
+	return admit(t, m.Collector, m.Policy, nil)
+}
+
+// admit admits collector the way the gate does (attest.Verify on an
+// admission challenge under policy, then an environment certificate) and
+// dispatches DefaultJob, edited by edit, to it (job-start extended).
+func admit(t testing.TB, collector attest.Collector, policy *attest.Policy, edit func(*provenance.Job)) *Env {
+	t.Helper()
 	gateKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -65,11 +93,11 @@ func NewEnvWithJob(t testing.TB, edit func(*provenance.Job)) *Env {
 	nonce := make([]byte, 32)
 	rand.Read(nonce)
 	ch := attest.AdmissionChallenge(nonce)
-	ev, err := m.Collector.Collect(ch)
+	ev, err := collector.Collect(ch)
 	if err != nil {
 		t.Fatal(err)
 	}
-	claims, err := attest.Verify(ev, ch, m.Policy)
+	claims, err := attest.Verify(ev, ch, policy)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,10 +120,10 @@ func NewEnvWithJob(t testing.TB, edit func(*provenance.Job)) *Env {
 	if edit != nil {
 		edit(&job)
 	}
-	if err := m.Collector.Extend(attest.JobStartEvent(job.BuildID())); err != nil {
+	if err := collector.Extend(attest.JobStartEvent(job.BuildID())); err != nil {
 		t.Fatal(err)
 	}
-	return &Env{Machine: m, GateKey: gateKey, Cert: cert, EnvCert: certBundle, Admission: ev, Job: job}
+	return &Env{Collector: collector, Policy: policy, GateKey: gateKey, Cert: cert, EnvCert: certBundle, Admission: ev, Job: job}
 }
 
 // Build returns a Build for the env's job with the given artifacts.
@@ -117,7 +145,7 @@ func (e *Env) Build(artifacts map[string][]byte) *provenance.Build {
 // Sign signs a build with the environment key and a response-time quote.
 func (e *Env) Sign(t testing.TB, b *provenance.Build) []byte {
 	t.Helper()
-	out, err := provenance.Sign(context.Background(), b, e.Machine.Collector.Signer(), e.Machine.Collector)
+	out, err := provenance.Sign(context.Background(), b, e.Collector.Signer(), e.Collector)
 	if err != nil {
 		t.Fatal(err)
 	}
