@@ -2,6 +2,7 @@ package attest_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/google/go-sev-guest/abi"
+	sevtest "github.com/google/go-sev-guest/testing"
 	sevtd "github.com/google/go-sev-guest/verify/testdata"
 	"github.com/google/go-sev-guest/verify/trust"
 )
@@ -132,5 +134,84 @@ func TestSNPCollectionNeedsHardware(t *testing.T) {
 	_, _, err := attest.CollectSNPReport([64]byte{})
 	if !errors.Is(err, attest.ErrNoSNP) || !strings.Contains(err.Error(), "/dev/sev-guest") {
 		t.Fatalf("got %v, want %v naming the interfaces", err, attest.ErrNoSNP)
+	}
+}
+
+// TestSNPGuestPolicyResigned: the guest-policy checks on reports that
+// differ only in their POLICY field, re-signed under go-sev-guest's
+// test-only AMD chain (ARK -> ASK -> VCEK) and verified with that chain as
+// the roots: no debug, no migration agent, SMT as configured is accepted;
+// each forbidden bit alone is refused with its error; and the same report
+// is refused under AMD's real roots. (go-sev-guest's real report has DEBUG
+// on, so without re-signing the accepting path and the migration-agent
+// check could not be shown.)
+func TestSNPGuestPolicyResigned(t *testing.T) {
+	signer, err := sevtest.DefaultTestOnlyCertChain("Milan-B0", time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := map[string][]*trust.AMDRootCerts{"Milan": {{Product: "Milan", ProductCerts: &trust.ProductCerts{Ark: signer.Ark, Ask: signer.Ask}}}}
+	var rd [64]byte
+	copy(rd[:], "attested-runner nonce")
+	measurement := bytes.Repeat([]byte{0xa5}, 48)
+	report := func(guestPolicy uint64) []byte {
+		t.Helper()
+		raw := bytes.Clone(sevtd.AttestationBytes)
+		binary.LittleEndian.PutUint64(raw[0x08:0x10], guestPolicy)
+		copy(raw[0x50:0x90], rd[:])
+		copy(raw[0x90:0xC0], measurement)
+		clear(raw[0x180:0x188]) // REPORTED_TCB: the test VCEK certifies TCB 0
+		clear(raw[0x1A0:0x1E0]) // CHIP_ID: and hardware id 0
+		r, s, err := signer.Sign(abi.SignedComponent(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := abi.SetSignature(r, s, raw); err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	const (
+		smt      = 1 << 16
+		reserved = 1 << 17 // must be one
+		ma       = 1 << 18
+		debug    = 1 << 19
+	)
+	for _, tc := range []struct {
+		name     string
+		policy   uint64
+		allowSMT bool
+		amd      bool
+		want     error
+		msg      string
+	}{
+		{name: "no debug, no migration agent, no SMT", policy: reserved},
+		{name: "SMT allowed and accepted", policy: reserved | smt, allowSMT: true},
+		{name: "migration agent allowed", policy: reserved | ma, want: attest.ErrSNPPolicy, msg: "migration agent"},
+		{name: "SMT allowed, not accepted", policy: reserved | smt, want: attest.ErrSNPPolicy, msg: "SMT"},
+		{name: "debug on", policy: reserved | debug, want: attest.ErrSNPDebug},
+		{name: "reserved bit 17 clear: refused by the parser", policy: smt, allowSMT: true, want: attest.ErrMalformedEvidence, msg: "reserved"},
+		{name: "valid, but under AMD's real roots", policy: reserved, amd: true, want: attest.ErrSNPReport},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &attest.SNPPolicy{Measurements: []attest.Hex{measurement}, AllowSMT: tc.allowSMT, TrustedRoots: roots,
+				Time: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+			if tc.amd {
+				p.TrustedRoots = nil
+			}
+			c, err := attest.VerifySNPReport(report(tc.policy), signer.Vcek.Raw, rd, p)
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("got %v", err)
+				}
+				if c.Policy.Debug || c.Policy.MigrateMA || c.Policy.SMT != tc.allowSMT || !bytes.Equal(c.Measurement, measurement) {
+					t.Errorf("claims %+v", c)
+				}
+				return
+			}
+			if !errors.Is(err, tc.want) || (tc.msg != "" && !strings.Contains(err.Error(), tc.msg)) {
+				t.Fatalf("got %v, want %v (%q)", err, tc.want, tc.msg)
+			}
+		})
 	}
 }

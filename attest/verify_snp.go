@@ -55,6 +55,10 @@ type SNPPolicy struct {
 	MinimumTCB SNPTCB
 	// Time is when certificates must be valid; zero means now.
 	Time time.Time
+	// TrustedRoots replaces AMD's embedded ARK/ASK roots (go-sev-guest's
+	// trust.AMDRootCerts by product line). Nil means AMD's: anything else
+	// is for tests, which sign reports under a test-only chain.
+	TrustedRoots map[string][]*trust.AMDRootCerts
 }
 
 // SNPClaims is what a verified report establishes.
@@ -65,6 +69,13 @@ type SNPClaims struct {
 	ReportedTCB SNPTCB
 	// VCEKDigest names the signing key (SHA-256 of its certificate).
 	VCEKDigest string
+}
+
+func (p *SNPPolicy) roots() map[string][]*trust.AMDRootCerts {
+	if p.TrustedRoots != nil {
+		return p.TrustedRoots
+	}
+	return amdRoots()
 }
 
 // amdRoots are AMD's ARK and ASK (VCEK) and ASVK (VLEK) certificates for
@@ -114,7 +125,8 @@ func ParseSNPReport(raw []byte) (r *spb.Report, err error) {
 //   - sizes and decoding (ErrTooLarge, ErrMalformedEvidence);
 //   - the policy lists at least one measurement (ErrPolicyEmpty);
 //   - go-sev-guest verifies the report signature with the VCEK/VLEK and the
-//     certificate's chain to AMD's ASK and ARK (embedded roots) at
+//     certificate's chain to AMD's ASK and ARK (embedded roots, or
+//     p.TrustedRoots in tests) at
 //     p.Time (ErrSNPReport);
 //   - REPORT_DATA is reportData (ErrNonceMismatch);
 //   - MEASUREMENT is one of p.Measurements (ErrReferenceMismatch);
@@ -145,7 +157,7 @@ func VerifySNPReport(raw, vcekDER []byte, reportData [64]byte, p *SNPPolicy) (*S
 		at = time.Now()
 	}
 	att := &spb.Attestation{Report: r, CertificateChain: &spb.CertificateChain{VcekCert: vcekDER}}
-	if err := sevverify.SnpAttestation(att, &sevverify.Options{DisableCertFetching: true, Now: at, TrustedRoots: amdRoots()}); err != nil {
+	if err := sevverify.SnpAttestation(att, &sevverify.Options{DisableCertFetching: true, Now: at, TrustedRoots: p.roots()}); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSNPReport, err)
 	}
 	c := &SNPClaims{Measurement: r.GetMeasurement(), ReportData: r.GetReportData()}
