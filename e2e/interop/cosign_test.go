@@ -47,14 +47,7 @@ func cosignVerify(t *testing.T, raw []byte, tr *root.TrustedRoot, identity, issu
 // identity, and refuses it for another identity or issuer.
 func TestCosignVerifiesKeyless(t *testing.T) {
 	tool(t, "cosign")
-	ss := fakesigstore.New(t)
-	e := provenancetest.NewEnv(t)
-	c := e.Machine.Collector
-	k := &provenance.Keyless{FulcioURL: ss.Fulcio.URL, RekorURL: ss.Rekor.URL, ExpectedIssuer: ss.Issuer.URL, IDToken: ss.Issuer.WorkflowToken(t, workflowOf(e.Job))}
-	raw, err := provenance.SignKeyless(context.Background(), e.Build(map[string][]byte{"app.tar.gz": artifact}), c.Signer(), c, k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ss, e, raw := signedKeyless(t)
 	tr := ss.TrustedRoot(t)
 	identity := "https://github.com/" + e.Job.WorkflowRef
 	out, err := cosignVerify(t, raw, tr, identity, ss.Issuer.URL)
@@ -79,4 +72,20 @@ func cosignSubtest(t *testing.T, raw []byte, tr *root.TrustedRoot, j provenance.
 			t.Fatalf("cosign refuses the bundle certified by real Fulcio: %v\n%s", err, out)
 		}
 	})
+}
+
+// signedKeyless signs a keyless bundle for artifact through a local
+// Sigstore instance (fakesigstore's Fulcio, Rekor and OIDC issuer) with
+// the job's workflow token.
+func signedKeyless(t *testing.T) (*fakesigstore.Sigstore, *provenancetest.Env, []byte) {
+	t.Helper()
+	ss := fakesigstore.New(t)
+	e := provenancetest.NewEnv(t)
+	c := e.Machine.Collector
+	k := &provenance.Keyless{FulcioURL: ss.Fulcio.URL, RekorURL: ss.Rekor.URL, ExpectedIssuer: ss.Issuer.URL, IDToken: ss.Issuer.WorkflowToken(t, workflowOf(e.Job))}
+	raw, err := provenance.SignKeyless(context.Background(), e.Build(map[string][]byte{"app.tar.gz": artifact}), c.Signer(), c, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ss, e, raw
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/attested-runner/attested-runner/internal/fakesigstore"
 	"github.com/attested-runner/attested-runner/internal/ghattest"
 	"github.com/attested-runner/attested-runner/provenance"
-	"github.com/attested-runner/attested-runner/provenance/provenancetest"
 	"github.com/sigstore/sigstore-go/pkg/root"
 )
 
@@ -38,14 +37,7 @@ func ghVerify(t *testing.T, raw []byte, tr *root.TrustedRoot, args ...string) ([
 	if err := os.WriteFile(bundlePath, raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	trJSON, err := json.Marshal(tr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	trPath := filepath.Join(dir, "trusted_root.jsonl")
-	if err := os.WriteFile(trPath, append(trJSON, '\n'), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	trPath := writeTrustedRootJSONL(t, tr, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, append([]string{"attestation", "verify", art, "--bundle", bundlePath, "--custom-trusted-root", trPath}, args...)...)
@@ -62,14 +54,7 @@ func ghVerify(t *testing.T, raw []byte, tr *root.TrustedRoot, args ...string) ([
 // gh checks the Sigstore layer only; attested-verify checks the hardware.
 func TestGHVerifiesKeyless(t *testing.T) {
 	tool(t, "gh")
-	ss := fakesigstore.New(t)
-	e := provenancetest.NewEnv(t)
-	c := e.Machine.Collector
-	k := &provenance.Keyless{FulcioURL: ss.Fulcio.URL, RekorURL: ss.Rekor.URL, ExpectedIssuer: ss.Issuer.URL, IDToken: ss.Issuer.WorkflowToken(t, workflowOf(e.Job))}
-	raw, err := provenance.SignKeyless(context.Background(), e.Build(map[string][]byte{"app.tar.gz": artifact}), c.Signer(), c, k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ss, e, raw := signedKeyless(t)
 	tr := ss.TrustedRoot(t)
 	owner := "octo-org"
 	issuer := "--cert-oidc-issuer=" + ss.Issuer.URL
@@ -150,14 +135,7 @@ func workflowPath(j provenance.Job) string {
 // reader of another owner finds nothing.
 func TestGHFindsKeylessInAttestationStore(t *testing.T) {
 	bin := tool(t, "gh")
-	ss := fakesigstore.New(t)
-	e := provenancetest.NewEnv(t)
-	c := e.Machine.Collector
-	k := &provenance.Keyless{FulcioURL: ss.Fulcio.URL, RekorURL: ss.Rekor.URL, ExpectedIssuer: ss.Issuer.URL, IDToken: ss.Issuer.WorkflowToken(t, workflowOf(e.Job))}
-	raw, err := provenance.SignKeyless(context.Background(), e.Build(map[string][]byte{"app.tar.gz": artifact}), c.Signer(), c, k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ss, e, raw := signedKeyless(t)
 	appKey, _, err := fakegithub.AppKey()
 	if err != nil {
 		t.Fatal(err)
@@ -178,14 +156,7 @@ func TestGHFindsKeylessInAttestationStore(t *testing.T) {
 	if err := os.WriteFile(art, artifact, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	trJSON, err := json.Marshal(ss.TrustedRoot(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	trPath := filepath.Join(dir, "trusted_root.jsonl")
-	if err := os.WriteFile(trPath, append(trJSON, '\n'), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	trPath := writeTrustedRootJSONL(t, ss.TrustedRoot(t), dir)
 	run := func(token, owner string) ([]byte, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
@@ -209,4 +180,19 @@ func TestGHFindsKeylessInAttestationStore(t *testing.T) {
 	if out, err := run(gh.JobToken(e.Job.Repository, false), "someone-else"); err == nil {
 		t.Fatalf("gh finds the bundle under another owner:\n%s", out)
 	}
+}
+
+// writeTrustedRootJSONL writes tr as gh's --custom-trusted-root wants it:
+// JSON lines of trusted roots, here one.
+func writeTrustedRootJSONL(t *testing.T, tr *root.TrustedRoot, dir string) string {
+	t.Helper()
+	b, err := json.Marshal(tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "trusted_root.jsonl")
+	if err := os.WriteFile(p, append(b, '\n'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -306,7 +306,7 @@ func consumerEvidenceMode(t *testing.T, w *world, bundle, art []byte, runID int6
 	if err := os.WriteFile(bundlePath, bundle, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "artifact", artPath, "--bundle", bundlePath, "--repo", repo, "--run-id", fmt.Sprint(runID),
+	cmd := exec.Command(bin, "artifact", artPath, "--bundle", bundlePath, "--repo", repo, "--run-id", fmt.Sprint(runID), "--hostname", w.gh.URL(),
 		"--evidence", "--reference-values", filepath.Join(w.dir, "image.sigstore.json"), "--image-key", filepath.Join(w.dir, "image-signer.pem"),
 		"--trusted-ak", filepath.Join(w.dir, "ak.pem"), "--insecure-allow-software-tpm", "--format", "json")
 	var stderr bytes.Buffer
