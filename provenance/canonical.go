@@ -2,11 +2,15 @@ package provenance
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
+	"strconv"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/cyberphone/json-canonicalization/go/src/webpki.org/jsoncanonicalizer"
@@ -51,20 +55,138 @@ func statementDigest(doc map[string]any, remove func(map[string]any) map[string]
 	return d[:], nil
 }
 
-// canonicalJSON is the RFC 8785 form of a decoded JSON value. Go's
-// encoding/json writes it as valid JSON (numbers as written), and
-// cyberphone's jsoncanonicalizer, by the author of RFC 8785, canonicalizes
-// that.
+// canonicalJSON is the RFC 8785 form of a decoded JSON value (what
+// decodeJSON returns: maps, slices, strings, json.Number, bools, nil),
+// written directly: object members sorted by the UTF-16 code units of
+// their names, strings escaped as ECMAScript's JSON.stringify does (only
+// '"', '\\' and controls below U+0020), numbers in ECMAScript form
+// (cyberphone's NumberToJSON, by the author of RFC 8785), no whitespace.
+// FuzzCanonicalJSON holds it to cyberphone's whole-document Transform.
 func canonicalJSON(v any) ([]byte, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil, err
-	}
-	canon, err := jsoncanonicalizer.Transform(b)
+	b, err := appendCanonical(make([]byte, 0, 4096), v)
 	if err != nil {
 		return nil, fmt.Errorf("%w: RFC 8785 canonicalization: %v", ErrMalformed, err)
 	}
-	return canon, nil
+	return b, nil
+}
+
+func appendCanonical(b []byte, v any) ([]byte, error) {
+	switch x := v.(type) {
+	case nil:
+		return append(b, "null"...), nil
+	case bool:
+		return strconv.AppendBool(b, x), nil
+	case string:
+		return appendCanonicalString(b, x), nil
+	case json.Number:
+		f, err := strconv.ParseFloat(string(x), 64)
+		if err != nil {
+			return nil, fmt.Errorf("number %q: %v", x, err)
+		}
+		return appendCanonicalNumber(b, f)
+	case float64:
+		return appendCanonicalNumber(b, x)
+	case []any:
+		b = append(b, '[')
+		for i, e := range x {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			var err error
+			if b, err = appendCanonical(b, e); err != nil {
+				return nil, err
+			}
+		}
+		return append(b, ']'), nil
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, compareUTF16)
+		b = append(b, '{')
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendCanonicalString(b, k)
+			b = append(b, ':')
+			var err error
+			if b, err = appendCanonical(b, x[k]); err != nil {
+				return nil, err
+			}
+		}
+		return append(b, '}'), nil
+	}
+	return nil, fmt.Errorf("value of type %T", v)
+}
+
+func appendCanonicalNumber(b []byte, f float64) ([]byte, error) {
+	s, err := jsoncanonicalizer.NumberToJSON(f)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, s...), nil
+}
+
+// appendCanonicalString writes s (valid UTF-8: decodeJSON refuses
+// anything else) as RFC 8785 does.
+func appendCanonicalString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\b':
+			b = append(b, '\\', 'b')
+		case '\f':
+			b = append(b, '\\', 'f')
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		}
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// compareUTF16 orders strings by their UTF-16 code units (RFC 8785 3.2.3):
+// byte order, except that a character above U+FFFF (a surrogate pair,
+// D800-DFFF) sorts before U+E000-U+FFFF.
+func compareUTF16(a, b string) int {
+	for a != "" && b != "" {
+		ra, na := utf8.DecodeRuneInString(a)
+		rb, nb := utf8.DecodeRuneInString(b)
+		if ra != rb {
+			return cmp.Compare(utf16Key(ra), utf16Key(rb))
+		}
+		a, b = a[na:], b[nb:]
+	}
+	return cmp.Compare(len(a), len(b))
+}
+
+// utf16Key is the first UTF-16 code unit of r, with the rest of r below it
+// for runes that share it (a pair's high surrogate).
+func utf16Key(r rune) uint32 {
+	if r >= 0x10000 {
+		hi, lo := utf16.EncodeRune(r)
+		return uint32(hi)<<16 | uint32(lo)
+	}
+	return uint32(r) << 16
 }
 
 // copyPath returns a copy of doc in which the maps along path are copies,

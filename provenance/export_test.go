@@ -5,6 +5,8 @@ import (
 	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/json"
+
+	"github.com/cyberphone/json-canonicalization/go/src/webpki.org/jsoncanonicalizer"
 )
 
 // SkipIdentityCheckForTest makes SignKeyless sign under any certificate
@@ -50,4 +52,21 @@ func VerifySignatureTwinsForTest(bundle []byte, pub *ecdsa.PublicKey, subject []
 	_, direct = p.verifyECDSA(pub, KeyID(spki), subject)
 	_, sigstore = p.verifySigstore(pub, spki, subject)
 	return direct, sigstore
+}
+
+// CanonicalJSONOracleForTest is the RFC 8785 form by cyberphone's
+// whole-document Transform over Go's encoding of the decoded value: the
+// path canonicalJSON replaced, kept as the oracle.
+func CanonicalJSONOracleForTest(b []byte) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	m, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return jsoncanonicalizer.Transform(m)
 }
