@@ -109,6 +109,30 @@ func TestStatementDigestInvalidUTF8(t *testing.T) {
 	}
 }
 
+// TestStatementNotOneJSONObject: a signed payload that is not JSON, is a
+// statement followed by more JSON, or holds a number outside IEEE 754
+// doubles (no RFC 8785 form), is refused as such: a verifier in another
+// language might read the second value, or none, or another number.
+func TestStatementNotOneJSONObject(t *testing.T) {
+	e := provenancetest.NewEnv(t)
+	good := e.Sign(t, e.Build(map[string][]byte{"app.tar.gz": artifact}))
+	for _, tc := range []struct {
+		name, msg string
+		edit      func([]byte) []byte
+	}{
+		{"not JSON", "statement JSON", func([]byte) []byte { return []byte("not json") }},
+		{"a second object after the statement", "trailing data", func(p []byte) []byte { return append(p, []byte(`{"_type":"x"}`)...) }},
+		{"a number RFC 8785 cannot write", "RFC 8785", func(p []byte) []byte { return append([]byte(`{"n":[1e400],`), p[1:]...) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := provenance.Verify(resignRaw(t, e, good, tc.edit), digest(artifact), e.Options())
+			if !errors.Is(err, provenance.ErrMalformed) || !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("got %v, want ErrMalformed (%s)", err, tc.msg)
+			}
+		})
+	}
+}
+
 // TestBuildTypeV1Refused: format v1 bundles (a digest over Go's
 // encoding/json) are refused by name, not verified with another digest.
 func TestBuildTypeV1Refused(t *testing.T) {
@@ -206,9 +230,9 @@ func resignRaw(t testing.TB, e *provenancetest.Env, raw []byte, edit func([]byte
 }
 
 // FuzzCanonicalJSON: the direct RFC 8785 encoder writes exactly what
-// cyberphone's reference Transform writes for every JSON object, and
-// refuses what it refuses (seeded with the JCS vectors and a real statement), and never
-// panics.
+// cyberphone's reference Transform writes for every JSON object, refuses
+// what it refuses (seeded with the JCS vectors and a statement-shaped
+// document), and never panics.
 func FuzzCanonicalJSON(f *testing.F) {
 	ins, _ := filepath.Glob("testdata/jcs/*.in.json")
 	for _, in := range ins {
@@ -218,7 +242,11 @@ func FuzzCanonicalJSON(f *testing.F) {
 		}
 		f.Add(b)
 	}
-	f.Add([]byte(`{"\u20ac":1,"\ud83d\ude00":2,"\ufb33":3,"a\u0000b":"\u001f\u007f\u2028<>&","n":[1e400,-0.0,1E-7,123456789012345678901234567890]}`))
+	// Keys whose UTF-16 order differs from their UTF-8 order (a surrogate
+	// pair sorts before U+FB33), escapes, numbers.
+	f.Add([]byte(`{"\u20ac":1,"\ud83d\ude00":2,"\ufb33":3,"a\u0000b":"\u001f\u007f\u2028<>&","n":[-0.0,1E-7,123456789012345678901234567890]}`))
+	f.Add([]byte(`{"n":[1e400]}`))
+	f.Add([]byte(`{"\ud800\udc00":1,"a":2,"\uffff":3}`)) // U+10000 sorts after "a" and before U+FFFF
 	f.Add([]byte(`{"_type":"https://in-toto.io/Statement/v1","subject":[{"name":"a","digest":{"sha256":"00"}}],"predicate":{"x":null,"y":true}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var top any
