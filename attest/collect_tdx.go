@@ -17,7 +17,10 @@ import (
 
 // TDXOptions are the hardware hooks of a TDX collector. Zero values use the
 // real interfaces: configfs-tsm (falling back to /dev/tdx_guest) for quotes,
-// the tdx_guest sysfs RTMR files for extends, and the ACPI CCEL table.
+// the kernel's RTMR interface for extends (go-tdx-guest's rtmr.ExtendDigest:
+// configfs-tsm's rtmrs where the kernel has them, as Container-Optimized
+// OS's does, else the tdx_guest sysfs measurement files of Linux 6.16 and
+// later), and the ACPI CCEL table.
 type TDXOptions struct {
 	Quote      func(reportData [64]byte) ([]byte, error)
 	ExtendRTMR func(index int, sha384 []byte) error
@@ -32,17 +35,40 @@ type TDXCollector struct {
 	env  *ecdsa.PrivateKey
 }
 
-// DetectTDX reports whether this machine can produce TDX quotes, with the
-// reason when it cannot (wrapping ErrNoTDX).
+// The kernel interfaces DetectTDX looks for.
+var (
+	tdxGuestDevice   = "/dev/tdx_guest"
+	tdxRTMRSysfs     = "/sys/class/misc/tdx_guest/measurements/rtmr3:sha384"
+	tdxRTMRConfigfs  = "/sys/kernel/config/tsm/rtmrs"
+	tdxQuoteProvider = func() error {
+		qp, err := tdxclient.GetQuoteProvider()
+		if err != nil {
+			return err
+		}
+		return qp.IsSupported()
+	}
+)
+
+// DetectTDX reports whether this machine can produce TDX quotes and extend
+// RTMR 3 (the lifecycle register), with the reason when it cannot
+// (wrapping ErrNoTDX). Quotes alone are not enough: without an RTMR
+// interface the lifecycle log could not be bound to the quote, so the
+// collector would fail at its first extend, after the TD had booted.
 func DetectTDX() error {
-	qp, err := tdxclient.GetQuoteProvider()
-	if err == nil && qp.IsSupported() == nil {
-		return nil
+	quotes := tdxQuoteProvider() == nil || exists(tdxGuestDevice)
+	if !quotes {
+		return fmt.Errorf("%w: neither configfs-tsm (/sys/kernel/config/tsm/report) nor %s is available", ErrNoTDX, tdxGuestDevice)
 	}
-	if _, err := os.Stat("/dev/tdx_guest"); err == nil {
-		return nil
+	if !exists(tdxRTMRSysfs) && !exists(tdxRTMRConfigfs) {
+		return fmt.Errorf("%w: this TD's kernel cannot extend RTMRs from user space: neither %s (Linux 6.16 or later, tdx_guest module) nor %s (configfs-tsm rtmrs) exists",
+			ErrNoTDX, tdxRTMRSysfs, tdxRTMRConfigfs)
 	}
-	return fmt.Errorf("%w: neither configfs-tsm (/sys/kernel/config/tsm/report) nor /dev/tdx_guest is available", ErrNoTDX)
+	return nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // NewTDXCollector returns a collector for this TD. With zero options it
@@ -63,7 +89,7 @@ func NewTDXCollector(opts TDXOptions) (*TDXCollector, error) {
 		}
 	}
 	if opts.ExtendRTMR == nil {
-		opts.ExtendRTMR = rtmr.ExtendDigestSysfs
+		opts.ExtendRTMR = rtmr.ExtendDigest
 	}
 	if opts.ReadCCEL == nil {
 		opts.ReadCCEL = func() ([]byte, []byte, error) {
