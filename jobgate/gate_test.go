@@ -46,6 +46,8 @@ type harness struct {
 	// wrap, if set, is the store the gate uses in place of store (to
 	// inject faults).
 	wrap func(*jobgate.BoltStore) jobgate.Store
+	// wrapRegistry, if set, is the registry the gate uses in place of reg.
+	wrapRegistry func(jobgate.Registry) jobgate.Registry
 }
 
 // fakeGitHub starts the fake GitHub and a registry on it.
@@ -109,7 +111,11 @@ func (h *harness) start() {
 	if h.wrap != nil {
 		gs = h.wrap(store)
 	}
-	g, err := jobgate.New(jobgate.Options{Config: h.cfg, Store: gs, Registry: h.reg, Policy: h.machine.Policy,
+	var reg jobgate.Registry = h.reg
+	if h.wrapRegistry != nil {
+		reg = h.wrapRegistry(reg)
+	}
+	g, err := jobgate.New(jobgate.Options{Config: h.cfg, Store: gs, Registry: reg, Policy: h.machine.Policy,
 		PolicyDigest: "test", Signer: h.signer, Now: h.clock.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -546,6 +552,82 @@ func TestReconcileRemovesVanishedRunner(t *testing.T) {
 	}
 	if got := strings.Join(h.auditReasons(), " "); !strings.Contains(got, "reconcile:removed:") {
 		t.Errorf("audit %s", got)
+	}
+}
+
+// cancelOnRemove is a registry whose Remove succeeds on GitHub and then
+// cancels the reconcile's context, as a shutdown signal arriving during
+// the removal does.
+type cancelOnRemove struct {
+	jobgate.Registry
+	cancel context.CancelFunc
+}
+
+func (c cancelOnRemove) Remove(ctx context.Context, id int64) error {
+	err := c.Registry.Remove(ctx, id)
+	c.cancel()
+	return err
+}
+
+// ctxStore is bbolt with PostgreSQL's manners: a write under a context
+// that has ended fails (pgx honours it; bbolt ignores it).
+type ctxStore struct{ *jobgate.BoltStore }
+
+func (s ctxStore) SetState(ctx context.Context, name string, st jobgate.RunnerState, at time.Time, audit *jobgate.AuditRecord) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.BoltStore.SetState(ctx, name, st, at, audit)
+}
+
+func (s ctxStore) Release(ctx context.Context, keyDigest string, audit *jobgate.AuditRecord) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.BoltStore.Release(ctx, keyDigest, audit)
+}
+
+func (s ctxStore) Audit(ctx context.Context, rec *jobgate.AuditRecord) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.BoltStore.Audit(ctx, rec)
+}
+
+// TestReconcileRecordsRemovalDespiteShutdown: a removal already done on
+// GitHub when shutdown cancels the reconcile is still recorded, the
+// runner's record and its audit entry, on a store that refuses writes
+// under an ended context (as PostgreSQL does).
+func TestReconcileRecordsRemovalDespiteShutdown(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	resp, err := h.admit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	h.wrapRegistry = func(r jobgate.Registry) jobgate.Registry { return cancelOnRemove{Registry: r, cancel: cancel} }
+	h.wrap = func(b *jobgate.BoltStore) jobgate.Store { return ctxStore{b} }
+	h.start()
+	// Its VM never connects: the first reconcile sees it offline, the one
+	// after the grace removes it.
+	if rep, err := h.gate.Reconcile(rctx); err != nil || rep.Removed != 0 {
+		t.Fatalf("early reconcile: %+v %v", rep, err)
+	}
+	h.clock.Add(3 * time.Minute)
+	rep, err := h.gate.Reconcile(rctx)
+	if err != nil || rep.Removed != 1 {
+		t.Fatalf("reconcile: %+v %v", rep, err)
+	}
+	if _, onGitHub := h.gh.Runner(resp.RunnerName); onGitHub {
+		t.Fatal("the runner is still on GitHub")
+	}
+	if rec, err := h.store.Runner(ctx, resp.RunnerName); err != nil || rec.State != jobgate.StateRemoved {
+		t.Fatalf("removed from GitHub, but its record says %+v %v", rec, err)
+	}
+	if got := strings.Join(h.auditReasons(), " "); !strings.Contains(got, "reconcile:removed:") {
+		t.Fatalf("removal not audited: %s", got)
 	}
 }
 

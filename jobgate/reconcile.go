@@ -19,6 +19,10 @@ type ReconcileReport struct {
 	Released int
 }
 
+// recordTimeout bounds the store write that records an action already
+// taken on GitHub, which runs even when the caller's context has ended.
+const recordTimeout = 10 * time.Second
+
 // Reconcile lists the scope's runners with the gate's prefix and removes
 // those no live environment stands behind: unknown to the gate (e.g. the
 // gate crashed after minting), deregistered but still listed, never claimed
@@ -76,26 +80,39 @@ func (g *Gate) Reconcile(ctx context.Context) (ReconcileReport, error) {
 		if reason == "" {
 			continue
 		}
+		if ctx.Err() != nil {
+			// Shutting down: take no new action on GitHub.
+			break
+		}
 		if err := g.registry.Remove(ctx, r.ID); err != nil {
 			errs = append(errs, fmt.Sprintf("%s: %v", r.Name, err))
 			continue
 		}
 		rep.Removed++
+		// The runner is gone from GitHub: its record and audit entry are
+		// written even if shutdown cancels ctx now, so no removal goes
+		// unrecorded.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 		audit := &AuditRecord{Time: g.now().UTC(), Action: "reconcile", Result: "removed", RunnerName: r.Name, RunnerID: r.ID, Detail: reason}
+		var werr error
 		switch {
 		case rec == nil:
-			g.auditRecord(ctx, audit)
+			werr = g.store.Audit(wctx, audit)
 		case rec.State == StatePending:
 			audit.KeyDigest = rec.KeyDigest
-			if err := g.store.Release(ctx, rec.KeyDigest, audit); err == nil {
+			if werr = g.store.Release(wctx, rec.KeyDigest, audit); werr == nil {
 				rep.Released++
 			}
 		case rec.State == StateLive:
 			audit.KeyDigest = rec.KeyDigest
-			g.store.SetState(ctx, rec.Name, StateRemoved, g.now(), audit)
+			werr = g.store.SetState(wctx, rec.Name, StateRemoved, g.now(), audit)
 		default:
 			audit.KeyDigest = rec.KeyDigest
-			g.auditRecord(ctx, audit)
+			werr = g.store.Audit(wctx, audit)
+		}
+		cancel()
+		if werr != nil {
+			errs = append(errs, fmt.Sprintf("%s: removed from GitHub, but recording it failed: %v", r.Name, werr))
 		}
 		g.log.Info("reconcile removed runner", "runner", r.Name, "runner_id", r.ID, "reason", reason)
 	}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -213,9 +214,17 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 			errc <- srv.Serve(ln)
 		}
 	}()
-	go func() { errc <- gate.Run(ctx) }()
+	// The reconcile loops: at shutdown they finish the iteration they are
+	// in, so an action already taken on GitHub is recorded before the
+	// store closes.
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	defer stopLoops()
+	var loops sync.WaitGroup
+	loops.Add(1)
+	go func() { defer loops.Done(); errc <- gate.Run(loopCtx) }()
 	if fl != nil {
-		go fl.Run(ctx)
+		loops.Add(1)
+		go func() { defer loops.Done(); fl.Run(loopCtx) }()
 	}
 	admin, err := listenAdmin(d.cfg.AdminSocketPath())
 	if err != nil {
@@ -234,7 +243,16 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	log.Info("jobgate shutting down")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	return srv.Shutdown(sctx)
+	err = srv.Shutdown(sctx)
+	stopLoops()
+	done := make(chan struct{})
+	go func() { loops.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-sctx.Done():
+		log.Warn("reconcile loops still running at the shutdown deadline")
+	}
+	return err
 }
 
 const checkUsage = `Usage: jobgate check-github --config FILE
