@@ -19,9 +19,13 @@ type ReconcileReport struct {
 	Released int
 }
 
-// recordTimeout bounds the store write that records an action already
-// taken on GitHub, which runs even when the caller's context has ended.
-const recordTimeout = 10 * time.Second
+// RecordContext is the context to record an action already taken outside
+// the gate (a runner removed on GitHub, a VM destroyed at its provider):
+// it outlives the cancellation of ctx (a shutdown), for at most 10 s, so
+// no such action goes unrecorded.
+func RecordContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+}
 
 // Reconcile lists the scope's runners with the gate's prefix and removes
 // those no live environment stands behind: unknown to the gate (e.g. the
@@ -92,7 +96,7 @@ func (g *Gate) Reconcile(ctx context.Context) (ReconcileReport, error) {
 		// The runner is gone from GitHub: its record and audit entry are
 		// written even if shutdown cancels ctx now, so no removal goes
 		// unrecorded.
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+		wctx, cancel := RecordContext(ctx)
 		audit := &AuditRecord{Time: g.now().UTC(), Action: "reconcile", Result: "removed", RunnerName: r.Name, RunnerID: r.ID, Detail: reason}
 		var werr error
 		switch {

@@ -304,7 +304,9 @@ func (f *Fleet) launch(ctx context.Context, p *pool) error {
 	if err != nil {
 		f.metrics.failedLaunch(p.cfg.Name, "provider")
 		vm.State, vm.Reason, vm.EndedAt, vm.UpdatedAt = jobgate.VMDestroyed, "launch failed: "+err.Error(), f.now().UTC(), f.now().UTC()
-		f.store.PutVM(ctx, vm, &jobgate.AuditRecord{Time: f.now().UTC(), Action: "launch", Result: "failed", Reason: "provider", Detail: fmt.Sprintf("VM %s: %v", name, err)})
+		rctx, cancel := jobgate.RecordContext(ctx)
+		defer cancel()
+		f.store.PutVM(rctx, vm, &jobgate.AuditRecord{Time: f.now().UTC(), Action: "launch", Result: "failed", Reason: "provider", Detail: fmt.Sprintf("VM %s: %v", name, err)})
 		p.provider.Destroy(context.WithoutCancel(ctx), name)
 		return err
 	}
@@ -313,7 +315,9 @@ func (f *Fleet) launch(ctx context.Context, p *pool) error {
 			return err
 		}
 		vm.UpdatedAt = f.now().UTC()
-		if err := f.store.PutVM(ctx, vm, nil); err != nil {
+		rctx, cancel := jobgate.RecordContext(ctx)
+		defer cancel()
+		if err := f.store.PutVM(rctx, vm, nil); err != nil {
 			return err
 		}
 	}

@@ -73,8 +73,10 @@ func (f *Fleet) Reconcile(ctx context.Context) {
 					f.log.Warn("fleet: destroying an unknown VM", "vm", in.Name, "err", err)
 					continue
 				}
-				f.gate.AuditRecord(ctx, &jobgate.AuditRecord{Action: "fleet", Result: "destroyed", Reason: "unknown_vm",
+				rctx, cancel := jobgate.RecordContext(ctx)
+				f.gate.AuditRecord(rctx, &jobgate.AuditRecord{Action: "fleet", Result: "destroyed", Reason: "unknown_vm",
 					Detail: fmt.Sprintf("pool %s: VM %s has no record", p.cfg.Name, in.Name)})
+				cancel()
 			}
 		}
 	}
@@ -188,9 +190,13 @@ func (f *Fleet) scaleDown(ctx context.Context, p *pool, byName map[string]*jobga
 				f.log.Info("fleet: keeping a spare VM whose runner GitHub would not remove", "vm", vm.Name, "err", err)
 				continue
 			}
-			f.store.SetState(ctx, r.Name, jobgate.StateRemoved, now, &jobgate.AuditRecord{Time: now.UTC(), Action: "fleet",
+			rctx, cancel := jobgate.RecordContext(ctx)
+			if err := f.store.SetState(rctx, r.Name, jobgate.StateRemoved, now, &jobgate.AuditRecord{Time: now.UTC(), Action: "fleet",
 				Result: "removed", Reason: "scale_down", RunnerName: r.Name, RunnerID: r.ID, KeyDigest: r.KeyDigest,
-				Detail: "spare runner of VM " + vm.Name + ": no queued job needs it"})
+				Detail: "spare runner of VM " + vm.Name + ": no queued job needs it"}); err != nil {
+				f.log.Warn("fleet: recording a removed runner", "runner", r.Name, "err", err)
+			}
+			cancel()
 			r.State = jobgate.StateRemoved
 		}
 		f.destroy(ctx, p, vm, byName[vm.RunnerName], fmt.Sprintf("scale down: %d queued jobs and minIdle %d need fewer VMs", demand, p.cfg.MinIdle))
@@ -213,7 +219,9 @@ func (f *Fleet) destroy(ctx context.Context, p *pool, vm *jobgate.VM, runner *jo
 	if vm.State != jobgate.VMDestroyed {
 		vm.State, vm.Reason, vm.EndedAt, vm.UpdatedAt = jobgate.VMDestroyed, reason, now, now
 	}
-	if err := f.store.PutVM(ctx, vm, &jobgate.AuditRecord{Time: now, Action: "fleet", Result: "destroyed", Reason: "vm_" + string(was),
+	rctx, cancel := jobgate.RecordContext(ctx)
+	defer cancel()
+	if err := f.store.PutVM(rctx, vm, &jobgate.AuditRecord{Time: now, Action: "fleet", Result: "destroyed", Reason: "vm_" + string(was),
 		RunnerName: vm.RunnerName, Detail: fmt.Sprintf("pool %s: VM %s destroyed: %s", p.cfg.Name, vm.Name, reason)}); err != nil {
 		f.log.Warn("fleet: recording a destroyed VM", "vm", vm.Name, "err", err)
 	}
@@ -305,7 +313,11 @@ func (f *Fleet) removeRunner(ctx context.Context, r *jobgate.Runner, reason, why
 	f.mu.Lock()
 	delete(f.busyUntil, r.Name)
 	f.mu.Unlock()
-	f.store.SetState(ctx, r.Name, jobgate.StateRemoved, f.now(), &jobgate.AuditRecord{Time: f.now().UTC(), Action: "fleet",
-		Result: "removed", Reason: reason, RunnerName: r.Name, RunnerID: r.ID, KeyDigest: r.KeyDigest, Detail: why})
+	rctx, cancel := jobgate.RecordContext(ctx)
+	defer cancel()
+	if err := f.store.SetState(rctx, r.Name, jobgate.StateRemoved, f.now(), &jobgate.AuditRecord{Time: f.now().UTC(), Action: "fleet",
+		Result: "removed", Reason: reason, RunnerName: r.Name, RunnerID: r.ID, KeyDigest: r.KeyDigest, Detail: why}); err != nil {
+		f.log.Warn("fleet: recording a removed runner", "runner", r.Name, "err", err)
+	}
 	r.State = jobgate.StateRemoved
 }
