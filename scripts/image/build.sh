@@ -30,7 +30,15 @@
 # --cmdline   kernel command line (default: "console=ttyS0 panic=-1 quiet")
 # --kernel-deb      use this linux-image .deb (no download)
 # --kernel-package  Debian package to download (default: what linux-image-amd64
-#             depends on now; pin NAME=VERSION for a reproducible rebuild)
+#             depends on now; a meta package such as linux-image-cloud-amd64
+#             is resolved the same way; pin NAME=VERSION for a reproducible
+#             rebuild)
+# --kernel-suite    take the kernel from this Debian suite instead of the
+#             system's apt sources, e.g. trixie-backports: Linux 6.16 and later
+#             let a TD's agent extend RTMRs (the 6.1 kernel of bookworm cannot).
+#             Its package list is fetched from --kernel-mirror (default
+#             http://deb.debian.org/debian) into the cache and checked with the
+#             system's Debian archive keyring, as apt-get update does
 # --cache     download/build cache (default: $XDG_CACHE_HOME/attested-runner-image)
 #
 # Agent image (--agent): /init is scripts/image/agentinit (PID 1: mounts,
@@ -114,6 +122,8 @@ extras=()
 cmdline="console=ttyS0 panic=-1 quiet"
 kernel_deb=""
 kernel_pkg=""
+kernel_suite=""
+kernel_mirror=http://deb.debian.org/debian
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/attested-runner-image"
 compress=zstd
 agent_mode=0
@@ -141,6 +151,8 @@ while [[ $# -gt 0 ]]; do
     --cmdline) [[ $# -ge 2 ]] || die "--cmdline needs a value"; cmdline=$2; shift 2 ;;
     --kernel-deb) [[ $# -ge 2 ]] || die "--kernel-deb needs a path"; kernel_deb=$2; shift 2 ;;
     --kernel-package) [[ $# -ge 2 ]] || die "--kernel-package needs a name"; kernel_pkg=$2; shift 2 ;;
+    --kernel-suite) [[ $# -ge 2 ]] || die "--kernel-suite needs a suite"; kernel_suite=$2; shift 2 ;;
+    --kernel-mirror) [[ $# -ge 2 ]] || die "--kernel-mirror needs a URL"; kernel_mirror=$2; shift 2 ;;
     --cache) [[ $# -ge 2 ]] || die "--cache needs a directory"; cache=$2; shift 2 ;;
     --no-compress) compress=none; shift ;;
     --compress) [[ $# -ge 2 && ( "$2" == zstd || "$2" == gzip ) ]] || die "--compress needs zstd or gzip"; compress=$2; shift 2 ;;
@@ -214,14 +226,34 @@ outdir=$(cd "$outdir" && pwd)
 # --- kernel -----------------------------------------------------------------
 if [[ -z "$kernel_deb" ]]; then
   command -v apt-get >/dev/null || die "no --kernel-deb given and apt-get is missing"
-  if [[ -z "$kernel_pkg" ]]; then
-    kernel_pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-    [[ -n "$kernel_pkg" ]] || die "cannot resolve linux-image-amd64 (run apt-get update?)"
+  apt_opts=()
+  if [[ -n "$kernel_suite" ]]; then
+    [[ "$kernel_suite" =~ ^[a-z0-9.-]+$ ]] || die "--kernel-suite $kernel_suite is not a Debian suite name"
+    # A private apt state for that suite only: the system's sources and
+    # lists are not touched.
+    aptdir="$cache/apt/$kernel_suite"
+    mkdir -p "$aptdir/lists/partial" "$aptdir/cache/archives/partial" "$aptdir/sources.list.d"
+    echo "deb $kernel_mirror $kernel_suite main" >"$aptdir/sources.list"
+    apt_opts=(-o "Dir::Etc::SourceList=$aptdir/sources.list" -o "Dir::Etc::SourceParts=$aptdir/sources.list.d"
+      -o "Dir::State::Lists=$aptdir/lists" -o "Dir::Cache=$aptdir/cache" -o Debug::NoLocking=1)
+    say "kernel: package list of $kernel_suite from $kernel_mirror"
+    apt-get "${apt_opts[@]}" -q update >"$aptdir/update.log" 2>&1 \
+      || die "apt-get update for $kernel_suite failed: $(tail -3 "$aptdir/update.log")"
+    if grep -q "^W: .*\(NO_PUBKEY\|not signed\|Signature\)" "$aptdir/update.log"; then
+      die "the $kernel_suite package list did not verify: $(grep '^W:' "$aptdir/update.log" | head -2)"
+    fi
+  fi
+  [[ -n "$kernel_pkg" ]] || kernel_pkg=linux-image-amd64
+  if [[ "$kernel_pkg" != *=* && ! "$kernel_pkg" =~ ^linux-image-[0-9] ]]; then
+    # A meta package: the versioned image package it depends on now.
+    meta=$kernel_pkg
+    kernel_pkg=$(apt-cache "${apt_opts[@]}" depends "$meta" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+    [[ -n "$kernel_pkg" ]] || die "cannot resolve $meta${kernel_suite:+ in $kernel_suite} (run apt-get update?)"
   fi
   name=${kernel_pkg%%=*}
   want_version=""
   [[ "$kernel_pkg" == *=* ]] && want_version=${kernel_pkg#*=}
-  [[ -n "$want_version" ]] || want_version=$(apt-cache policy "$name" | awk '/Candidate:/ {print $2}')
+  [[ -n "$want_version" ]] || want_version=$(apt-cache "${apt_opts[@]}" policy "$name" | awk '/Candidate:/ {print $2}')
   [[ -n "$want_version" && "$want_version" != "(none)" ]] || die "no candidate version for $name (apt-get update?)"
   # Debian .deb file names encode ':' in epochs as %3a.
   kernel_deb="$cache/${name}_${want_version//:/%3a}_amd64.deb"
@@ -230,7 +262,7 @@ if [[ -z "$kernel_deb" ]]; then
   else
     say "kernel: downloading $name=$want_version"
     # apt-get download checks the .deb against the signed archive index.
-    (cd "$cache" && apt-get download -q "$name=$want_version" >/dev/null 2>"$cache/apt-download.log") \
+    (cd "$cache" && apt-get "${apt_opts[@]}" download -q "$name=$want_version" >/dev/null 2>"$cache/apt-download.log") \
       || die "apt-get download $name=$want_version failed: $(tail -3 "$cache/apt-download.log")"
     [[ -s "$kernel_deb" ]] || die "download did not produce $kernel_deb"
   fi
@@ -244,14 +276,36 @@ deb_sha=$(sha256sum "$kernel_deb" | cut -d' ' -f1)
 work=$(mktemp -d "${TMPDIR:-/tmp}/attested-image.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-dpkg-deb --fsys-tarfile "$kernel_deb" | tar -x -C "$work" --wildcards './boot/vmlinuz-*' \
-  || die "$kernel_deb has no /boot/vmlinuz-*"
+if ! dpkg-deb --fsys-tarfile "$kernel_deb" | tar -x -C "$work" --wildcards './boot/vmlinuz-*' 2>/dev/null; then
+  if dpkg-deb -f "$kernel_deb" Depends | grep -q 'linux-binary-'; then
+    die "$kernel_deb has no /boot/vmlinuz-*: it is a split kernel package (vmlinuz in linux-binary-*, modules in linux-modules-*), which this script does not assemble yet; pin an image package that carries both, e.g. --kernel-package linux-image-6.16.12+deb13-cloud-amd64"
+  fi
+  die "$kernel_deb has no /boot/vmlinuz-*"
+fi
 vmlinuz=$(find "$work/boot" -name 'vmlinuz-*' -type f | head -1)
 [[ -n "$vmlinuz" ]] || die "$kernel_deb has no /boot/vmlinuz-*"
 kernel_release=${vmlinuz##*/vmlinuz-}
 epoch=${SOURCE_DATE_EPOCH:-$(stat -c %Y "$vmlinuz")}
 [[ "$epoch" =~ ^[0-9]+$ ]] || die "SOURCE_DATE_EPOCH must be seconds since 1970, got $epoch"
 say "kernel: $deb_pkg $deb_version ($kernel_release), SOURCE_DATE_EPOCH=$epoch"
+# Where the .deb keeps its modules: /lib/modules, or /usr/lib/modules in
+# the merged-/usr packages of Debian 13 and its backports.
+dpkg-deb -c "$kernel_deb" | awk '{print $6}' >"$work/deb-files"
+moddir=$(awk -v r="$kernel_release" '$0 == "./lib/modules/" r "/modules.builtin" || $0 == "./usr/lib/modules/" r "/modules.builtin" {sub("/modules.builtin$", ""); print; exit}' "$work/deb-files")
+[[ -n "$moddir" ]] || die "$kernel_deb has no lib/modules/$kernel_release/modules.builtin"
+# What the kernel offers a confidential VM (its /boot/config): the TDX and
+# SEV-SNP guest drivers, configfs-tsm quotes, and the TDX RTMR sysfs files
+# (TSM measurements, Linux 6.16) the agent extends its lifecycle log into.
+kconfig() { [[ -s "$work/kconfig" ]] && sed -n "s/^CONFIG_$1=//p" "$work/kconfig" | head -1; return 0; }
+: >"$work/kconfig"
+if grep -qxF "./boot/config-$kernel_release" "$work/deb-files"; then
+  dpkg-deb --fsys-tarfile "$kernel_deb" | tar -xO "./boot/config-$kernel_release" >"$work/kconfig" || die "cannot read the kernel config in $kernel_deb"
+fi
+tdx_rtmr=false
+[[ "$(kconfig TDX_GUEST_DRIVER)" =~ ^[ym]$ && "$(kconfig TSM_MEASUREMENTS)" == y ]] && tdx_rtmr=true
+cc_json="\"tdxGuest\": $(json_string "$(kconfig TDX_GUEST_DRIVER)"), \"sevGuest\": $(json_string "$(kconfig SEV_GUEST)"), \"tsmReports\": $(json_string "$(kconfig TSM_REPORTS)"), \"tsmMeasurements\": $(json_string "$(kconfig TSM_MEASUREMENTS)"), \"tdxRTMRExtend\": $tdx_rtmr"
+[[ -s "$work/kconfig" ]] || cc_json="\"unknown\": \"no /boot/config-$kernel_release in the .deb\""
+say "kernel: confidential computing: {$cc_json}"
 
 # --- agent image --------------------------------------------------------------
 gobuild() { # gobuild OUT PACKAGE: static, reproducible (no paths, no build id)
@@ -315,10 +369,16 @@ if [[ $agent_mode -eq 1 ]]; then
   # rename, so a concurrent build never reads half a file.
   cache_put() { mkdir -p "$(dirname "$2")"; cp "$1" "$2.tmp.$$" && mv -f "$2.tmp.$$" "$2"; }
   if [[ ! -f "$modcache/modules.builtin" ]]; then
-    dpkg-deb --fsys-tarfile "$kernel_deb" | tar -x -C "$work" "./lib/modules/$kernel_release/modules.builtin" \
+    dpkg-deb --fsys-tarfile "$kernel_deb" | tar -x -C "$work" "$moddir/modules.builtin" \
       || die "$kernel_deb has no modules.builtin"
-    cache_put "$work/lib/modules/$kernel_release/modules.builtin" "$modcache/modules.builtin"
+    cache_put "$work/$moddir/modules.builtin" "$modcache/modules.builtin"
   fi
+  # The confidential-computing guest drivers this kernel has (configfs,
+  # configfs-tsm, TDX and SEV-SNP guests): optional, loaded where their
+  # hardware exists, so the agent can quote through configfs-tsm in a TD.
+  for m in configfs tsm tsm_report tdx_guest sev_guest; do
+    if grep -qE "/${m//_/[-_]}\.ko(\.[a-z]+)?$" "$work/deb-files"; then optional_modules+=("$m"); fi
+  done
   declare -A mod_file=() mod_deps=() mod_seen=()
   pending=()
   for m in "${modules[@]}" "${optional_modules[@]}"; do pending+=("${m//-/_}"); done
@@ -333,11 +393,11 @@ if [[ $agent_mode -eq 1 ]]; then
         continue
       fi
       todo+=("$m")
-      [[ -n "$(find_module "$modcache/lib" "$m")" ]] || want+=("$m")
+      [[ -n "$(find_module "$modcache/${moddir#./}" "$m")" ]] || want+=("$m")
     done
     if [[ ${#want[@]} -gt 0 ]]; then
       patterns=()
-      for m in "${want[@]}"; do patterns+=("./lib/modules/$kernel_release/kernel/*/${m//_/[-_]}.ko*"); done
+      for m in "${want[@]}"; do patterns+=("$moddir/kernel/*/${m//_/[-_]}.ko*"); done
       say "modules: extracting ${want[*]} from $deb_pkg"
       # tar fails on patterns that match nothing; find_module below names them.
       rm -rf "$work/modx" && mkdir -p "$work/modx"
@@ -348,7 +408,7 @@ if [[ $agent_mode -eq 1 ]]; then
     fi
     pending=()
     for m in "${todo[@]}"; do
-      hit=$(find_module "$modcache/lib" "$m")
+      hit=$(find_module "$modcache/${moddir#./}" "$m")
       [[ -n "$hit" ]] || die "module $m is neither in $deb_pkg nor built into its kernel"
       mod_file[$m]=$hit
       mod_deps[$m]=$(modinfo_depends "$hit")
@@ -653,7 +713,8 @@ cat >"$work/manifest.json" <<EOF
     "version": $(json_string "$deb_version"),
     "release": $(json_string "$kernel_release"),
     "debSHA256": "$deb_sha",
-    "sha256": "$(sum vmlinuz)"
+    "sha256": "$(sum vmlinuz)",
+    "confidentialComputing": {$cc_json}
   },
   "initrd": {
     "sha256": "$(sum initrd.img)",

@@ -153,6 +153,9 @@ func run() error {
 	if len(cfg.Modules)+len(cfg.OptionalModules) > 0 {
 		logf("loaded %d kernel modules, %d of %d optional ones", len(cfg.Modules), optional, len(cfg.OptionalModules))
 	}
+	if err := mountConfigfs(); err != nil {
+		return err
+	}
 	if cfg.Network != nil {
 		if err := configureNetwork(cfg.Network); err != nil {
 			return fmt.Errorf("network: %w", err)
@@ -173,6 +176,21 @@ func run() error {
 		}
 	}
 	return runAgent(cfg.Agent)
+}
+
+// mountConfigfs mounts configfs on /sys/kernel/config when the kernel has
+// it (the directory exists once configfs is registered, built in or its
+// module loaded): a TD's agent asks configfs-tsm for its quotes there.
+func mountConfigfs() error {
+	const dir = "/sys/kernel/config"
+	if _, err := os.Stat(dir); err != nil {
+		return nil
+	}
+	if err := unix.Mount("configfs", dir, "configfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+		return fmt.Errorf("mount configfs on %s: %w", dir, err)
+	}
+	logf("configfs mounted on %s", dir)
+	return nil
 }
 
 func mountAll() error {
