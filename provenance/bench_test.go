@@ -1,9 +1,7 @@
 package provenance_test
 
 import (
-	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"io"
 	"os"
 	"os/exec"
@@ -39,16 +37,7 @@ func BenchmarkVerify(b *testing.B) {
 // quote and event log are verified too, about doubling the work.
 func BenchmarkVerifyWithDispatch(b *testing.B) {
 	e := provenancetest.NewEnv(b)
-	enc, err := e.Admission.Encode()
-	if err != nil {
-		b.Fatal(err)
-	}
-	d := sha256.Sum256(enc)
-	disp, err := provenance.SignDispatch(context.Background(), &provenance.Dispatch{Job: e.Job, AdmissionEvidenceSH: d[:], EnvCert: e.EnvCert},
-		e.Collector.Signer(), e.Collector)
-	if err != nil {
-		b.Fatal(err)
-	}
+	disp := signDispatch(b, e, e.Job)
 	build := e.Build(map[string][]byte{"app.tar.gz": artifact})
 	build.Dispatch = disp
 	raw := e.Sign(b, build)

@@ -16,7 +16,8 @@ import (
 	"github.com/attested-runner/attested-runner/provenance/provenancetest"
 )
 
-func signDispatch(t *testing.T, e *provenancetest.Env, job provenance.Job) []byte {
+// signDispatch is the dispatch attestation e's agent signs for job.
+func signDispatch(t testing.TB, e *provenancetest.Env, job provenance.Job) []byte {
 	t.Helper()
 	enc, err := e.Admission.Encode()
 	if err != nil {
@@ -24,7 +25,7 @@ func signDispatch(t *testing.T, e *provenancetest.Env, job provenance.Job) []byt
 	}
 	d := sha256.Sum256(enc)
 	disp, err := provenance.SignDispatch(context.Background(), &provenance.Dispatch{Job: job, AdmissionEvidenceSH: d[:], EnvCert: e.EnvCert},
-		e.Machine.Collector.Signer(), e.Machine.Collector)
+		e.Collector.Signer(), e.Collector)
 	if err != nil {
 		t.Fatal(err)
 	}

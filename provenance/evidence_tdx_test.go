@@ -5,7 +5,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
@@ -27,13 +26,7 @@ import (
 // another statement are each refused at the evidence check.
 func TestEvidenceModeTDX(t *testing.T) {
 	e := provenancetest.NewTDXEnv(t)
-	enc, _ := e.Admission.Encode()
-	ad := sha256.Sum256(enc)
-	disp, err := provenance.SignDispatch(context.Background(), &provenance.Dispatch{Job: e.Job, AdmissionEvidenceSH: ad[:], EnvCert: e.EnvCert},
-		e.Collector.Signer(), e.Collector)
-	if err != nil {
-		t.Fatal(err)
-	}
+	disp := signDispatch(t, e, e.Job)
 	b := e.Build(map[string][]byte{"app.tar.gz": artifact})
 	b.Dispatch = disp
 	raw := e.Sign(t, b)

@@ -19,13 +19,20 @@ var SignPayloadForTest = signPayload
 // CanonicalJSONForTest decodes any JSON value the way statements are
 // decoded and returns its RFC 8785 form.
 func CanonicalJSONForTest(b []byte) ([]byte, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
+	v, err := decodeAnyForTest(b)
+	if err != nil {
 		return nil, err
 	}
 	return canonicalJSON(v)
+}
+
+// decodeAnyForTest decodes any JSON value, numbers as written.
+func decodeAnyForTest(b []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	err := dec.Decode(&v)
+	return v, err
 }
 
 // StatementDigestForTest is the digest a provenance bundle's response
@@ -58,10 +65,8 @@ func VerifySignatureTwinsForTest(bundle []byte, pub *ecdsa.PublicKey, subject []
 // whole-document Transform over Go's encoding of the decoded value: the
 // path canonicalJSON replaced, kept as the oracle.
 func CanonicalJSONOracleForTest(b []byte) ([]byte, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
+	v, err := decodeAnyForTest(b)
+	if err != nil {
 		return nil, err
 	}
 	m, err := json.Marshal(v)
