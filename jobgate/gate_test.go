@@ -569,6 +569,43 @@ func (c cancelOnRemove) Remove(ctx context.Context, id int64) error {
 	return err
 }
 
+// listAnyway lists runners whatever the context and counts removals.
+type listAnyway struct {
+	jobgate.Registry
+	removes *int
+}
+
+func (l listAnyway) List(context.Context) ([]jobgate.GitHubRunner, error) {
+	return l.Registry.List(context.Background())
+}
+
+func (l listAnyway) Remove(ctx context.Context, id int64) error {
+	*l.removes++
+	return l.Registry.Remove(ctx, id)
+}
+
+// TestReconcileStartsNoRemovalAfterShutdown: once the reconcile's context
+// has ended, a runner due for removal is left for the next gate: no new
+// action on GitHub is started during a shutdown.
+func TestReconcileStartsNoRemovalAfterShutdown(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	if _, _, err := h.reg.Mint(ctx, "attested-orphan", []string{"self-hosted"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	removes := 0
+	h.wrapRegistry = func(r jobgate.Registry) jobgate.Registry { return listAnyway{Registry: r, removes: &removes} }
+	h.start()
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if rep, _ := h.gate.Reconcile(done); rep.Removed != 0 || removes != 0 || len(h.gh.Runners()) != 1 {
+		t.Fatalf("after shutdown: %+v, %d removals tried, %d runners left", rep, removes, len(h.gh.Runners()))
+	}
+	if rep, err := h.gate.Reconcile(ctx); err != nil || rep.Removed != 1 {
+		t.Fatalf("next reconcile: %+v %v", rep, err)
+	}
+}
+
 // ctxStore is bbolt with PostgreSQL's manners: a write under a context
 // that has ended fails (pgx honours it; bbolt ignores it).
 type ctxStore struct{ *jobgate.BoltStore }
