@@ -606,6 +606,69 @@ func TestReconcileStartsNoRemovalAfterShutdown(t *testing.T) {
 	}
 }
 
+// failingRegistry fails List or Remove with its errors.
+type failingRegistry struct {
+	jobgate.Registry
+	list, remove error
+}
+
+func (f *failingRegistry) List(ctx context.Context) ([]jobgate.GitHubRunner, error) {
+	if f.list != nil {
+		return nil, f.list
+	}
+	return f.Registry.List(ctx)
+}
+
+func (f *failingRegistry) Remove(ctx context.Context, id int64) error {
+	if f.remove != nil {
+		return f.remove
+	}
+	return f.Registry.Remove(ctx, id)
+}
+
+// TestReconcileFailures: a reconcile that cannot list GitHub's runners,
+// read its own records, or remove a runner says so, and changes no record:
+// an empty answer is never read as "every runner is gone".
+func TestReconcileFailures(t *testing.T) {
+	errGitHub := errors.New("GitHub: 502")
+	for _, tc := range []struct {
+		name         string
+		list, remove error
+		store        error
+		want         string
+	}{
+		{name: "listing fails", list: errGitHub, want: "502"},
+		{name: "the store's records cannot be read", store: errStoreDown, want: "connection lost"},
+		{name: "a removal fails", remove: errGitHub, want: "attested-"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, fs := faultyHarness(t)
+			ctx := context.Background()
+			resp, err := h.admit(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fr := &failingRegistry{}
+			h.wrapRegistry = func(r jobgate.Registry) jobgate.Registry { fr.Registry = r; return fr }
+			h.start()
+			if _, err := h.gate.Reconcile(ctx); err != nil { // sees it offline
+				t.Fatalf("first reconcile: %v", err)
+			}
+			h.clock.Add(3 * time.Minute) // now due for removal
+			fr.list, fr.remove = tc.list, tc.remove
+			fs.set(func(f *faultyStore) { f.runners = tc.store })
+			_, err = h.gate.Reconcile(ctx)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error naming %q", err, tc.want)
+			}
+			fs.set(func(f *faultyStore) { f.clear() })
+			if rec, err := h.store.Runner(ctx, resp.RunnerName); err != nil || rec.State != jobgate.StateLive {
+				t.Fatalf("record after a failed reconcile: %+v %v", rec, err)
+			}
+		})
+	}
+}
+
 // ctxStore is bbolt with PostgreSQL's manners: a write under a context
 // that has ended fails (pgx honours it; bbolt ignores it).
 type ctxStore struct{ *jobgate.BoltStore }
