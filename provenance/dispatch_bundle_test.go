@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
@@ -166,6 +167,50 @@ func TestDispatchInBundleEvidenceMode(t *testing.T) {
 			}
 			if !found {
 				t.Errorf("no passed evidence-mode dispatch check: %+v", res.Checks)
+			}
+		})
+	}
+}
+
+// TestVerifyMalformedByproducts: a statement signed by the environment key
+// whose byproducts are malformed is refused at the check that reads them,
+// in gate mode and in evidence mode: response evidence that does not
+// decode, no environment certificate. (A dispatch whose recorded digest is
+// not its content's changes the statement the response quote covers, so
+// it fails at the evidence check; the agent refuses to sign one:
+// TestDispatchInBundle.)
+func TestVerifyMalformedByproducts(t *testing.T) {
+	e := provenancetest.NewEnv(t)
+	b := e.Build(map[string][]byte{"app.tar.gz": artifact})
+	b.Dispatch = signDispatch(t, e, e.Job)
+	good := e.Sign(t, b)
+	evidenceMode := provenance.VerifyOptions{ExpectedRepository: e.Job.Repository, ReferenceValues: e.Machine.Policy, AllowSoftwareTPMInsecure: true}
+	for _, tc := range []struct {
+		name  string
+		edit  func(map[string]any)
+		opts  provenance.VerifyOptions
+		check string
+		want  error
+		msg   string
+	}{
+		{"response evidence that does not decode (evidence mode)", func(st map[string]any) {
+			byproduct(t, st, provenance.ResponseQuoteProduct)["content"] = base64.StdEncoding.EncodeToString([]byte(`{"format":"x"}`))
+		}, evidenceMode, "evidence", provenance.ErrEvidence, ""},
+		{"no environment certificate", func(st map[string]any) {
+			bps := byproducts(st)
+			var kept []any
+			for _, bp := range bps {
+				if bp.(map[string]any)["name"] != provenance.EnvCertByproduct {
+					kept = append(kept, bp)
+				}
+			}
+			st["predicate"].(map[string]any)["runDetails"].(map[string]any)["byproducts"] = kept
+		}, e.Options(), "environment", provenance.ErrUntrustedEnvironment, "no " + provenance.EnvCertByproduct},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := provenance.Verify(resign(t, e, good, tc.edit), digest(artifact), tc.opts)
+			if !errors.Is(err, tc.want) || len(r.Checks) == 0 || r.Checks[len(r.Checks)-1].Name != tc.check || !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("got %v (%+v), want %v at the %s check", err, r.Checks, tc.want, tc.check)
 			}
 		})
 	}
