@@ -23,9 +23,7 @@ import (
 // of the AK.
 func azureTPM(t *testing.T, issuer *testAuthority, certFor func(ak any) any) *attesttest.SWTPM {
 	t.Helper()
-	if _, err := attesttest.SWTPMBinary(); err != nil {
-		t.Skip(err)
-	}
+	attesttest.RequireSWTPM(t)
 	tpm, err := attesttest.BootSWTPM(context.Background(), t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,8 @@ import (
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/e2e/harness"
 	"github.com/attested-runner/attested-runner/provenance"
+
+	"github.com/attested-runner/attested-runner/attest/attesttest"
 )
 
 // built is one genuine release: an artifact, its bundle, the gate's roots,
@@ -45,7 +47,7 @@ var (
 // genuineRelease builds the shared release once per test binary.
 func genuineRelease(t *testing.T) *built {
 	t.Helper()
-	requireSWTPM(t)
+	attesttest.RequireSWTPM(t)
 	builtOnce.Do(func() {
 		builtErr = errors.New("the release fixture failed in an earlier test")
 		builtRel, builtErr = buildRelease(t)

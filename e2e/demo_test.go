@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/attested-runner/attested-runner/attest/attesttest"
 )
 
 // TestDemoScript runs scripts/demo.sh as `make demo` does after its build
@@ -15,7 +17,7 @@ import (
 // the whole narrated flow, and must end with the artifact verified, the
 // tampered copy refused and the audit log checked.
 func TestDemoScript(t *testing.T) {
-	requireSWTPM(t)
+	attesttest.RequireSWTPM(t)
 	// The runner user must reach the demo's directory: not t.TempDir
 	// (0700), a world-reachable one.
 	parent, err := os.MkdirTemp("", "e2e-demo-")

@@ -81,14 +81,6 @@ func setup(m *testing.M) (int, error) {
 	return code, nil
 }
 
-// requireSWTPM skips a test that needs swtpm when it is not installed.
-func requireSWTPM(t testing.TB) {
-	t.Helper()
-	if _, err := attesttest.SWTPMBinary(); err != nil {
-		t.Skipf("%v", err)
-	}
-}
-
 // env is one test's whole system: its own fake GitHub, gate and proxy,
 // machines and agents, all under one directory (kept when the test fails,
 // or always with ATTESTED_E2E_KEEP=1).
@@ -113,7 +105,7 @@ type envOptions struct {
 // newEnv builds a world with enrolled machines m1..mN and a running gate.
 func newEnv(t testing.TB, o envOptions) (*env, []*harness.Machine) {
 	t.Helper()
-	requireSWTPM(t)
+	attesttest.RequireSWTPM(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	dir, err := os.MkdirTemp("", "e2e-")

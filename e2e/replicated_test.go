@@ -27,6 +27,8 @@ import (
 	"github.com/attested-runner/attested-runner/internal/pgtest"
 	"github.com/attested-runner/attested-runner/jobgate"
 	"github.com/attested-runner/attested-runner/jobgate/gateapi"
+
+	"github.com/attested-runner/attested-runner/attest/attesttest"
 )
 
 // replicaStoreTimeout is the gates' store timeout: with the database
@@ -51,7 +53,7 @@ type replicatedEnv struct {
 // path to the database) before it starts.
 func newReplicatedEnv(t *testing.T, n int, editB func(r *replicatedEnv, c *jobgate.Config)) *replicatedEnv {
 	t.Helper()
-	requireSWTPM(t)
+	attesttest.RequireSWTPM(t)
 	cluster := pgtest.Shared(t) // skips, saying why, without PostgreSQL
 	r := &replicatedEnv{cluster: cluster, dsn: pgtest.DB(t)}
 	var pw [12]byte

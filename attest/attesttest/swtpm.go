@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -51,6 +52,23 @@ func SWTPMBinary() (string, error) {
 		return "", ErrNoSWTPM
 	}
 	return p, nil
+}
+
+// RequireSWTPM returns the path of swtpm for a test that needs it. Where
+// swtpm is not installed it skips t, saying how to install it; with
+// ATTESTED_REQUIRE_SWTPM=1 (.ci/run sets it, after installing swtpm) it
+// fails t instead, so a machine missing the package cannot pass by
+// skipping.
+func RequireSWTPM(t testing.TB) string {
+	t.Helper()
+	bin, err := SWTPMBinary()
+	if err != nil {
+		if os.Getenv("ATTESTED_REQUIRE_SWTPM") == "1" {
+			t.Fatalf("ATTESTED_REQUIRE_SWTPM=1: %v", err)
+		}
+		t.Skip(err)
+	}
+	return bin
 }
 
 // StartSWTPM starts a TPM whose state lives in dir (created 0700 if

@@ -83,10 +83,7 @@ func TestFleetEKActivation(t *testing.T) {
 // in NV, locked, which the agent on that TPM (a restarted swtpm, as QEMU
 // starts it) reads and activates a credential with.
 func TestProvisionSWTPMWithEKCA(t *testing.T) {
-	bin, err := attesttest.SWTPMBinary()
-	if err != nil {
-		t.Skip(err)
-	}
+	bin := attesttest.RequireSWTPM(t)
 	ctx := context.Background()
 	caDir := filepath.Join(t.TempDir(), "ekca")
 	ca, err := ekca.LoadOrCreate(caDir, "fleet EK CA (linux)")
