@@ -98,20 +98,18 @@ func (g *Gate) Reconcile(ctx context.Context) (ReconcileReport, error) {
 		// unrecorded.
 		wctx, cancel := RecordContext(ctx)
 		audit := &AuditRecord{Time: g.now().UTC(), Action: "reconcile", Result: "removed", RunnerName: r.Name, RunnerID: r.ID, Detail: reason}
+		if rec != nil {
+			audit.KeyDigest = rec.KeyDigest
+		}
 		var werr error
 		switch {
-		case rec == nil:
-			werr = g.store.Audit(wctx, audit)
-		case rec.State == StatePending:
-			audit.KeyDigest = rec.KeyDigest
+		case rec != nil && rec.State == StatePending:
 			if werr = g.store.Release(wctx, rec.KeyDigest, audit); werr == nil {
 				rep.Released++
 			}
-		case rec.State == StateLive:
-			audit.KeyDigest = rec.KeyDigest
+		case rec != nil && rec.State == StateLive:
 			werr = g.store.SetState(wctx, rec.Name, StateRemoved, g.now(), audit)
 		default:
-			audit.KeyDigest = rec.KeyDigest
 			werr = g.store.Audit(wctx, audit)
 		}
 		cancel()
