@@ -82,7 +82,7 @@ func TestAzureHCLReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &attest.SNPPolicy{Measurements: []attest.Hex{snp.GetMeasurement()}, AllowSMT: true, Time: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)}
+	p := &attest.SNPPolicy{Measurements: []attest.Hex{snp.GetMeasurement()}, SNPRequirements: attest.SNPRequirements{AllowSMT: true}, Time: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)}
 	if _, _, err := attest.VerifyAzureHCLReport(hcl, vcek, p); !errors.Is(err, attest.ErrSNPReport) {
 		t.Fatalf("shipped VCEK: got %v, want %v (it is not this report's signer)", err, attest.ErrSNPReport)
 	}

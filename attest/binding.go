@@ -64,9 +64,10 @@ const bindingDomain = "attested-runner/v1/"
 // bind derives the value a quote carries: a domain-separated hash of the
 // purpose, the nonce, the environment key and the HPKE key. A quote thereby
 // certifies that this TPM/TD holds these keys, now, for this purpose.
-func (c Challenge) bind(h hash.Hash, envKeySPKI, hpkePublic []byte) []byte {
+// Further parts (the vTPM's AK, for an SEV-SNP report) follow the keys.
+func (c Challenge) bind(h hash.Hash, envKeySPKI, hpkePublic []byte, more ...[]byte) []byte {
 	h.Write([]byte(bindingDomain))
-	for _, part := range [][]byte{[]byte(c.Purpose), c.Nonce, envKeySPKI, hpkePublic} {
+	for _, part := range append([][]byte{[]byte(c.Purpose), c.Nonce, envKeySPKI, hpkePublic}, more...) {
 		var n [4]byte
 		binary.BigEndian.PutUint32(n[:], uint32(len(part)))
 		h.Write(n[:])
@@ -84,5 +85,20 @@ func (c Challenge) TPMNonce(envKeySPKI, hpkePublic []byte) []byte {
 func (c Challenge) TDXReportData(envKeySPKI, hpkePublic []byte) [64]byte {
 	var rd [64]byte
 	copy(rd[:], c.bind(sha512.New(), envKeySPKI, hpkePublic))
+	return rd
+}
+
+// snpVTPMBinding labels the SEV-SNP REPORT_DATA of a vTPM attestation, so
+// that it can never equal a TDX REPORTDATA (which binds no AK).
+const snpVTPMBinding = "sev-snp-vtpm"
+
+// SNPReportData is the 64-byte REPORT_DATA of the SEV-SNP report that
+// accompanies a vTPM attestation: the same purpose, nonce and keys as the
+// TPM quote, and the vTPM's attestation key (SubjectPublicKeyInfo). Guest
+// software inside the SEV-SNP VM thereby vouches, in a report the AMD
+// secure processor signs, that this AK is its TPM's, now.
+func (c Challenge) SNPReportData(envKeySPKI, hpkePublic, akSPKI []byte) [64]byte {
+	var rd [64]byte
+	copy(rd[:], c.bind(sha512.New(), envKeySPKI, hpkePublic, []byte(snpVTPMBinding), akSPKI))
 	return rd
 }

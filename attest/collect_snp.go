@@ -25,19 +25,37 @@ func DetectSNP() error {
 	return fmt.Errorf("%w: neither configfs-tsm (/sys/kernel/config/tsm/report, kernel 6.7+) nor /dev/sev-guest is available", ErrNoSNP)
 }
 
-// CollectSNPReport asks the hardware (configfs-tsm, else /dev/sev-guest,
-// as go-sev-guest chooses) for an attestation report with reportData, and
-// returns the raw report and the VCEK certificate the host supplied, if
-// any. It refuses clearly (ErrNoSNP) without SEV-SNP hardware. Not tested:
-// no SEV-SNP hardware was available.
-func CollectSNPReport(reportData [64]byte) (report, vcek []byte, err error) {
+// SNPQuoteProvider returns this machine's SEV-SNP report interface
+// (configfs-tsm, else /dev/sev-guest, as go-sev-guest chooses), refusing
+// clearly (ErrNoSNP) without SEV-SNP hardware. It is what
+// TPMOptions.SNP takes on a confidential VM with a vTPM.
+func SNPQuoteProvider() (sevclient.QuoteProvider, error) {
 	if err := DetectSNP(); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	qp, err := sevclient.GetQuoteProvider()
 	if err != nil {
-		return nil, nil, fmt.Errorf("SEV-SNP quote provider: %w", err)
+		return nil, fmt.Errorf("SEV-SNP quote provider: %w", err)
 	}
+	return qp, nil
+}
+
+// CollectSNPReport asks the hardware for an attestation report with
+// reportData (see SNPQuoteProvider and SNPReportFrom). Not tested on
+// hardware: no SEV-SNP machine was available.
+func CollectSNPReport(reportData [64]byte) (report, vcek []byte, err error) {
+	qp, err := SNPQuoteProvider()
+	if err != nil {
+		return nil, nil, err
+	}
+	return SNPReportFrom(qp, reportData)
+}
+
+// SNPReportFrom asks qp for a report with reportData and returns the raw
+// report and the VCEK (or VLEK) certificate the host supplied with it.
+// A host that supplies none is an error: fetching the VCEK from AMD's KDS
+// is not done.
+func SNPReportFrom(qp sevclient.QuoteProvider, reportData [64]byte) (report, vcek []byte, err error) {
 	raw, err := qp.GetRawQuote(reportData)
 	if err != nil {
 		return nil, nil, fmt.Errorf("SEV-SNP report: %w", err)
@@ -49,5 +67,13 @@ func CollectSNPReport(reportData [64]byte) (report, vcek []byte, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: SEV-SNP report and certificates: %v", ErrMalformedEvidence, err)
 	}
-	return raw[:sevabi.ReportSize], att.GetCertificateChain().GetVcekCert(), nil
+	chain := att.GetCertificateChain()
+	vcek = chain.GetVcekCert()
+	if len(vcek) == 0 {
+		vcek = chain.GetVlekCert()
+	}
+	if len(vcek) == 0 {
+		return nil, nil, fmt.Errorf("%w: the host supplied no VCEK or VLEK certificate with the SEV-SNP report (fetching it from AMD's KDS is not done)", ErrMalformedEvidence)
+	}
+	return raw[:sevabi.ReportSize], vcek, nil
 }

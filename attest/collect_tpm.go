@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 
+	sevclient "github.com/google/go-sev-guest/client"
 	"github.com/google/go-tpm-tools/client"
 	"github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/tpmutil"
@@ -34,6 +35,10 @@ type TPMOptions struct {
 	// read at start (it must certify the AK) and sent with every quote:
 	// Azure's is AzureAKCertNVIndex.
 	AKCertNVIndex uint32
+	// SNP, if set, is the SEV-SNP report interface of the confidential VM
+	// this vTPM serves (SNPQuoteProvider): every Collect then adds a
+	// report whose REPORT_DATA binds the challenge, both keys and the AK.
+	SNP sevclient.QuoteProvider
 }
 
 // Azure trusted launch and confidential VMs: the vTPM's AK is persistent
@@ -266,6 +271,18 @@ func (t *TPMCollector) Collect(ch Challenge) (*Evidence, error) {
 	if err != nil {
 		return nil, err
 	}
+	var snp *SNPEvidence
+	if t.opts.SNP != nil {
+		akSPKI, err := x509.MarshalPKIXPublicKey(t.ak.PublicKey())
+		if err != nil {
+			return nil, err
+		}
+		report, vcek, err := SNPReportFrom(t.opts.SNP, ch.SNPReportData(t.spki, hpkePub, akSPKI))
+		if err != nil {
+			return nil, err
+		}
+		snp = &SNPEvidence{Report: report, VCEK: vcek}
+	}
 	return &Evidence{
 		Format:            EvidenceFormat,
 		Kind:              KindTPM,
@@ -278,6 +295,7 @@ func (t *TPMCollector) Collect(ch Challenge) (*Evidence, error) {
 			EnvKeyPublic:     pubArea,
 			CertifyInfo:      info,
 			CertifySignature: sig,
+			SNP:              snp,
 		},
 	}, nil
 }

@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/google/go-sev-guest/abi"
 )
 
 // EvidenceFormat identifies version 1 of the evidence document.
@@ -60,6 +62,18 @@ type TPMEvidence struct {
 	CertifyInfo []byte `json:"certifyInfo"`
 	// CertifySignature is the AK's TPMT_SIGNATURE over CertifyInfo.
 	CertifySignature []byte `json:"certifySignature"`
+	// SNP, optional, is an AMD SEV-SNP attestation report whose
+	// REPORT_DATA binds this attestation (Challenge.SNPReportData): a vTPM
+	// in an SEV-SNP confidential VM. It is what can make TPM evidence
+	// level 3.
+	SNP *SNPEvidence `json:"snp,omitempty"`
+}
+
+// SNPEvidence is an SEV-SNP attestation report with the VCEK (or VLEK)
+// certificate that signed it.
+type SNPEvidence struct {
+	Report []byte `json:"report"`
+	VCEK   []byte `json:"vcek"`
 }
 
 // TDXEvidence is a TDX quote (v4) with the confidential computing event log.
@@ -140,6 +154,14 @@ func (e *Evidence) checkShape() (*ecdsa.PublicKey, error) {
 		}
 		if len(t.EnvKeyPublic) > 1024 || len(t.CertifyInfo) > 1024 || len(t.CertifySignature) > 1024 {
 			return nil, fmt.Errorf("%w: TPM key certification over 1 KiB", ErrTooLarge)
+		}
+		if snp := t.SNP; snp != nil {
+			if len(snp.Report) > abi.ReportSize || len(snp.VCEK) > MaxSNPCertSize {
+				return nil, fmt.Errorf("%w: SEV-SNP report %d bytes, VCEK %d bytes", ErrTooLarge, len(snp.Report), len(snp.VCEK))
+			}
+			if len(snp.Report) != abi.ReportSize || len(snp.VCEK) == 0 {
+				return nil, fmt.Errorf("%w: SEV-SNP part needs a %d-byte report and its VCEK", ErrMalformedEvidence, abi.ReportSize)
+			}
 		}
 	case KindTDX:
 		if e.TDX == nil || e.TPM != nil {

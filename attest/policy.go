@@ -69,6 +69,12 @@ type Image struct {
 	// TDX reference values.
 	MRTD  Hex   `json:"mrtd,omitempty"`
 	RTMRs []Hex `json:"rtmrs,omitempty"`
+	// SNPMeasurements are the SEV-SNP launch MEASUREMENTs (48 bytes each)
+	// of the confidential VM a TPM image runs in, for TPM evidence that
+	// carries an SEV-SNP report (a vTPM in an SEV-SNP VM). A report is
+	// judged only against them: evidence with a report, matching an image
+	// that lists none, is refused.
+	SNPMeasurements []Hex `json:"snpMeasurements,omitempty"`
 }
 
 func (im *Image) isTDX() bool { return len(im.MRTD) > 0 }
@@ -86,7 +92,7 @@ func (im *Image) validate() error {
 				return fmt.Errorf("image %q: rtmr %d is %d bytes, want 48", im.ID, i, len(r))
 			}
 		}
-		if len(im.PCRs) > 0 || len(im.Events) > 0 {
+		if len(im.PCRs) > 0 || len(im.Events) > 0 || len(im.SNPMeasurements) > 0 {
 			return fmt.Errorf("image %q: mixes TDX and TPM reference values", im.ID)
 		}
 		return nil
@@ -105,6 +111,11 @@ func (im *Image) validate() error {
 	for _, e := range im.Events {
 		if e.PCR > 23 || len(e.Digest) != 32 {
 			return fmt.Errorf("image %q: event on PCR %d needs a 32-byte digest", im.ID, e.PCR)
+		}
+	}
+	for _, m := range im.SNPMeasurements {
+		if len(m) != 48 {
+			return fmt.Errorf("image %q: SEV-SNP measurement %x is %d bytes, want 48", im.ID, m, len(m))
 		}
 	}
 	return nil
@@ -220,6 +231,10 @@ type Policy struct {
 	TDXCollateral TDXCollateralSource
 	// MinTDXQESVN is the lowest TD quoting enclave ISVSVN accepted.
 	MinTDXQESVN uint32
+	// SNP is what SEV-SNP reports (riding in TPM evidence) must satisfy
+	// besides the image's measurement. The zero value: AMD's roots, SMT
+	// not allowed, any TCB.
+	SNP SNPRequirements
 	// There is no setting for the level: it is earned (see Claims.Level).
 }
 

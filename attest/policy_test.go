@@ -60,6 +60,8 @@ func TestReferenceValuesValidate(t *testing.T) {
 		{name: "RTMR not 48 bytes", edit: tdx(func(im *attest.Image) { im.RTMRs[1] = make(attest.Hex, 47) }), msg: "rtmr 1 is 47 bytes"},
 		{name: "TDX image with PCR values", edit: tdx(func(im *attest.Image) { im.PCRs = map[uint32]attest.Hex{0: make(attest.Hex, 32)} }), msg: "mixes TDX and TPM"},
 		{name: "TDX image with events", edit: tdx(func(im *attest.Image) { im.Events = []attest.EventRef{{PCR: 4, Digest: make(attest.Hex, 32)}} }), msg: "mixes TDX and TPM"},
+		{name: "TDX image with SEV-SNP measurements", edit: tdx(func(im *attest.Image) { im.SNPMeasurements = []attest.Hex{make(attest.Hex, 48)} }), msg: "mixes TDX and TPM"},
+		{name: "SEV-SNP measurement not 48 bytes", edit: tpm(func(im *attest.Image) { im.SNPMeasurements = []attest.Hex{make(attest.Hex, 32)} }), msg: "SEV-SNP measurement"},
 		{name: "agent digest not SHA-256", edit: func(rv *attest.ReferenceValues) { rv.AgentDigests = append(rv.AgentDigests, make(attest.Hex, 20)) }, msg: "is not SHA-256"},
 	}
 	for _, tc := range tests {

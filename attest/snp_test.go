@@ -34,9 +34,11 @@ func TestRealSNPReport(t *testing.T) {
 	valid := func() *attest.SNPPolicy {
 		return &attest.SNPPolicy{
 			Measurements: []attest.Hex{make([]byte, 48), parsed.GetMeasurement()},
-			AllowSMT:     true,
-			MinimumTCB:   attest.SNPTCB{BootLoader: 2, TEE: 0, SNP: 5, Microcode: 68}, // exactly the reported TCB
-			Time:         time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC),
+			SNPRequirements: attest.SNPRequirements{
+				AllowSMT:   true,
+				MinimumTCB: attest.SNPTCB{BootLoader: 2, TEE: 0, SNP: 5, Microcode: 68}, // exactly the reported TCB
+			},
+			Time: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC),
 		}
 	}
 	flip := func(off int) []byte {
@@ -194,7 +196,7 @@ func TestSNPGuestPolicyResigned(t *testing.T) {
 		{name: "valid, but under AMD's real roots", policy: reserved, amd: true, want: attest.ErrSNPReport},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := &attest.SNPPolicy{Measurements: []attest.Hex{measurement}, AllowSMT: tc.allowSMT, TrustedRoots: roots,
+			p := &attest.SNPPolicy{Measurements: []attest.Hex{measurement}, SNPRequirements: attest.SNPRequirements{AllowSMT: tc.allowSMT, TrustedRoots: roots},
 				Time: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
 			if tc.amd {
 				p.TrustedRoots = nil

@@ -31,7 +31,7 @@ type Claims struct {
 	// No policy setting raises it.
 	Level int
 	// Hardware names the hardware path that gave the level: HardwareTPM,
-	// HardwareTDX (or, later, HardwareSEVSNP).
+	// HardwareTDX or HardwareSEVSNP (a vTPM with an SEV-SNP report).
 	Hardware string
 	// Lifecycle is the replayed lifecycle log.
 	Lifecycle *Lifecycle
@@ -57,6 +57,10 @@ type Claims struct {
 	TDXQE         *TDXQEIdentity
 	TDXTCB        *TDXTCB
 	TDXCollateral *TDXCollateral
+
+	// SNP is what the SEV-SNP report riding in TPM evidence established
+	// (nil: none, or not judged).
+	SNP *SNPClaims
 }
 
 // Hardware paths, as recorded in Claims.Hardware, environment certificates

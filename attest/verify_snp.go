@@ -36,11 +36,29 @@ const MaxSNPCertSize = 8 << 10
 
 // SNPTCB is an SEV-SNP TCB version: security patch levels per component.
 type SNPTCB struct {
-	BootLoader, TEE, SNP, Microcode uint8
+	BootLoader uint8 `json:"bootLoader"`
+	TEE        uint8 `json:"tee"`
+	SNP        uint8 `json:"snp"`
+	Microcode  uint8 `json:"microcode"`
 }
 
 func (t SNPTCB) String() string {
 	return fmt.Sprintf("bootloader %d, TEE %d, SNP %d, microcode %d", t.BootLoader, t.TEE, t.SNP, t.Microcode)
+}
+
+// SNPRequirements are what a policy asks of every SEV-SNP report besides
+// its measurement (Policy.SNP; the measurements come from the matched
+// image).
+type SNPRequirements struct {
+	// AllowSMT accepts guests whose policy allows simultaneous
+	// multithreading (a side-channel risk some deployments accept).
+	AllowSMT bool
+	// MinimumTCB is the lowest reported TCB accepted, per component.
+	MinimumTCB SNPTCB
+	// TrustedRoots replaces AMD's embedded ARK/ASK roots (go-sev-guest's
+	// trust.AMDRootCerts by product line). Nil means AMD's: anything else
+	// is for tests, which sign reports under a test-only chain.
+	TrustedRoots map[string][]*trust.AMDRootCerts
 }
 
 // SNPPolicy is what an SEV-SNP report must satisfy.
@@ -48,28 +66,32 @@ type SNPPolicy struct {
 	// Measurements are the allowed launch MEASUREMENTs (48 bytes each),
 	// from the image's reference values. Empty is ErrPolicyEmpty.
 	Measurements []Hex
-	// AllowSMT accepts guests whose policy allows simultaneous
-	// multithreading (a side-channel risk some deployments accept).
-	AllowSMT bool
-	// MinimumTCB is the lowest reported TCB accepted, per component.
-	MinimumTCB SNPTCB
 	// Time is when certificates must be valid; zero means now.
 	Time time.Time
-	// TrustedRoots replaces AMD's embedded ARK/ASK roots (go-sev-guest's
-	// trust.AMDRootCerts by product line). Nil means AMD's: anything else
-	// is for tests, which sign reports under a test-only chain.
-	TrustedRoots map[string][]*trust.AMDRootCerts
+	SNPRequirements
 }
 
-// SNPClaims is what a verified report establishes.
+// SNPClaims is what a verified report establishes. It travels in
+// environment certificates, so that a consumer re-judges response-time
+// reports against what the gate admitted.
 type SNPClaims struct {
-	Measurement []byte
-	ReportData  []byte
-	Policy      abi.SnpPolicy
-	ReportedTCB SNPTCB
+	Measurement Hex `json:"measurement"`
+	ReportData  Hex `json:"-"`
+	// GuestPolicy is the report's POLICY field, Policy its decoding.
+	GuestPolicy uint64        `json:"guestPolicy"`
+	Policy      abi.SnpPolicy `json:"-"`
+	ReportedTCB SNPTCB        `json:"reportedTcb"`
 	// VCEKDigest names the signing key (SHA-256 of its certificate).
-	VCEKDigest string
+	VCEKDigest string `json:"vcekDigest"`
 }
+
+// snpPolicySMT is the guest-policy bit that allows SMT (AMD SEV-SNP ABI,
+// table "Guest policy structure").
+const snpPolicySMT = 1 << 16
+
+// AllowsSMT reports whether the guest policy allowed SMT, read from the
+// raw field (a decoded certificate has no Policy).
+func (c *SNPClaims) AllowsSMT() bool { return c.GuestPolicy&snpPolicySMT != 0 }
 
 func (p *SNPPolicy) roots() map[string][]*trust.AMDRootCerts {
 	if p.TrustedRoots != nil {
@@ -93,12 +115,6 @@ var amdRoots = sync.OnceValue(func() map[string][]*trust.AMDRootCerts {
 	}
 	return out
 })
-
-// SNPReportData is the 64-byte REPORT_DATA of an SEV-SNP report: the same
-// binding as TDX REPORTDATA (purpose, nonce, environment and HPKE keys).
-func (c Challenge) SNPReportData(envKeySPKI, hpkePublic []byte) [64]byte {
-	return c.TDXReportData(envKeySPKI, hpkePublic)
-}
 
 // ParseSNPReport decodes a raw attestation report, which must be exactly
 // abi.ReportSize bytes.
@@ -180,6 +196,7 @@ func VerifySNPReport(raw, vcekDER []byte, reportData [64]byte, p *SNPPolicy) (*S
 	if c.ReportedTCB.BootLoader < min.BootLoader || c.ReportedTCB.TEE < min.TEE || c.ReportedTCB.SNP < min.SNP || c.ReportedTCB.Microcode < min.Microcode {
 		return nil, fmt.Errorf("%w: reported %s, minimum %s", ErrSNPTCB, c.ReportedTCB, min)
 	}
+	c.GuestPolicy = r.GetPolicy()
 	if c.Policy, err = abi.ParseSnpPolicy(r.GetPolicy()); err != nil {
 		return nil, fmt.Errorf("%w: guest policy %#x: %v", ErrSNPPolicy, r.GetPolicy(), err)
 	}

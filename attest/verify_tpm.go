@@ -50,6 +50,8 @@ type tpmInput struct {
 	// nonce is the quote's expected qualifying data; nil: not checked
 	// (inspection only).
 	nonce []byte
+	// ch is the challenge nonce was derived from (nil with it).
+	ch *Challenge
 }
 
 func verifyTPM(ev *Evidence, ch *Challenge, p *Policy, c *Claims, s *steps) error {
@@ -62,7 +64,7 @@ func verifyTPM(ev *Evidence, ch *Challenge, p *Policy, c *Claims, s *steps) erro
 	}); err != nil {
 		return err
 	}
-	in := tpmInput{att: &att, cel: ev.CEL, ev: ev}
+	in := tpmInput{att: &att, cel: ev.CEL, ev: ev, ch: ch}
 	if ch != nil {
 		in.nonce = ch.TPMNonce(ev.EnvKey, ev.HPKEPublicKey)
 	}
@@ -181,16 +183,51 @@ func verifyTPMInput(in tpmInput, p *Policy, c *Claims, s *steps) error {
 		}
 	}
 
+	snp := in.ev != nil && in.ev.TPM.SNP != nil
 	if matched, err := checkReference(s, p, c, matchTPMImage); !matched {
+		if err == nil && snp {
+			s.skip("sev-snp", "no reference values given: the SEV-SNP report is not judged")
+		}
 		return err
 	}
 	// A TPM quote alone is level 2 whatever the TPM: level 3 needs a
 	// hardware TEE report binding the attestation (DESIGN.md, Levels).
 	c.Level, c.Hardware = 2, HardwareTPM
+	if snp {
+		if err := verifyTPMSNP(in, p, c, s); err != nil {
+			return err
+		}
+	}
 	if c.SoftwareTPM {
 		c.Level = 0
 	}
 	return nil
+}
+
+// verifyTPMSNP judges the SEV-SNP report riding in TPM evidence (BuildEnv
+// L3.hw-quote): VerifySNPReport against the matched image's SEV-SNP
+// measurements and p.SNP, with REPORT_DATA bound to the challenge, both
+// keys and the AK that signed the quote. Only then is the level 3, from
+// hardware "sev-snp".
+func verifyTPMSNP(in tpmInput, p *Policy, c *Claims, s *steps) error {
+	if in.nonce == nil {
+		s.skip("sev-snp", "no challenge given: the report's REPORT_DATA cannot be checked, so it earns nothing")
+		return nil
+	}
+	return s.run("sev-snp", func() (string, error) {
+		if len(c.Image.SNPMeasurements) == 0 {
+			return "", fmt.Errorf("%w: the evidence carries an SEV-SNP report and image %s lists no snpMeasurements", ErrReferenceMismatch, c.ImageID)
+		}
+		snp := in.ev.TPM.SNP
+		claims, err := VerifySNPReport(snp.Report, snp.VCEK, in.ch.SNPReportData(in.ev.EnvKey, in.ev.HPKEPublicKey, c.AK),
+			&SNPPolicy{Measurements: c.Image.SNPMeasurements, Time: p.now(), SNPRequirements: p.SNP})
+		if err != nil {
+			return "", err
+		}
+		c.SNP, c.Level, c.Hardware = claims, 3, HardwareSEVSNP
+		return fmt.Sprintf("report binds this quote's AK and keys; MEASUREMENT %x…, TCB %s, policy %#x (SMT %s)",
+			claims.Measurement[:8], claims.ReportedTCB, claims.GuestPolicy, onOff(claims.Policy.SMT)), nil
+	})
 }
 
 func onOff(b bool) string {

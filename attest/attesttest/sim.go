@@ -94,3 +94,28 @@ func SimulatedTPM(t testing.TB) (*attest.TPMCollector, *attest.Policy) {
 	t.Cleanup(func() { c.Close() })
 	return c, p
 }
+
+// SimulatedSNPTPM is SimulatedTPM as the vTPM of an SEV-SNP confidential
+// VM: the collector asks host for a report with every quote, and is not
+// labelled a software TPM (as a cloud vTPM is not), so that the evidence
+// can show level 3. The policy lists host's measurement on the image and
+// trusts host's test-only AMD chain.
+func SimulatedSNPTPM(t testing.TB, host *SNPHost) (*attest.TPMCollector, *attest.Policy) {
+	t.Helper()
+	sim := Simulator(t)
+	p, err := Policy(sim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Reference.Images[0].SNPMeasurements = []attest.Hex{host.Measurement}
+	p.SNP.TrustedRoots = host.Roots
+	c, err := attest.NewTPMCollector(sim, attest.TPMOptions{
+		EventLog: func() ([]byte, error) { return BootLog(), nil },
+		SNP:      host,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, p
+}
