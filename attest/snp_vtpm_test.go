@@ -70,7 +70,9 @@ func TestSNPVTPMLevel3(t *testing.T) {
 			want: attest.ErrReferenceMismatch, msg: "MEASUREMENT"},
 		{name: "image lists no SEV-SNP measurement", edit: func(p *attest.Policy) { p.Reference.Images[0].SNPMeasurements = nil },
 			want: attest.ErrReferenceMismatch, msg: "lists no snpMeasurements"},
-		{name: "labelled software TPM: level 0", evidence: func(e *attest.Evidence, _ *attesttest.SNPHost) { e.SoftwareTPMUnsafe = true }, wantLevel: 0},
+		{name: "labelled software TPM: refused", evidence: func(e *attest.Evidence, _ *attesttest.SNPHost) { e.SoftwareTPMUnsafe = true }, want: attest.ErrSoftwareTPM},
+		{name: "labelled software TPM, allowed: level 0", evidence: func(e *attest.Evidence, _ *attesttest.SNPHost) { e.SoftwareTPMUnsafe = true },
+			edit: func(p *attest.Policy) { p.AllowSoftwareTPMUnsafe = true }, wantLevel: 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			host := attesttest.NewSNPHost(t)

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -58,7 +59,7 @@ type SNPRequirements struct {
 	// TrustedRoots replaces AMD's embedded ARK/ASK roots (go-sev-guest's
 	// trust.AMDRootCerts by product line). Nil means AMD's: anything else
 	// is for tests, which sign reports under a test-only chain.
-	TrustedRoots map[string][]*trust.AMDRootCerts
+	TrustedRoots map[string][]*trust.AMDRootCerts `json:"-"`
 }
 
 // SNPPolicy is what an SEV-SNP report must satisfy.
@@ -210,4 +211,26 @@ func VerifySNPReport(raw, vcekDER []byte, reportData [64]byte, p *SNPPolicy) (*S
 		return nil, fmt.Errorf("%w: guest policy %#x", ErrSNPDebug, r.GetPolicy())
 	}
 	return c, nil
+}
+
+// LoadSNPRoots reads an AMD root pair in the format AMD's KDS serves it
+// (https://kdsintf.amd.com/vcek/v1/Milan/cert_chain: the ASK, then the
+// ARK, in PEM) and returns it as SNPRequirements.TrustedRoots, keyed by
+// the product line the ARK names ("ARK-Milan" -> "Milan").
+func LoadSNPRoots(path string) (map[string][]*trust.AMDRootCerts, error) {
+	b, err := readLimited(path, 4*MaxSNPCertSize)
+	if err != nil {
+		return nil, err
+	}
+	r := &trust.AMDRootCerts{}
+	if err := r.FromKDSCertBytes(b); err != nil {
+		return nil, fmt.Errorf("%s: not an AMD ASK and ARK in PEM: %w", path, err)
+	}
+	cn := r.ProductCerts.Ark.Subject.CommonName
+	line, ok := strings.CutPrefix(cn, "ARK-")
+	if !ok || line == "" {
+		return nil, fmt.Errorf("%s: the ARK is %q, not ARK-<product line>", path, cn)
+	}
+	r.ProductLine = line
+	return map[string][]*trust.AMDRootCerts{line: {r}}, nil
 }

@@ -155,6 +155,10 @@ type PolicyConfig struct {
 	// PCS, a URL for a PCS mirror (PCCS), "none" for no TCB evaluation (TDX
 	// environments are then admitted at level 2 only).
 	TDXPCSURL string `json:"tdxPcsUrl,omitempty"`
+	// SEVSNP is what the SEV-SNP report of a vTPM in an SEV-SNP VM must
+	// satisfy besides its image's snpMeasurements (attest.SNPRequirements;
+	// AMD's roots).
+	SEVSNP *SEVSNPConfig `json:"sevSnp,omitempty"`
 	// AllowSoftwareTPMUnsafe admits simulator/swtpm environments. Demos
 	// and tests only; certificates then say level 0.
 	AllowSoftwareTPMUnsafe bool `json:"allowSoftwareTPMUnsafe,omitempty"`
@@ -162,6 +166,14 @@ type PolicyConfig struct {
 	// environments use for keyless bundles (README "Keyless bundles").
 	// Without it every bundle is key-signed.
 	Sigstore *gateapi.Sigstore `json:"sigstore,omitempty"`
+}
+
+// SEVSNPConfig is policy.sevSnp.
+type SEVSNPConfig struct {
+	// AllowSMT admits guests whose policy allows SMT.
+	AllowSMT bool `json:"allowSMT,omitempty"`
+	// MinimumTCB is the lowest reported TCB admitted, per component.
+	MinimumTCB attest.SNPTCB `json:"minimumTcb"`
 }
 
 // TTLConfig bounds every lifetime. Zero values take the defaults.
@@ -312,7 +324,7 @@ func (c *Config) Validate() error {
 		pu, err := url.Parse(u)
 		need(err == nil && (pu.Scheme == "https" || pu.Scheme == "http") && pu.Host != "", "policy.tdxPcsUrl: an http(s) URL, or \"none\"")
 	}
-	need(c.Policy.TPMLevel == 0 || c.Policy.TPMLevel == 2, "policy.tpmLevel: a TPM quote is level 2; level 3 is earned by a verified TEE report (TDX), it cannot be configured")
+	need(c.Policy.TPMLevel == 0 || c.Policy.TPMLevel == 2, "policy.tpmLevel: a TPM quote is level 2; level 3 is earned by a verified TEE report (TDX, SEV-SNP), it cannot be configured")
 	if c.Policy.Sigstore != nil {
 		if err := c.Policy.Sigstore.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("policy.%w", err))
@@ -375,6 +387,9 @@ func (c *Config) LoadPolicy(extraReferenceValues ...string) (*attest.Policy, str
 		Reference:              rv,
 		DirectKernelBoot:       c.Policy.DirectKernelBoot,
 		AllowSoftwareTPMUnsafe: c.Policy.AllowSoftwareTPMUnsafe,
+	}
+	if s := c.Policy.SEVSNP; s != nil {
+		p.SNP = attest.SNPRequirements{AllowSMT: s.AllowSMT, MinimumTCB: s.MinimumTCB}
 	}
 	switch c.Policy.TDXPCSURL {
 	case "none":
@@ -510,6 +525,17 @@ func loadReferenceValues(path string, signers []crypto.PublicKey) (*attest.Refer
 
 // policyDigest names the exact reference values and trust roots applied,
 // for environment certificates.
+// snpDigested is what of the SEV-SNP requirements enters the policy digest:
+// nothing for the zero value (so that digests of gates without SEV-SNP
+// settings are unchanged), the settings otherwise (TrustedRoots are
+// AMD's; tests only replace them).
+func snpDigested(r attest.SNPRequirements) *attest.SNPRequirements {
+	if !r.AllowSMT && r.MinimumTCB == (attest.SNPTCB{}) {
+		return nil
+	}
+	return &attest.SNPRequirements{AllowSMT: r.AllowSMT, MinimumTCB: r.MinimumTCB}
+}
+
 func policyDigest(p *attest.Policy) (string, error) {
 	var roots [][]byte
 	for _, k := range p.TrustedAKs {
@@ -538,8 +564,9 @@ func policyDigest(p *attest.Policy) (string, error) {
 		Roots     [][]byte
 		Direct    bool
 		Software  bool
-		EKRoots   [][]byte `json:",omitempty"`
-	}{p.Reference, roots, p.DirectKernelBoot, p.AllowSoftwareTPMUnsafe, ekRoots})
+		EKRoots   [][]byte                `json:",omitempty"`
+		SNP       *attest.SNPRequirements `json:",omitempty"`
+	}{p.Reference, roots, p.DirectKernelBoot, p.AllowSoftwareTPMUnsafe, ekRoots, snpDigested(p.SNP)})
 	if err != nil {
 		return "", err
 	}

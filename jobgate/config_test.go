@@ -162,3 +162,46 @@ func TestConfigSigstore(t *testing.T) {
 		t.Fatalf("plain-http rekor: %v", err)
 	}
 }
+
+// TestConfigSEVSNP: policy.sevSnp reaches the policy's SEV-SNP
+// requirements and the policy digest; without it the requirements are the
+// strict defaults (no SMT, AMD's roots) and the digest is as before.
+func TestConfigSEVSNP(t *testing.T) {
+	dir := t.TempDir()
+	rv, err := json.Marshal(attest.ReferenceValues{
+		Format:       attest.ReferenceValuesFormat,
+		Images:       []attest.Image{{ID: "img", PCRs: map[uint32]attest.Hex{4: make([]byte, 32)}, SNPMeasurements: []attest.Hex{make([]byte, 48)}}},
+		AgentDigests: []attest.Hex{make([]byte, 32)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "rv.json")
+	if err := os.WriteFile(file, rv, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	load := func(s *jobgate.SEVSNPConfig) (*attest.Policy, string) {
+		t.Helper()
+		c := &jobgate.Config{Policy: jobgate.PolicyConfig{ReferenceValues: []string{file}, SEVSNP: s}}
+		p, digest, err := c.LoadPolicy()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p, digest
+	}
+	strict, strictDigest := load(nil)
+	if strict.SNP.AllowSMT || strict.SNP.MinimumTCB != (attest.SNPTCB{}) || strict.SNP.TrustedRoots != nil {
+		t.Errorf("defaults %+v", strict.SNP)
+	}
+	if _, d := load(&jobgate.SEVSNPConfig{}); d != strictDigest {
+		t.Errorf("an empty sevSnp section changed the policy digest")
+	}
+	tcb := attest.SNPTCB{BootLoader: 3, TEE: 0, SNP: 8, Microcode: 115}
+	p, d := load(&jobgate.SEVSNPConfig{AllowSMT: true, MinimumTCB: tcb})
+	if !p.SNP.AllowSMT || p.SNP.MinimumTCB != tcb {
+		t.Errorf("policy.sevSnp not applied: %+v", p.SNP)
+	}
+	if d == strictDigest {
+		t.Errorf("policy.sevSnp does not change the policy digest")
+	}
+}

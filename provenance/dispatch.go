@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/attested-runner/attested-runner/attest"
+	"github.com/google/go-sev-guest/verify/trust"
 	scai "github.com/in-toto/attestation/go/predicates/scai/v0"
 	intoto "github.com/in-toto/attestation/go/v1"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -116,6 +117,12 @@ var dispatchQuoteSlot = quoteSlot{
 // attested build (ErrBuildMismatch) and neither job-end nor teardown
 // (ErrJobEnded). It returns the build id.
 func VerifyDispatch(raw []byte, trustedGates []crypto.PublicKey) (string, *EnvCertificate, error) {
+	return verifyDispatch(raw, trustedGates, nil)
+}
+
+// verifyDispatch is VerifyDispatch judging SEV-SNP reports under snpRoots
+// (nil: AMD's; VerifyOptions.TrustedSNPRoots).
+func verifyDispatch(raw []byte, trustedGates []crypto.PublicKey, snpRoots map[string][]*trust.AMDRootCerts) (string, *EnvCertificate, error) {
 	d, err := parseDispatch(raw)
 	if err != nil {
 		return "", nil, err
@@ -128,7 +135,7 @@ func VerifyDispatch(raw []byte, trustedGates []crypto.PublicKey) (string, *EnvCe
 	if err != nil {
 		return "", nil, err
 	}
-	buildID, err := d.verify(envKey, certPolicy(cert, cert.IssuedAt))
+	buildID, err := d.verify(envKey, certPolicy(cert, cert.IssuedAt, snpRoots))
 	if err != nil {
 		return "", nil, err
 	}

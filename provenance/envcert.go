@@ -64,7 +64,12 @@ type EnvCertificate struct {
 	// re-checks the response-time quote's TCB offline at the build's time.
 	TDXTCB        *attest.TDXTCB        `json:"tdxTcb,omitempty"`
 	TDXCollateral *attest.TDXCollateral `json:"tdxCollateral,omitempty"`
-	SoftwareTPM   bool                  `json:"softwareTpm,omitempty"`
+	// SEVSNP is what the SEV-SNP report behind a vTPM's level 3 showed:
+	// response-time reports must come from the same launch measurement
+	// (Image.SNPMeasurements), with a TCB at least this one and SMT only
+	// if it was admitted so.
+	SEVSNP      *attest.SNPClaims `json:"sevSnp,omitempty"`
+	SoftwareTPM bool              `json:"softwareTpm,omitempty"`
 	// DirectKernelBoot records that the gate verified the boot under
 	// attest.Policy.DirectKernelBoot (a QEMU -kernel boot measures the
 	// kernel before "Calling EFI Application"): response-time quotes of the
@@ -98,6 +103,8 @@ func (c *EnvCertificate) validate() error {
 		return fmt.Errorf("level 3 from hardware %q: level 3 needs a TEE report", c.Hardware)
 	case c.Level == 3 && c.Hardware == attest.HardwareTDX && c.TDXCollateral == nil:
 		return fmt.Errorf("TDX level 3 without the collateral its TCB was judged with")
+	case c.Level == 3 && c.Hardware == attest.HardwareSEVSNP && (c.SEVSNP == nil || len(c.Image.SNPMeasurements) == 0):
+		return fmt.Errorf("SEV-SNP level 3 without the report's verdict or the image's SEV-SNP measurements")
 	}
 	if _, err := attest.ParseEnvKey(c.EnvKey); err != nil {
 		return err
@@ -240,6 +247,7 @@ func CertificateFor(c *attest.Claims) *EnvCertificate {
 		SoftwareTPM:   c.SoftwareTPM,
 		TDXTCB:        c.TDXTCB,
 		TDXCollateral: c.TDXCollateral,
+		SEVSNP:        c.SNP,
 	}
 	if c.Image != nil {
 		cert.Image = *c.Image
@@ -256,6 +264,7 @@ func (c *EnvCertificate) clone() *EnvCertificate {
 	out.Image.PCRs = maps.Clone(c.Image.PCRs)
 	out.Image.Events = slices.Clone(c.Image.Events)
 	out.Image.RTMRs = slices.Clone(c.Image.RTMRs)
+	out.Image.SNPMeasurements = slices.Clone(c.Image.SNPMeasurements)
 	return &out
 }
 

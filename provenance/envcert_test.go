@@ -142,6 +142,14 @@ func TestIssueEnvCertRefusesIncomplete(t *testing.T) {
 		"TDX level 3 without its collateral": func(c *provenance.EnvCertificate) {
 			c.Level, c.Hardware, c.SoftwareTPM, c.TDXCollateral = 3, attest.HardwareTDX, false, nil
 		},
+		"SEV-SNP level 3 without the report's verdict": func(c *provenance.EnvCertificate) {
+			c.Level, c.Hardware, c.SoftwareTPM, c.SEVSNP = 3, attest.HardwareSEVSNP, false, nil
+			c.Image.SNPMeasurements = []attest.Hex{make([]byte, 48)}
+		},
+		"SEV-SNP level 3 without the image's SEV-SNP measurements": func(c *provenance.EnvCertificate) {
+			c.Level, c.Hardware, c.SoftwareTPM, c.SEVSNP = 3, attest.HardwareSEVSNP, false, &attest.SNPClaims{}
+			c.Image.SNPMeasurements = nil
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := *e.Cert

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/attested-runner/attested-runner/attest"
+	"github.com/google/go-sev-guest/verify/trust"
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/verify"
 )
@@ -43,6 +44,11 @@ type VerifyOptions struct {
 	// TrustedGateRoots are the gate keys whose environment certificates are
 	// trusted. Required unless ReferenceValues is set.
 	TrustedGateRoots []crypto.PublicKey
+	// TrustedSNPRoots replaces AMD's ARK/ASK roots when, in gate mode, the
+	// response-time SEV-SNP report of a vTPM is re-judged. Nil means AMD's
+	// (what production wants); tests sign under a test-only chain. In
+	// evidence mode ReferenceValues.SNP.TrustedRoots plays this part.
+	TrustedSNPRoots map[string][]*trust.AMDRootCerts
 	// TrustedSigstore, optional, is Sigstore trusted material (a
 	// trusted_root.json): with it, a keyless bundle's Fulcio certificate,
 	// transparency log entry and timestamps are verified, and the
@@ -218,7 +224,7 @@ func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, err
 		if envKey, err = attest.ParseEnvKey(cert.EnvKey); err != nil {
 			return r, r.fail("environment", fmt.Errorf("%w: %w", ErrUntrustedEnvironment, err))
 		}
-		policy = certPolicy(cert, prov.finishedOn)
+		policy = certPolicy(cert, prov.finishedOn, opts.TrustedSNPRoots)
 		r.pass("environment", fmt.Sprintf("certified by gate %s: runner %s, image %s, %s", cert.GateID, cert.RunnerName, cert.Image.ID, LevelName(cert.Level)))
 	}
 
@@ -267,7 +273,7 @@ func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, err
 		}
 		var buildID, how string
 		if r.EnvCert != nil {
-			id, dcert, err := VerifyDispatch(content, opts.TrustedGateRoots)
+			id, dcert, err := verifyDispatch(content, opts.TrustedGateRoots, opts.TrustedSNPRoots)
 			if err != nil {
 				return r, r.fail("dispatch", fmt.Errorf("%w: %w", ErrDispatch, err))
 			}
@@ -403,7 +409,7 @@ func lifecycleSummary(lc *attest.Lifecycle) string {
 
 // certPolicy is the policy a response-time quote must satisfy in gate mode:
 // the AK, image and agent the gate admitted, for the same boot.
-func certPolicy(c *EnvCertificate, at time.Time) *attest.Policy {
+func certPolicy(c *EnvCertificate, at time.Time, snpRoots map[string][]*trust.AMDRootCerts) *attest.Policy {
 	p := &attest.Policy{
 		Reference: &attest.ReferenceValues{
 			Format:       attest.ReferenceValuesFormat,
@@ -418,6 +424,11 @@ func certPolicy(c *EnvCertificate, at time.Time) *attest.Policy {
 		// The TCB is re-judged at the build's time with the collateral the
 		// gate used: stale or revoked by then, the evidence fails (ErrEvidence).
 		p.TDXCollateral = c.TDXCollateral
+	}
+	if s := c.SEVSNP; s != nil {
+		// Response-time reports are judged as the admission report was:
+		// no lower TCB, SMT only if admitted with it.
+		p.SNP = attest.SNPRequirements{AllowSMT: s.AllowsSMT(), MinimumTCB: s.ReportedTCB, TrustedRoots: snpRoots}
 	}
 	if ak, err := x509.ParsePKIXPublicKey(c.AK); err == nil {
 		p.TrustedAKs = []crypto.PublicKey{ak}

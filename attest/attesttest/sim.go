@@ -98,8 +98,8 @@ func SimulatedTPM(t testing.TB) (*attest.TPMCollector, *attest.Policy) {
 // SimulatedSNPTPM is SimulatedTPM as the vTPM of an SEV-SNP confidential
 // VM: the collector asks host for a report with every quote, and is not
 // labelled a software TPM (as a cloud vTPM is not), so that the evidence
-// can show level 3. The policy lists host's measurement on the image and
-// trusts host's test-only AMD chain.
+// can show level 3. The policy lists host's measurement on the image,
+// trusts host's test-only AMD chain, and refuses software TPMs.
 func SimulatedSNPTPM(t testing.TB, host *SNPHost) (*attest.TPMCollector, *attest.Policy) {
 	t.Helper()
 	sim := Simulator(t)
@@ -109,6 +109,7 @@ func SimulatedSNPTPM(t testing.TB, host *SNPHost) (*attest.TPMCollector, *attest
 	}
 	p.Reference.Images[0].SNPMeasurements = []attest.Hex{host.Measurement}
 	p.SNP.TrustedRoots = host.Roots
+	p.AllowSoftwareTPMUnsafe = false
 	c, err := attest.NewTPMCollector(sim, attest.TPMOptions{
 		EventLog: func() ([]byte, error) { return BootLog(), nil },
 		SNP:      host,

@@ -44,11 +44,13 @@ TPM selection (--tpm):
   simulator          the in-process go-tpm-tools simulator (builds with cgo
                      and the 'simulator' tag only; demos and tests)
 With --tdx the agent uses the TDX guest interface instead of a TPM.
+With --sev-snp (a vTPM in an AMD SEV-SNP confidential VM) every TPM quote
+also carries an SEV-SNP report binding it: what makes level 3 on such VMs.
 `
 
 type agentFlags struct {
 	gate, gateCA, gateKeys, runnerDir, runnerUser, labels, tpm, eventLog, socket, stateDir, poweroff, logFormat, vmID string
-	tdx, insecureDiskRunnerDir, insecurePlainHTTP, ekActivation, azureAK                                              bool
+	tdx, sevSNP, insecureDiskRunnerDir, insecurePlainHTTP, ekActivation, azureAK                                      bool
 	idleTTL, admissionDeadline, jobTimeout, teardownDeadline                                                          time.Duration
 }
 
@@ -68,6 +70,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.vmID, "vm-id", "auto", "the fleet VM this agent runs in, told to the gate: auto (QEMU fw_cfg opt/attested-runner/vm, else Compute Engine's instance name, else none), none, or a name")
 	fs.StringVar(&f.tpm, "tpm", "/dev/tpmrm0", "TPM: a device path, unix:/path/to/swtpm.sock, or simulator")
 	fs.BoolVar(&f.tdx, "tdx", false, "use the Intel TDX guest interface instead of a TPM")
+	fs.BoolVar(&f.sevSNP, "sev-snp", false, "add an AMD SEV-SNP report (configfs-tsm or /dev/sev-guest) binding each TPM quote and its AK: a vTPM in an SEV-SNP VM; the gate's image must list the VM's snpMeasurements")
 	fs.StringVar(&f.eventLog, "event-log", "", "TCG event log file (default: /sys/kernel/security/tpm0/binary_bios_measurements)")
 	fs.StringVar(&f.socket, "socket", "/run/attested-runner/agent.sock", "agent socket for the job hooks and the job-side action")
 	fs.StringVar(&f.stateDir, "state-dir", "/run/attested-runner", "directory for hook scripts and the dispatch attestation")
@@ -87,6 +90,9 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if f.gate == "" {
 		return cli.Usagef("run: --gate is required")
+	}
+	if f.sevSNP && f.tdx {
+		return cli.Usagef("run: --sev-snp adds a report to TPM quotes; it does not go with --tdx")
 	}
 	if err := checkGateURL(f.gate, f.insecurePlainHTTP); err != nil {
 		return err
@@ -150,7 +156,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log.Info("attested-runner starting", "version", version.String("attested-runner"), "agent_sha256", fmt.Sprintf("%x", digest),
-		"gate", f.gate, "tpm", f.tpm, "tdx", f.tdx, "runner_user", f.runnerUser, "vm", vmID)
+		"gate", f.gate, "tpm", f.tpm, "tdx", f.tdx, "sev_snp", f.sevSNP, "runner_user", f.runnerUser, "vm", vmID)
 	out := a.Run(ctx)
 	fmt.Fprintf(stdout, "attested-runner: %s (admitted %v, job %v, deregistered %v)\n", out.Reason, out.Admitted, out.JobStarted, out.Deregistered)
 	if out.Err != nil {
@@ -303,6 +309,13 @@ func openCollector(f agentFlags) (attest.Collector, func(), error) {
 		return c, func() {}, err
 	}
 	opts := attest.TPMOptions{}
+	if f.sevSNP {
+		qp, err := attest.SNPQuoteProvider()
+		if err != nil {
+			return nil, nil, fmt.Errorf("--sev-snp: %w", err)
+		}
+		opts.SNP = qp
+	}
 	if f.azureAK {
 		opts.AKHandle, opts.AKCertNVIndex = attest.AzureAKHandle, attest.AzureAKCertNVIndex
 	}

@@ -3,10 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/attested-runner/attested-runner/attest"
 )
 
 func runArgs(args ...string) (string, int) {
@@ -73,5 +80,27 @@ func TestGateURLAndPinnedKey(t *testing.T) {
 	out, code = runArgs("run", "--gate", "https://gate.example.com", "--gate-key", bad, "--runner-user", "1000:1000")
 	if code != 1 || !strings.Contains(out, "PUBLIC KEY") {
 		t.Errorf("gate key file of the wrong type: exit %d: %s", code, out)
+	}
+}
+
+// TestSEVSNPFlag: --sev-snp does not go with --tdx, and on a machine that
+// is no SEV-SNP guest (this one) the agent refuses to start, naming the
+// interfaces it looked for, before it touches the TPM.
+func TestSEVSNPFlag(t *testing.T) {
+	out, code := runArgs("run", "--gate", "https://gate.example.com", "--sev-snp", "--tdx")
+	if code != 2 || !strings.Contains(out, "does not go with --tdx") {
+		t.Errorf("--sev-snp --tdx: exit %d: %s", code, out)
+	}
+	if attest.DetectSNP() == nil {
+		t.Skip("an SEV-SNP guest")
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	spki, _ := x509.MarshalPKIXPublicKey(key.Public())
+	keys := filepath.Join(t.TempDir(), "gate-keys.pem")
+	os.WriteFile(keys, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}), 0o644)
+	out, code = runArgs("run", "--gate", "https://gate.example.com", "--gate-key", keys, "--sev-snp", "--tpm", filepath.Join(t.TempDir(), "no-tpm"),
+		"--runner-user", "1000:1000")
+	if code != 1 || !strings.Contains(out, "--sev-snp: not an SEV-SNP guest") || !strings.Contains(out, "/dev/sev-guest") {
+		t.Errorf("no SEV-SNP hardware: exit %d: %s", code, out)
 	}
 }

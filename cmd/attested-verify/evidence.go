@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,6 +46,12 @@ passed (✓):
                       rootCaCrl) to judge a TDX quote's TCB with, at --time;
                       evidence that embeds collateral is judged with it.
                       Without either, the TCB is not evaluated (level 2)
+  --snp-allow-smt / --snp-min-tcb   what an SEV-SNP report riding in TPM
+                      evidence (a vTPM in an SEV-SNP VM) must show besides
+                      the image's snpMeasurements (which need
+                      --reference-values, and --nonce for its REPORT_DATA);
+                      its signer is checked against AMD's roots (built in),
+                      or --trusted-snp-roots (AMD KDS cert_chain format)
 
 Result: VERIFIED (exit 0) when no check failed and the quote's signer was
 checked against a trust anchor: for a TPM quote --trusted-ak or
@@ -74,6 +81,9 @@ type evidenceConfig struct {
 	trustedAKRoots    cli.StringList
 	referenceVals     string
 	tdxCollateral     string
+	snpRoots          string
+	snpAllowSMT       bool
+	snpMinTCB         string
 	at                string
 	directKernelBoot  bool
 	allowSoftwareTPM  bool
@@ -94,6 +104,9 @@ func parseEvidence(args []string, stderr io.Writer) (*evidenceConfig, error) {
 	fs.Var(&c.trustedAKRoots, "trusted-ak-root", "PEM file of trusted AK certificate roots (repeatable)")
 	fs.StringVar(&c.referenceVals, "reference-values", "", "reference-values file to check the measurements against")
 	fs.StringVar(&c.tdxCollateral, "tdx-collateral", "", "Intel TDX collateral (JSON) to evaluate the TCB with")
+	fs.StringVar(&c.snpRoots, "trusted-snp-roots", "", "PEM ASK and ARK (AMD KDS cert_chain) to check SEV-SNP reports under, in place of AMD's built-in roots")
+	fs.BoolVar(&c.snpAllowSMT, "snp-allow-smt", false, "accept SEV-SNP guests whose policy allows SMT")
+	fs.StringVar(&c.snpMinTCB, "snp-min-tcb", "", "lowest SEV-SNP reported TCB accepted: BOOTLOADER,TEE,SNP,MICROCODE (e.g. 3,0,8,115)")
 	fs.StringVar(&c.at, "time", "", "verify certificates and collateral as of this RFC 3339 time (historical evidence)")
 	fs.BoolVar(&c.directKernelBoot, "direct-kernel-boot", false, "the firmware loaded the kernel itself (QEMU -kernel): allow the kernel's EFI app event before 'Calling EFI Application'")
 	fs.BoolVar(&c.allowSoftwareTPM, "insecure-allow-software-tpm", false, "do not fail evidence labelled as from a software TPM")
@@ -149,6 +162,8 @@ type measured struct {
 	KernelCmdline string                `json:"kernelCmdline,omitempty"`
 	TDXQE         *attest.TDXQEIdentity `json:"tdxQe,omitempty"`
 	TDXTCB        *attest.TDXTCB        `json:"tdxTcb,omitempty"`
+	// SEVSNP: what the SEV-SNP report riding in TPM evidence showed.
+	SEVSNP *attest.SNPClaims `json:"sevSnp,omitempty"`
 }
 
 func runEvidence(_ context.Context, args []string, stdout, stderr io.Writer) error {
@@ -174,6 +189,9 @@ func runEvidence(_ context.Context, args []string, stdout, stderr io.Writer) err
 			return fmt.Errorf("--tdx-collateral: %w", err)
 		}
 		p.TDXCollateral = &coll
+	}
+	if p.SNP, err = c.snpRequirements(); err != nil {
+		return err
 	}
 	p.DirectKernelBoot = c.directKernelBoot
 	p.AllowSoftwareTPMUnsafe = c.allowSoftwareTPM
@@ -229,6 +247,31 @@ func runEvidence(_ context.Context, args []string, stdout, stderr io.Writer) err
 		return errNotVerified
 	}
 	return nil
+}
+
+// snpRequirements are the --snp-* and --trusted-snp-roots flags.
+func (c *evidenceConfig) snpRequirements() (attest.SNPRequirements, error) {
+	r := attest.SNPRequirements{AllowSMT: c.snpAllowSMT}
+	if c.snpMinTCB != "" {
+		parts := strings.Split(c.snpMinTCB, ",")
+		var v [4]uint8
+		for i, p := range parts {
+			n, err := strconv.ParseUint(strings.TrimSpace(p), 10, 8)
+			if err != nil || len(parts) != 4 {
+				return r, cli.Usagef("--snp-min-tcb %q: want four numbers 0-255, BOOTLOADER,TEE,SNP,MICROCODE", c.snpMinTCB)
+			}
+			v[i] = uint8(n)
+		}
+		r.MinimumTCB = attest.SNPTCB{BootLoader: v[0], TEE: v[1], SNP: v[2], Microcode: v[3]}
+	}
+	if c.snpRoots != "" {
+		roots, err := attest.LoadSNPRoots(c.snpRoots)
+		if err != nil {
+			return r, fmt.Errorf("--trusted-snp-roots: %w", err)
+		}
+		r.TrustedRoots = roots
+	}
+	return r, nil
 }
 
 func candidateID(in *attest.Inspection) string {
@@ -315,7 +358,7 @@ func measurements(c *attest.Claims) *measured {
 		return nil
 	}
 	m := &measured{Level: c.Level, Hardware: c.Hardware, ImageID: c.ImageID, AKDigest: c.AKDigest, EnvKey: c.EnvKeyDigest, BootEvents: len(c.BootEvents),
-		KernelCmdline: c.KernelCmdline, TDXQE: c.TDXQE, TDXTCB: c.TDXTCB}
+		KernelCmdline: c.KernelCmdline, TDXQE: c.TDXQE, TDXTCB: c.TDXTCB, SEVSNP: c.SNP}
 	if len(c.PCRs) > 0 {
 		m.PCRs = map[string]string{}
 		for i, v := range c.PCRs {
@@ -354,6 +397,7 @@ var skipHints = map[string]string{
 	"agent":            "--reference-values",
 	"event log":        "--ccel and --ccel-table",
 	"tcb":              "--tdx-collateral (Intel PCS collateral)",
+	"sev-snp":          "--reference-values (with snpMeasurements) and --nonce",
 }
 
 func orNone(s string) string {
@@ -419,6 +463,11 @@ func printEvidenceText(w io.Writer, r evidenceReport, refOut string) {
 				fmt.Fprintf(w, "  collateral   %-32s issued %s, next update %s\n", it.Name, it.Issued.UTC().Format(time.RFC3339), it.NextUpdate.UTC().Format(time.RFC3339))
 			}
 		}
+		if s := m.SEVSNP; s != nil {
+			fmt.Fprintf(w, "  sev-snp      MEASUREMENT %s\n", s.Measurement)
+			fmt.Fprintf(w, "  sev-snp      guest policy %#x: SMT %s, debug %s, migration agent %s; reported TCB %s; VCEK sha256:%s\n",
+				s.GuestPolicy, allowed(s.Policy.SMT), allowed(s.Policy.Debug), allowed(s.Policy.MigrateMA), s.ReportedTCB, s.VCEKDigest)
+		}
 		for _, e := range m.Lifecycle {
 			fmt.Fprintf(w, "  lifecycle    %s\n", e)
 		}
@@ -434,4 +483,11 @@ func printEvidenceText(w io.Writer, r evidenceReport, refOut string) {
 	} else {
 		fmt.Fprintf(w, "Result: NOT VERIFIED: %s\n", r.Error)
 	}
+}
+
+func allowed(b bool) string {
+	if b {
+		return "allowed"
+	}
+	return "not allowed"
 }

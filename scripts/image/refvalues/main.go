@@ -10,6 +10,7 @@
 //
 //	go run ./scripts/image/refvalues --image OUTDIR --agent PATH [--agent PATH]...
 //	    [--boot qemu-direct|loader|uki] [--uki FILE] [--memory MIB] [--id ID] [-o FILE]
+//	    [--snp-measurement HEX]...
 //	    [--sign-key KEY.pem --provenance FILE --builder-id URI]
 package main
 
@@ -42,7 +43,7 @@ const usage = `refvalues: compute a runner image's reference values without boot
 
 Usage:
   refvalues --image OUTDIR --agent PATH [--agent PATH]... [--boot qemu-direct|loader|uki]
-            [--uki FILE] [--memory MIB] [--id ID] [-o FILE]
+            [--uki FILE] [--memory MIB] [--id ID] [-o FILE] [--snp-measurement HEX]...
             [--sign-key KEY.pem --provenance FILE --builder-id URI]
 
 --boot qemu-direct (the default) predicts a QEMU -kernel boot under OVMF:
@@ -54,6 +55,14 @@ event digests and PCR 9 are listed. --boot uki predicts a Secure Boot of the
 signed unified kernel image --uki (default OUTDIR/uki.efi, from
 scripts/image/uki.sh): its Authenticode digest in PCR 4, its sections in
 PCR 11, command line and initrd in PCR 9; Secure Boot is required.
+
+--snp-measurement (repeatable) lists the SEV-SNP launch MEASUREMENT (48
+bytes, hex) of the confidential-VM firmware the image runs under, for an
+agent run with --sev-snp on a vTPM: the cloud's published launch
+endorsement of its firmware, or what sev-snp-measure computes for yours.
+Evidence carrying an SEV-SNP report is judged only against these; it is
+refused by an image that lists none. refvalues cannot compute it: the
+firmware is not part of the image.
 
 --sign-key also writes, to --provenance, the image's SLSA provenance as a
 sigstore bundle signed with KEY.pem (a PEM ECDSA P-256 private key, e.g.
@@ -67,6 +76,8 @@ policy.referenceValues and takes reference values only from it.
 type config struct {
 	image  string
 	agents []string
+	// snp are SEV-SNP launch measurements (--snp-measurement).
+	snp    []attest.Hex
 	boot   string
 	uki    string
 	memory uint64
@@ -86,10 +97,11 @@ func main() {
 
 func mainArgs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := cli.NewFlagSet("refvalues", usage, stderr)
-	var agents cli.StringList
+	var agents, snp cli.StringList
 	cfg := config{stdout: stdout, summary: stderr}
 	fs.StringVar(&cfg.image, "image", "", "build.sh output directory (vmlinuz, initrd.img, cmdline)")
 	fs.Var(&agents, "agent", "agent binary allowed in the image (repeatable; at least one)")
+	fs.Var(&snp, "snp-measurement", "SEV-SNP launch measurement (96 hex digits) of the confidential-VM firmware the image runs under (repeatable)")
 	fs.StringVar(&cfg.boot, "boot", "qemu-direct", "boot path: qemu-direct, loader or uki")
 	fs.StringVar(&cfg.uki, "uki", "", "the signed unified kernel image (with --boot uki; default OUTDIR/uki.efi)")
 	fs.Uint64Var(&cfg.memory, "memory", 512, "guest RAM in MiB (qemu-direct)")
@@ -119,6 +131,13 @@ func mainArgs(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if err == nil && cfg.uki != "" && cfg.boot != "uki" {
 		err = cli.Usagef("--uki goes with --boot uki")
+	}
+	for _, m := range snp {
+		d, derr := hex.DecodeString(m)
+		if err == nil && (derr != nil || len(d) != 48) {
+			err = cli.Usagef("--snp-measurement %q: want 48 bytes in hex (96 digits)", m)
+		}
+		cfg.snp = append(cfg.snp, d)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "refvalues: %v\n", err)
@@ -164,6 +183,7 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
+	rv.Images[0].SNPMeasurements = cfg.snp
 	b, err := json.MarshalIndent(rv, "", "  ")
 	if err != nil {
 		return err
@@ -174,7 +194,7 @@ func run(ctx context.Context, cfg config) error {
 		return fmt.Errorf("generated reference values do not parse: %w", err)
 	}
 	img := rv.Images[0]
-	fmt.Fprintf(cfg.summary, "image %s: %d events, %d exact PCRs, %d agent digests\n", img.ID, len(img.Events), len(img.PCRs), len(rv.AgentDigests))
+	fmt.Fprintf(cfg.summary, "image %s: %d events, %d exact PCRs, %d SEV-SNP measurements, %d agent digests\n", img.ID, len(img.Events), len(img.PCRs), len(img.SNPMeasurements), len(rv.AgentDigests))
 	if key != nil {
 		build, err := imageBuild(cfg, img.ID, b, started)
 		if err != nil {
