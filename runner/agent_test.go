@@ -139,6 +139,22 @@ func newWorldB(t testing.TB, policy *attest.Policy, edit ...func(*jobgate.Config
 	return w
 }
 
+// jobArtifact is what buildAndAttest left in the workspace under
+// runnerDir: the bundle, and the artifact's SHA-256.
+func jobArtifact(t testing.TB, runnerDir string) ([]byte, [sha256.Size]byte) {
+	t.Helper()
+	ws := filepath.Join(runnerDir, "_work", "app", "app")
+	bundle, err := os.ReadFile(filepath.Join(ws, "dist", "app.tar.gz.sigstore.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	art, err := os.ReadFile(filepath.Join(ws, "dist", "app.tar.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bundle, sha256.Sum256(art)
+}
+
 func copyFile(t testing.TB, from, to string) {
 	t.Helper()
 	b, err := os.ReadFile(from)
@@ -195,13 +211,7 @@ func TestFullLifecycle(t *testing.T) {
 		t.Errorf("%d runners left on GitHub", n)
 	}
 	// The bundle the job got verifies for the expected repository.
-	ws := filepath.Join(w.runnerDir, "_work", "app", "app")
-	bundle, err := os.ReadFile(filepath.Join(ws, "dist", "app.tar.gz.sigstore.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	art, _ := os.ReadFile(filepath.Join(ws, "dist", "app.tar.gz"))
-	d := sha256.Sum256(art)
+	bundle, d := jobArtifact(t, w.runnerDir)
 	r, err := provenance.Verify(bundle, d[:], provenance.VerifyOptions{
 		ExpectedRepository: "octo-org/app", ExpectedRef: "refs/heads/main", ExpectedWorkflow: ".github/workflows/release.yml",
 		ExpectedRunID: "501", TrustedGateRoots: []crypto.PublicKey{w.gateKey.Public()}, AllowSoftwareTPMInsecure: true,

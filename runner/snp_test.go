@@ -3,10 +3,7 @@ package runner_test
 import (
 	"context"
 	"crypto"
-	"crypto/sha256"
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -40,13 +37,7 @@ func TestSEVSNPVTPMLevel3(t *testing.T) {
 	if out := a.Run(context.Background()); out.Err != nil || !out.Admitted || !out.JobStarted {
 		t.Fatalf("outcome %+v", out)
 	}
-	ws := filepath.Join(w.runnerDir, "_work", "app", "app")
-	bundle, err := os.ReadFile(filepath.Join(ws, "dist", "app.tar.gz.sigstore.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	art, _ := os.ReadFile(filepath.Join(ws, "dist", "app.tar.gz"))
-	d := sha256.Sum256(art)
+	bundle, d := jobArtifact(t, w.runnerDir)
 	opts := provenance.VerifyOptions{
 		ExpectedRepository: "octo-org/app", ExpectedRef: "refs/heads/main", ExpectedWorkflow: ".github/workflows/release.yml",
 		TrustedGateRoots: []crypto.PublicKey{w.gateKey.Public()}, TrustedSNPRoots: host.Roots, MinLevel: 3,

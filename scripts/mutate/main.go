@@ -38,6 +38,7 @@ import (
 func main() {
 	tests := flag.String("tests", "", "packages whose tests must kill the mutants (space-separated)")
 	timeout := flag.Duration("timeout", 5*time.Minute, "time limit per mutant test run")
+	runRE := flag.String("run", "", "only the tests matching this regular expression (go test -run): a quicker, partial pass; a mutant it leaves alive may be killed by another test")
 	flag.Parse()
 	if *tests == "" || flag.NArg() == 0 {
 		fmt.Fprintln(os.Stderr, "usage: go run ./scripts/mutate -tests 'PKG...' FILE...")
@@ -52,7 +53,7 @@ func main() {
 		}
 		for _, m := range ms {
 			total++
-			killed, detail, err := run(m, strings.Fields(*tests), *timeout)
+			killed, detail, err := run(m, strings.Fields(*tests), *runRE, *timeout)
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "mutate: %s: %v\n", m.pos, err)
 				os.Exit(2)
@@ -159,7 +160,7 @@ func exprString(fset *token.FileSet, e ast.Expr) string {
 
 // run compiles the mutant through an overlay and runs the tests; killed is
 // true when they fail (or do not build: a vet failure is not a kill).
-func run(m mutant, pkgs []string, timeout time.Duration) (bool, string, error) {
+func run(m mutant, pkgs []string, runRE string, timeout time.Duration) (bool, string, error) {
 	dir, err := os.MkdirTemp("", "mutant-")
 	if err != nil {
 		return false, "", err
@@ -180,7 +181,11 @@ func run(m mutant, pkgs []string, timeout time.Duration) (bool, string, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	args := append([]string{"test", "-count=1", "-failfast", "-vet=off", "-overlay", ovPath}, pkgs...)
+	args := []string{"test", "-count=1", "-failfast", "-vet=off", "-overlay", ovPath}
+	if runRE != "" {
+		args = append(args, "-run", runRE)
+	}
+	args = append(args, pkgs...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
