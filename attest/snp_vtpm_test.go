@@ -12,6 +12,7 @@ import (
 
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/attest/attesttest"
+	"github.com/google/go-sev-guest/abi"
 )
 
 // snpVTPM is a simulated TPM serving an SEV-SNP VM whose secure processor
@@ -143,6 +144,19 @@ func TestSNPVTPMCollection(t *testing.T) {
 			t.Fatalf("got %v", err)
 		}
 	})
+	for name, answer := range map[string][]byte{
+		"answer shorter than a report":  make([]byte, 100),
+		"certificate table not a table": append(make([]byte, abi.ReportSize), bytes.Repeat([]byte{0xff}, 64)...),
+	} {
+		t.Run(name, func(t *testing.T) {
+			host := attesttest.NewSNPHost(t)
+			host.Answer = answer
+			c, _ := snpVTPM(t, host)
+			if _, err := c.Collect(ch); !errors.Is(err, attest.ErrMalformedEvidence) {
+				t.Fatalf("got %v, want %v", err, attest.ErrMalformedEvidence)
+			}
+		})
+	}
 	host := attesttest.NewSNPHost(t)
 	c, _ := snpVTPM(t, host)
 	for _, tc := range []struct {

@@ -41,8 +41,10 @@ type SNPHost struct {
 	// NoCertificates answers with the report alone, as a host that
 	// supplies no VCEK does.
 	NoCertificates bool
-	// Err, if set, is returned instead of a report.
-	Err error
+	// Err, if set, is returned instead of a report; Answer, if set, is
+	// returned as the raw answer (a host answering garbage).
+	Err    error
+	Answer []byte
 }
 
 // SNPChainTime is when SNPHost's test-only chain was made: its
@@ -100,8 +102,8 @@ func (h *SNPHost) Product() *spb.SevProduct {
 // GetRawQuote implements client.QuoteProvider: the report and, unless
 // NoCertificates, the certificate table.
 func (h *SNPHost) GetRawQuote(reportData [64]byte) ([]uint8, error) {
-	if h.Err != nil {
-		return nil, h.Err
+	if h.Err != nil || h.Answer != nil {
+		return h.Answer, h.Err
 	}
 	raw, err := h.Report(reportData)
 	if err != nil {
