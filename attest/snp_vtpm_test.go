@@ -6,7 +6,10 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -178,6 +181,42 @@ func TestSNPVTPMCollection(t *testing.T) {
 			b, _ := ev.Encode()
 			if _, err := attest.DecodeEvidence(b); !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestLoadSNPRoots: an AMD KDS cert_chain (ASK, then ARK) loads under the
+// ARK's product line; a file whose ARK does not parse, or whose second
+// certificate is no ARK, is refused with an error naming why, not a panic.
+func TestLoadSNPRoots(t *testing.T) {
+	host := attesttest.NewSNPHost(t)
+	dir := t.TempDir()
+	write := func(name string, certs ...[]byte) string {
+		var b []byte
+		for _, c := range certs {
+			b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c})...)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	roots, err := attest.LoadSNPRoots(write("chain.pem", host.Signer.Ask.Raw, host.Signer.Ark.Raw))
+	if err != nil || len(roots["Milan"]) != 1 || !roots["Milan"][0].ProductCerts.Ark.Equal(host.Signer.Ark) {
+		t.Fatalf("roots %v: %v", roots, err)
+	}
+	for name, tc := range map[string]struct {
+		path, want string
+	}{
+		"ARK does not parse":        {write("junk-ark.pem", host.Signer.Ask.Raw, []byte("junk")), "does not parse"},
+		"second certificate no ARK": {write("ask-twice.pem", host.Signer.Ask.Raw, host.Signer.Ask.Raw), "not ARK-<product line>"},
+		"no file":                   {filepath.Join(dir, "none.pem"), "no such file"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := attest.LoadSNPRoots(tc.path); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
 			}
 		})
 	}

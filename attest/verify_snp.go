@@ -226,6 +226,10 @@ func LoadSNPRoots(path string) (map[string][]*trust.AMDRootCerts, error) {
 	if err := r.FromKDSCertBytes(b); err != nil {
 		return nil, fmt.Errorf("%s: not an AMD ASK and ARK in PEM: %w", path, err)
 	}
+	if r.ProductCerts.Ark == nil {
+		// go-sev-guest logs an unparsable ARK and returns no error.
+		return nil, fmt.Errorf("%s: the second certificate (the ARK) does not parse", path)
+	}
 	cn := r.ProductCerts.Ark.Subject.CommonName
 	line, ok := strings.CutPrefix(cn, "ARK-")
 	if !ok || line == "" {
