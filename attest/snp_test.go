@@ -206,7 +206,7 @@ func TestSNPGuestPolicyResigned(t *testing.T) {
 				if err != nil {
 					t.Fatalf("got %v", err)
 				}
-				if c.Policy.Debug || c.Policy.MigrateMA || c.Policy.SMT != tc.allowSMT || !bytes.Equal(c.Measurement, measurement) {
+				if f := c.GuestPolicyFlags(); f.Debug || f.MigrateMA || f.SMT != tc.allowSMT || !bytes.Equal(c.Measurement, measurement) {
 					t.Errorf("claims %+v", c)
 				}
 				return

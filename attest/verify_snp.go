@@ -78,21 +78,22 @@ type SNPPolicy struct {
 type SNPClaims struct {
 	Measurement Hex `json:"measurement"`
 	ReportData  Hex `json:"-"`
-	// GuestPolicy is the report's POLICY field, Policy its decoding.
-	GuestPolicy uint64        `json:"guestPolicy"`
-	Policy      abi.SnpPolicy `json:"-"`
-	ReportedTCB SNPTCB        `json:"reportedTcb"`
+	// GuestPolicy is the report's POLICY field (GuestPolicyFlags decodes
+	// it).
+	GuestPolicy uint64 `json:"guestPolicy"`
+	ReportedTCB SNPTCB `json:"reportedTcb"`
 	// VCEKDigest names the signing key (SHA-256 of its certificate).
 	VCEKDigest string `json:"vcekDigest"`
 }
 
-// snpPolicySMT is the guest-policy bit that allows SMT (AMD SEV-SNP ABI,
-// table "Guest policy structure").
-const snpPolicySMT = 1 << 16
-
-// AllowsSMT reports whether the guest policy allowed SMT, read from the
-// raw field (a decoded certificate has no Policy).
-func (c *SNPClaims) AllowsSMT() bool { return c.GuestPolicy&snpPolicySMT != 0 }
+// GuestPolicyFlags decodes GuestPolicy. VerifySNPReport refused any
+// policy that does not decode, so for verified claims (and certificates
+// made from them) the zero value, which allows nothing, is never returned
+// for a real policy.
+func (c *SNPClaims) GuestPolicyFlags() abi.SnpPolicy {
+	flags, _ := abi.ParseSnpPolicy(c.GuestPolicy)
+	return flags
+}
 
 func (p *SNPPolicy) roots() map[string][]*trust.AMDRootCerts {
 	if p.TrustedRoots != nil {
@@ -198,16 +199,17 @@ func VerifySNPReport(raw, vcekDER []byte, reportData [64]byte, p *SNPPolicy) (*S
 		return nil, fmt.Errorf("%w: reported %s, minimum %s", ErrSNPTCB, c.ReportedTCB, min)
 	}
 	c.GuestPolicy = r.GetPolicy()
-	if c.Policy, err = abi.ParseSnpPolicy(r.GetPolicy()); err != nil {
+	flags, err := abi.ParseSnpPolicy(r.GetPolicy())
+	if err != nil {
 		return nil, fmt.Errorf("%w: guest policy %#x: %v", ErrSNPPolicy, r.GetPolicy(), err)
 	}
-	if c.Policy.MigrateMA {
+	if flags.MigrateMA {
 		return nil, fmt.Errorf("%w: a migration agent is allowed", ErrSNPPolicy)
 	}
-	if c.Policy.SMT && !p.AllowSMT {
+	if flags.SMT && !p.AllowSMT {
 		return nil, fmt.Errorf("%w: SMT is allowed and the policy does not accept it", ErrSNPPolicy)
 	}
-	if c.Policy.Debug {
+	if flags.Debug {
 		return nil, fmt.Errorf("%w: guest policy %#x", ErrSNPDebug, r.GetPolicy())
 	}
 	return c, nil

@@ -226,7 +226,7 @@ func verifyTPMSNP(in tpmInput, p *Policy, c *Claims, s *steps) error {
 		}
 		c.SNP, c.Level, c.Hardware = claims, 3, HardwareSEVSNP
 		return fmt.Sprintf("report binds this quote's AK and keys; MEASUREMENT %x…, TCB %s, policy %#x (SMT %s)",
-			claims.Measurement[:8], claims.ReportedTCB, claims.GuestPolicy, onOff(claims.Policy.SMT)), nil
+			claims.Measurement[:8], claims.ReportedTCB, claims.GuestPolicy, onOff(claims.GuestPolicyFlags().SMT)), nil
 	})
 }
 

@@ -428,7 +428,7 @@ func certPolicy(c *EnvCertificate, at time.Time, snpRoots map[string][]*trust.AM
 	if s := c.SEVSNP; s != nil {
 		// Response-time reports are judged as the admission report was:
 		// no lower TCB, SMT only if admitted with it.
-		p.SNP = attest.SNPRequirements{AllowSMT: s.AllowsSMT(), MinimumTCB: s.ReportedTCB, TrustedRoots: snpRoots}
+		p.SNP = attest.SNPRequirements{AllowSMT: s.GuestPolicyFlags().SMT, MinimumTCB: s.ReportedTCB, TrustedRoots: snpRoots}
 	}
 	if ak, err := x509.ParsePKIXPublicKey(c.AK); err == nil {
 		p.TrustedAKs = []crypto.PublicKey{ak}

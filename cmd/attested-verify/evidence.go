@@ -464,9 +464,10 @@ func printEvidenceText(w io.Writer, r evidenceReport, refOut string) {
 			}
 		}
 		if s := m.SEVSNP; s != nil {
+			flags := s.GuestPolicyFlags()
 			fmt.Fprintf(w, "  sev-snp      MEASUREMENT %s\n", s.Measurement)
 			fmt.Fprintf(w, "  sev-snp      guest policy %#x: SMT %s, debug %s, migration agent %s; reported TCB %s; VCEK sha256:%s\n",
-				s.GuestPolicy, allowed(s.Policy.SMT), allowed(s.Policy.Debug), allowed(s.Policy.MigrateMA), s.ReportedTCB, s.VCEKDigest)
+				s.GuestPolicy, allowed(flags.SMT), allowed(flags.Debug), allowed(flags.MigrateMA), s.ReportedTCB, s.VCEKDigest)
 		}
 		for _, e := range m.Lifecycle {
 			fmt.Fprintf(w, "  lifecycle    %s\n", e)
