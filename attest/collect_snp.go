@@ -28,7 +28,8 @@ func DetectSNP() error {
 // SNPQuoteProvider returns this machine's SEV-SNP report interface
 // (configfs-tsm, else /dev/sev-guest, as go-sev-guest chooses), refusing
 // clearly (ErrNoSNP) without SEV-SNP hardware. It is what
-// TPMOptions.SNP takes on a confidential VM with a vTPM.
+// TPMOptions.SNP takes on a confidential VM with a vTPM. Not tested on
+// hardware: no SEV-SNP machine was available.
 func SNPQuoteProvider() (sevclient.QuoteProvider, error) {
 	if err := DetectSNP(); err != nil {
 		return nil, err
@@ -38,17 +39,6 @@ func SNPQuoteProvider() (sevclient.QuoteProvider, error) {
 		return nil, fmt.Errorf("SEV-SNP quote provider: %w", err)
 	}
 	return qp, nil
-}
-
-// CollectSNPReport asks the hardware for an attestation report with
-// reportData (see SNPQuoteProvider and SNPReportFrom). Not tested on
-// hardware: no SEV-SNP machine was available.
-func CollectSNPReport(reportData [64]byte) (report, vcek []byte, err error) {
-	qp, err := SNPQuoteProvider()
-	if err != nil {
-		return nil, nil, err
-	}
-	return SNPReportFrom(qp, reportData)
 }
 
 // SNPReportFrom asks qp for a report with reportData and returns the raw

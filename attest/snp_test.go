@@ -133,7 +133,7 @@ func TestSNPCollectionNeedsHardware(t *testing.T) {
 	if attest.DetectSNP() == nil {
 		t.Skip("an SEV-SNP guest: collection is possible here")
 	}
-	_, _, err := attest.CollectSNPReport([64]byte{})
+	_, err := attest.SNPQuoteProvider()
 	if !errors.Is(err, attest.ErrNoSNP) || !strings.Contains(err.Error(), "/dev/sev-guest") {
 		t.Fatalf("got %v, want %v naming the interfaces", err, attest.ErrNoSNP)
 	}
