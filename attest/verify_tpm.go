@@ -210,7 +210,7 @@ func verifyTPMInput(in tpmInput, p *Policy, c *Claims, s *steps) error {
 // keys and the AK that signed the quote. Only then is the level 3, from
 // hardware "sev-snp".
 func verifyTPMSNP(in tpmInput, p *Policy, c *Claims, s *steps) error {
-	if in.nonce == nil {
+	if in.ch == nil {
 		s.skip("sev-snp", "no challenge given: the report's REPORT_DATA cannot be checked, so it earns nothing")
 		return nil
 	}

@@ -523,8 +523,6 @@ func loadReferenceValues(path string, signers []crypto.PublicKey) (*attest.Refer
 	return v.ReferenceValues, nil
 }
 
-// policyDigest names the exact reference values and trust roots applied,
-// for environment certificates.
 // snpDigested is what of the SEV-SNP requirements enters the policy digest:
 // nothing for the zero value (so that digests of gates without SEV-SNP
 // settings are unchanged), the settings otherwise (TrustedRoots are
@@ -536,6 +534,8 @@ func snpDigested(r attest.SNPRequirements) *attest.SNPRequirements {
 	return &attest.SNPRequirements{AllowSMT: r.AllowSMT, MinimumTCB: r.MinimumTCB}
 }
 
+// policyDigest names the exact reference values and trust roots applied,
+// for environment certificates.
 func policyDigest(p *attest.Policy) (string, error) {
 	var roots [][]byte
 	for _, k := range p.TrustedAKs {
