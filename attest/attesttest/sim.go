@@ -79,20 +79,7 @@ func SimulatedMachineWithLog(t testing.TB, log []byte) *Machine {
 // policy that admits it once the agent records AgentDigest.
 func SimulatedTPM(t testing.TB) (*attest.TPMCollector, *attest.Policy) {
 	t.Helper()
-	sim := Simulator(t)
-	p, err := Policy(sim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := attest.NewTPMCollector(sim, attest.TPMOptions{
-		EventLog:    func() ([]byte, error) { return BootLog(), nil },
-		SoftwareTPM: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c, p
+	return simulatedTPM(t, attest.TPMOptions{SoftwareTPM: true})
 }
 
 // SimulatedSNPTPM is SimulatedTPM as the vTPM of an SEV-SNP confidential
@@ -102,18 +89,24 @@ func SimulatedTPM(t testing.TB) (*attest.TPMCollector, *attest.Policy) {
 // trusts host's test-only AMD chain, and refuses software TPMs.
 func SimulatedSNPTPM(t testing.TB, host *SNPHost) (*attest.TPMCollector, *attest.Policy) {
 	t.Helper()
+	c, p := simulatedTPM(t, attest.TPMOptions{SNP: host})
+	p.Reference.Images[0].SNPMeasurements = []attest.Hex{host.Measurement}
+	p.SNP.TrustedRoots = host.Roots
+	p.AllowSoftwareTPMUnsafe = false
+	return c, p
+}
+
+// simulatedTPM is a collector with opts (and BootLog as its event log) on
+// a fresh simulator, and the Policy that admits it.
+func simulatedTPM(t testing.TB, opts attest.TPMOptions) (*attest.TPMCollector, *attest.Policy) {
+	t.Helper()
 	sim := Simulator(t)
 	p, err := Policy(sim)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.Reference.Images[0].SNPMeasurements = []attest.Hex{host.Measurement}
-	p.SNP.TrustedRoots = host.Roots
-	p.AllowSoftwareTPMUnsafe = false
-	c, err := attest.NewTPMCollector(sim, attest.TPMOptions{
-		EventLog: func() ([]byte, error) { return BootLog(), nil },
-		SNP:      host,
-	})
+	opts.EventLog = func() ([]byte, error) { return BootLog(), nil }
+	c, err := attest.NewTPMCollector(sim, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
