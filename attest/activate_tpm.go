@@ -44,12 +44,28 @@ const maxCredentialPart = 1024
 // after it. It returns an error wrapping
 // ErrNoEKCertificate when the index does not exist.
 func ReadEKCertificate(rw io.ReadWriter, index uint32) ([]byte, error) {
+	b, err := readNV(rw, index, MaxEKCertificateSize)
+	if errors.Is(err, errNoNVIndex) {
+		return nil, fmt.Errorf("%w: %w", ErrNoEKCertificate, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return TrimDER(b)
+}
+
+// errNoNVIndex: the TPM has no such NV index.
+var errNoNVIndex = errors.New("no such NV index")
+
+// readNV reads an NV index of at most limit bytes (owner authorization,
+// then the index's own, both empty).
+func readNV(rw io.ReadWriter, index uint32, limit int) ([]byte, error) {
 	h := tpmutil.Handle(index)
 	pub, err := tpm2.NVReadPublic(rw, h)
 	if err != nil {
-		return nil, fmt.Errorf("%w at NV index %#x: %v", ErrNoEKCertificate, index, err)
+		return nil, fmt.Errorf("%w: %#x: %v", errNoNVIndex, index, err)
 	}
-	if pub.DataSize == 0 || int(pub.DataSize) > MaxEKCertificateSize {
+	if pub.DataSize == 0 || int(pub.DataSize) > limit {
 		return nil, fmt.Errorf("%w: NV index %#x holds %d bytes", ErrTooLarge, index, pub.DataSize)
 	}
 	b, err := tpm2.NVReadEx(rw, h, tpm2.HandleOwner, "", 0)
@@ -58,7 +74,7 @@ func ReadEKCertificate(rw io.ReadWriter, index uint32) ([]byte, error) {
 			return nil, fmt.Errorf("reading NV index %#x: %w", index, err)
 		}
 	}
-	return TrimDER(b)
+	return b, nil
 }
 
 // ErrNoEKCertificate: the TPM has no EK certificate at the index.

@@ -2,19 +2,34 @@ package attest
 
 import (
 	"bytes"
+	"context"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
+	"net/http"
+	"strings"
 )
 
 // ErrAzureHCL: an Azure confidential VM's HCL report is malformed, is not
 // an SEV-SNP one, or its runtime data names no AK.
 var ErrAzureHCL = errors.New("invalid Azure HCL report")
+
+// ErrAKNotBound: the HCL report's runtime data names another AK than the
+// one that signed the TPM quote, so the SEV-SNP report vouches for some
+// other vTPM.
+var ErrAKNotBound = errors.New("the HCL report does not name the quote's AK")
+
+// AzureHCLNVIndex is where an Azure confidential VM's vTPM keeps the HCL
+// report its paravisor made at boot.
+const AzureHCLNVIndex = 0x01400001
 
 // Azure vTPM HCL report layout (Azure's "attestation report format" for
 // confidential VMs): a 32-byte header, the hardware report in a 1184-byte
@@ -132,6 +147,70 @@ func (r *AzureHCLReport) CheckBinding() error {
 		return fmt.Errorf("%w: SEV-SNP REPORT_DATA is not the SHA-256 of the HCL runtime data", ErrNonceMismatch)
 	}
 	return nil
+}
+
+// ReadAzureHCLReport reads the HCL report from the vTPM's NV index
+// AzureHCLNVIndex and parses it. On a machine that is no Azure
+// confidential VM the index is missing, and the error says so.
+func ReadAzureHCLReport(rw io.ReadWriter) ([]byte, *AzureHCLReport, error) {
+	b, err := readNV(rw, AzureHCLNVIndex, maxHCLReportLen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("no Azure HCL report (is this an Azure confidential VM?): %w", err)
+	}
+	r, err := ParseAzureHCLReport(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, r, nil
+}
+
+// AzureIMDS is the instance metadata service of Azure VMs.
+const AzureIMDS = "http://169.254.169.254"
+
+// maxTHIMResponse bounds the IMDS answer: a VCEK and the ASK/ARK chain in
+// PEM are about 6 KiB.
+const maxTHIMResponse = 64 << 10
+
+// FetchAzureVCEK asks Azure's instance metadata service (base: AzureIMDS)
+// for the VCEK of the host the VM runs on (THIM, /metadata/THIM/amd/
+// certification) and returns its DER certificate. Microsoft serves the
+// VCEK there, not in the vTPM. Whatever the answer, nothing is trusted
+// here: the verifier checks the VCEK against AMD's roots.
+func FetchAzureVCEK(ctx context.Context, client *http.Client, base string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/metadata/THIM/amd/certification", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Metadata", "true")
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("VCEK from Azure's instance metadata service: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTHIMResponse+1))
+	if err != nil {
+		return nil, fmt.Errorf("VCEK from Azure's instance metadata service: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("VCEK from Azure's instance metadata service: HTTP %d", resp.StatusCode)
+	}
+	if len(body) > maxTHIMResponse {
+		return nil, fmt.Errorf("%w: the instance metadata service's VCEK answer is over %d bytes", ErrTooLarge, maxTHIMResponse)
+	}
+	var thim struct {
+		VCEKCert string `json:"vcekCert"`
+	}
+	if err := json.Unmarshal(body, &thim); err != nil {
+		return nil, fmt.Errorf("VCEK from Azure's instance metadata service: %w", err)
+	}
+	block, _ := pem.Decode([]byte(thim.VCEKCert))
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("VCEK from Azure's instance metadata service: vcekCert holds no PEM certificate")
+	}
+	if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+		return nil, fmt.Errorf("VCEK from Azure's instance metadata service: %w", err)
+	}
+	return block.Bytes, nil
 }
 
 // AKMatches reports whether ak is the AK the HCL report's runtime data names.

@@ -129,3 +129,24 @@ func TestAzureQuoteAK(t *testing.T) {
 		t.Fatal("the HCL AK does not match itself")
 	}
 }
+
+// FuzzAzureHCLReport: the HCL report parser never panics, on kinvolk's real
+// report and a synthetic one (in testdata/fuzz) mutated; what parses names an AK and keeps
+// its parts inside the input.
+func FuzzAzureHCLReport(f *testing.F) {
+	b, err := os.ReadFile("testdata/azure/hcl-report-snp.bin")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b) // and testdata/fuzz: attesttest.SNPHost.AzureHCLReport's
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := attest.ParseAzureHCLReport(b)
+		if err != nil {
+			return
+		}
+		if r.AK == nil || len(r.SNPReport)+len(r.RuntimeData) > len(b) {
+			t.Fatalf("parsed without an AK or past the input: %+v", r)
+		}
+		_ = r.CheckBinding()
+	})
+}

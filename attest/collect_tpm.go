@@ -3,6 +3,7 @@ package attest
 import (
 	"crypto"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -39,6 +40,11 @@ type TPMOptions struct {
 	// this vTPM serves (SNPQuoteProvider): every Collect then adds a
 	// report whose REPORT_DATA binds the challenge, both keys and the AK.
 	SNP sevclient.QuoteProvider
+	// AzureVCEK, if set, makes this vTPM an Azure confidential VM's:
+	// NewTPMCollector reads the HCL report (ReadAzureHCLReport), refuses
+	// it unless its runtime data names the collector's AK, and every
+	// Collect sends it with this VCEK (FetchAzureVCEK). Excludes SNP.
+	AzureVCEK []byte
 }
 
 // Azure trusted launch and confidential VMs: the vTPM's AK is persistent
@@ -68,6 +74,8 @@ type TPMCollector struct {
 	ekCert []byte
 	// akCert is the AK certificate read from TPMOptions.AKCertNVIndex.
 	akCert []byte
+	// azureHCL is the HCL report read for TPMOptions.AzureVCEK.
+	azureHCL []byte
 }
 
 // NewTPMCollector opens the attestation key on rw.
@@ -97,7 +105,30 @@ func NewTPMCollector(rw io.ReadWriter, opts TPMOptions) (*TPMCollector, error) {
 			return nil, err
 		}
 	}
+	if opts.AzureVCEK != nil {
+		if t.azureHCL, err = readAzureHCL(rw, opts, ak.PublicKey()); err != nil {
+			ak.Close()
+			return nil, err
+		}
+	}
 	return t, nil
+}
+
+// readAzureHCL reads the HCL report and checks that its runtime data names
+// ak: one naming another key would only be refused at the gate
+// (ErrAKNotBound), with a less helpful error.
+func readAzureHCL(rw io.ReadWriter, opts TPMOptions, ak crypto.PublicKey) ([]byte, error) {
+	if opts.SNP != nil {
+		return nil, errors.New("an Azure HCL report and a direct SEV-SNP report exclude each other")
+	}
+	raw, r, err := ReadAzureHCLReport(rw)
+	if err != nil {
+		return nil, err
+	}
+	if rsaAK, _ := ak.(*rsa.PublicKey); !r.AKMatches(rsaAK) {
+		return nil, fmt.Errorf("%w: the collector's AK is not the HCLAkPub of the runtime data (use Azure's AK, persistent at %#x)", ErrAKNotBound, uint32(AzureAKHandle))
+	}
+	return raw, nil
 }
 
 // readAKCertificate reads the AK certificate at an NV index and checks
@@ -283,6 +314,10 @@ func (t *TPMCollector) Collect(ch Challenge) (*Evidence, error) {
 		}
 		snp = &SNPEvidence{Report: report, VCEK: vcek}
 	}
+	var hcl *AzureHCLEvidence
+	if t.azureHCL != nil {
+		hcl = &AzureHCLEvidence{Report: t.azureHCL, VCEK: t.opts.AzureVCEK}
+	}
 	return &Evidence{
 		Format:            EvidenceFormat,
 		Kind:              KindTPM,
@@ -296,6 +331,7 @@ func (t *TPMCollector) Collect(ch Challenge) (*Evidence, error) {
 			CertifyInfo:      info,
 			CertifySignature: sig,
 			SNP:              snp,
+			AzureHCL:         hcl,
 		},
 	}, nil
 }

@@ -67,6 +67,18 @@ type TPMEvidence struct {
 	// in an SEV-SNP confidential VM. It is what can make TPM evidence
 	// level 3.
 	SNP *SNPEvidence `json:"snp,omitempty"`
+	// AzureHCL, optional, is an Azure confidential VM's HCL report: an
+	// SEV-SNP report binding runtime data that names this vTPM's AK (not
+	// the challenge: freshness is the quote's). It is the other way TPM
+	// evidence can be level 3; it excludes SNP.
+	AzureHCL *AzureHCLEvidence `json:"azureHcl,omitempty"`
+}
+
+// AzureHCLEvidence is the HCL report as read from the vTPM's NV index
+// AzureHCLNVIndex, with the VCEK that signed its SEV-SNP report.
+type AzureHCLEvidence struct {
+	Report []byte `json:"report"`
+	VCEK   []byte `json:"vcek"`
 }
 
 // SNPEvidence is an SEV-SNP attestation report with the VCEK (or VLEK)
@@ -161,6 +173,17 @@ func (e *Evidence) checkShape() (*ecdsa.PublicKey, error) {
 			}
 			if len(snp.Report) != abi.ReportSize || len(snp.VCEK) == 0 {
 				return nil, fmt.Errorf("%w: SEV-SNP part needs a %d-byte report and its VCEK", ErrMalformedEvidence, abi.ReportSize)
+			}
+		}
+		if hcl := t.AzureHCL; hcl != nil {
+			if t.SNP != nil {
+				return nil, fmt.Errorf("%w: tpm part carries both an SEV-SNP report and an Azure HCL report", ErrMalformedEvidence)
+			}
+			if len(hcl.Report) > maxHCLReportLen || len(hcl.VCEK) > MaxSNPCertSize {
+				return nil, fmt.Errorf("%w: Azure HCL report %d bytes, VCEK %d bytes", ErrTooLarge, len(hcl.Report), len(hcl.VCEK))
+			}
+			if len(hcl.Report) == 0 || len(hcl.VCEK) == 0 {
+				return nil, fmt.Errorf("%w: Azure HCL part needs the HCL report and its VCEK", ErrMalformedEvidence)
 			}
 		}
 	case KindTDX:

@@ -84,7 +84,21 @@ type SNPClaims struct {
 	ReportedTCB SNPTCB `json:"reportedTcb"`
 	// VCEKDigest names the signing key (SHA-256 of its certificate).
 	VCEKDigest string `json:"vcekDigest"`
+	// Binding is how the report bound a vTPM's attestation:
+	// SNPBindingReportData or SNPBindingAzureHCL. Empty for a report
+	// judged alone.
+	Binding string `json:"binding,omitempty"`
 }
+
+// How an SEV-SNP report binds a vTPM's attestation (SNPClaims.Binding).
+const (
+	// SNPBindingReportData: REPORT_DATA is Challenge.SNPReportData (the
+	// challenge, both keys and the AK), from a report made for this quote.
+	SNPBindingReportData = "report-data"
+	// SNPBindingAzureHCL: REPORT_DATA is the SHA-256 of the HCL runtime
+	// data, which names the AK; made at boot by Azure's paravisor.
+	SNPBindingAzureHCL = "azure-hcl"
+)
 
 // GuestPolicyFlags decodes GuestPolicy. VerifySNPReport refused any
 // policy that does not decode, so for verified claims (and certificates

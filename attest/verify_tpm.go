@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
@@ -184,17 +185,26 @@ func verifyTPMInput(in tpmInput, p *Policy, c *Claims, s *steps) error {
 	}
 
 	snp := in.ev != nil && in.ev.TPM.SNP != nil
+	hcl := in.ev != nil && in.ev.TPM.AzureHCL != nil
 	if matched, err := checkReference(s, p, c, matchTPMImage); !matched {
 		if err == nil && snp {
 			s.skip("sev-snp", "no reference values given: the SEV-SNP report is not judged")
+		}
+		if err == nil && hcl {
+			s.skip("azure-hcl", "no reference values given: the HCL report is not judged")
 		}
 		return err
 	}
 	// A TPM quote alone is level 2 whatever the TPM: level 3 needs a
 	// hardware TEE report binding the attestation (DESIGN.md, Levels).
 	c.Level, c.Hardware = 2, HardwareTPM
-	if snp {
+	switch {
+	case snp:
 		if err := verifyTPMSNP(in, p, c, s); err != nil {
+			return err
+		}
+	case hcl:
+		if err := verifyTPMAzureHCL(in, ak, p, c, s); err != nil {
 			return err
 		}
 	}
@@ -224,10 +234,48 @@ func verifyTPMSNP(in tpmInput, p *Policy, c *Claims, s *steps) error {
 		if err != nil {
 			return "", err
 		}
+		claims.Binding = SNPBindingReportData
 		c.SNP, c.Level, c.Hardware = claims, 3, HardwareSEVSNP
 		return fmt.Sprintf("report binds this quote's AK and keys; MEASUREMENT %x…, TCB %s, policy %#x (SMT %s)",
-			claims.Measurement[:8], claims.ReportedTCB, claims.GuestPolicy, onOff(claims.GuestPolicyFlags().SMT)), nil
+			[]byte(claims.Measurement[:8]), claims.ReportedTCB, claims.GuestPolicy, onOff(claims.GuestPolicyFlags().SMT)), nil
 	})
+}
+
+// verifyTPMAzureHCL judges an Azure confidential VM's HCL report (BuildEnv
+// L3.hw-quote): the chain SEV-SNP report -> runtime data -> AK
+// (VerifyAzureHCLReport, against the matched image's SEV-SNP measurements
+// and p.SNP), and that AK is ak, the one that signed the quote
+// (ErrAKNotBound). The quote's nonce, checked before, is what makes the
+// whole fresh: the HCL report itself dates from boot. Only then is the
+// level 3, from hardware "sev-snp" with binding "azure-hcl".
+func verifyTPMAzureHCL(in tpmInput, ak crypto.PublicKey, p *Policy, c *Claims, s *steps) error {
+	return s.run("azure-hcl", func() (string, error) {
+		if len(c.Image.SNPMeasurements) == 0 {
+			return "", fmt.Errorf("%w: the evidence carries an Azure HCL report and image %s lists no snpMeasurements", ErrReferenceMismatch, c.ImageID)
+		}
+		hcl := in.ev.TPM.AzureHCL
+		r, claims, err := VerifyAzureHCLReport(hcl.Report, hcl.VCEK,
+			&SNPPolicy{Measurements: c.Image.SNPMeasurements, Time: p.now(), SNPRequirements: p.SNP})
+		if err != nil {
+			return "", err
+		}
+		if rsaAK, _ := ak.(*rsa.PublicKey); !r.AKMatches(rsaAK) {
+			return "", fmt.Errorf("%w: runtime data names HCLAkPub sha256:%s, the quote is signed by AK sha256:%s", ErrAKNotBound, rsaKeyDigest(r.AK), c.AKDigest[:16])
+		}
+		claims.Binding = SNPBindingAzureHCL
+		c.SNP, c.Level, c.Hardware = claims, 3, HardwareSEVSNP
+		return fmt.Sprintf("SEV-SNP report binds the HCL runtime data, which names this quote's AK; MEASUREMENT %x…, TCB %s, policy %#x (SMT %s)",
+			[]byte(claims.Measurement[:8]), claims.ReportedTCB, claims.GuestPolicy, onOff(claims.GuestPolicyFlags().SMT)), nil
+	})
+}
+
+// rsaKeyDigest is KeyDigest's first 16 hex digits for an RSA key.
+func rsaKeyDigest(k *rsa.PublicKey) string {
+	spki, err := x509.MarshalPKIXPublicKey(k)
+	if err != nil {
+		return "(unencodable)"
+	}
+	return KeyDigest(spki)[:16]
 }
 
 func onOff(b bool) string {

@@ -105,6 +105,8 @@ func (c *EnvCertificate) validate() error {
 		return fmt.Errorf("TDX level 3 without the collateral its TCB was judged with")
 	case c.Level == 3 && c.Hardware == attest.HardwareSEVSNP && (c.SEVSNP == nil || len(c.Image.SNPMeasurements) == 0):
 		return fmt.Errorf("SEV-SNP level 3 without the report's verdict or the image's SEV-SNP measurements")
+	case c.Level == 3 && c.Hardware == attest.HardwareSEVSNP && c.SEVSNP.Binding != attest.SNPBindingReportData && c.SEVSNP.Binding != attest.SNPBindingAzureHCL:
+		return fmt.Errorf("SEV-SNP level 3 with binding %q: the certificate must say how the report bound the vTPM", c.SEVSNP.Binding)
 	}
 	if _, err := attest.ParseEnvKey(c.EnvKey); err != nil {
 		return err

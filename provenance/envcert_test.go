@@ -147,8 +147,12 @@ func TestIssueEnvCertRefusesIncomplete(t *testing.T) {
 			c.Image.SNPMeasurements = []attest.Hex{make([]byte, 48)}
 		},
 		"SEV-SNP level 3 without the image's SEV-SNP measurements": func(c *provenance.EnvCertificate) {
-			c.Level, c.Hardware, c.SoftwareTPM, c.SEVSNP = 3, attest.HardwareSEVSNP, false, &attest.SNPClaims{}
+			c.Level, c.Hardware, c.SoftwareTPM, c.SEVSNP = 3, attest.HardwareSEVSNP, false, &attest.SNPClaims{Binding: attest.SNPBindingAzureHCL}
 			c.Image.SNPMeasurements = nil
+		},
+		"SEV-SNP level 3 without its binding": func(c *provenance.EnvCertificate) {
+			c.Level, c.Hardware, c.SoftwareTPM, c.SEVSNP = 3, attest.HardwareSEVSNP, false, &attest.SNPClaims{}
+			c.Image.SNPMeasurements = []attest.Hex{make([]byte, 48)}
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
