@@ -417,6 +417,8 @@ var evidenceReasons = []struct {
 	{attest.ErrSNPDebug, "snp_debug"},
 	{attest.ErrSNPPolicy, "snp_policy"},
 	{attest.ErrSNPTCB, "snp_tcb"},
+	{attest.ErrAzureHCL, "azure_hcl"},
+	{attest.ErrAKNotBound, "hcl_ak_not_bound"},
 	{attest.ErrBadChallenge, "bad_challenge"},
 	{attest.ErrEKUntrusted, "ek_untrusted"},
 	{attest.ErrEKExpired, "ek_expired"},

@@ -46,12 +46,16 @@ TPM selection (--tpm):
 With --tdx the agent uses the TDX guest interface instead of a TPM.
 With --sev-snp (a vTPM in an AMD SEV-SNP confidential VM) every TPM quote
 also carries an SEV-SNP report binding it: what makes level 3 on such VMs.
+With --azure-cvm (an Azure SEV-SNP confidential VM) the agent attests with
+Azure's vTPM AK and sends the HCL report from NV 0x01400001, whose SEV-SNP
+report names that AK, with the VCEK from the instance metadata service:
+level 3 there.
 `
 
 type agentFlags struct {
-	gate, gateCA, gateKeys, runnerDir, runnerUser, labels, tpm, eventLog, socket, stateDir, poweroff, logFormat, vmID string
-	tdx, sevSNP, insecureDiskRunnerDir, insecurePlainHTTP, ekActivation, azureAK                                      bool
-	idleTTL, admissionDeadline, jobTimeout, teardownDeadline                                                          time.Duration
+	gate, gateCA, gateKeys, runnerDir, runnerUser, labels, tpm, eventLog, socket, stateDir, poweroff, logFormat, vmID, azureIMDS string
+	tdx, sevSNP, insecureDiskRunnerDir, insecurePlainHTTP, ekActivation, azureAK, azureCVM                                       bool
+	idleTTL, admissionDeadline, jobTimeout, teardownDeadline                                                                     time.Duration
 }
 
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -66,6 +70,8 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&f.insecureDiskRunnerDir, "insecure-allow-runner-dir-on-disk", false, "allow a runner directory on a persistent filesystem (the runner writes its JIT credentials there): local demos and tests only")
 	fs.StringVar(&f.labels, "labels", "", "extra runner labels to ask the gate for, comma-separated")
 	fs.BoolVar(&f.azureAK, "azure-ak", false, "attest with Azure's vTPM AK (persistent 0x81000003) and send its certificate from NV 0x01C101D0 (trusted launch and confidential VMs)")
+	fs.BoolVar(&f.azureCVM, "azure-cvm", false, "an Azure SEV-SNP confidential VM: --azure-ak, plus the HCL report (NV 0x01400001) binding that AK and the VCEK from the instance metadata service with every quote; the gate's image must list the VM's snpMeasurements")
+	fs.StringVar(&f.azureIMDS, "azure-imds", attest.AzureIMDS, "base URL of Azure's instance metadata service, asked for the VCEK with --azure-cvm")
 	fs.BoolVar(&f.ekActivation, "ek-activation", false, "prove the attestation key to the gate by EK credential activation (the TPM's EK certificate in NV; no AK enrolled by hand)")
 	fs.StringVar(&f.vmID, "vm-id", "auto", "the fleet VM this agent runs in, told to the gate: auto (QEMU fw_cfg opt/attested-runner/vm, else Compute Engine's instance name, else none), none, or a name")
 	fs.StringVar(&f.tpm, "tpm", "/dev/tpmrm0", "TPM: a device path, unix:/path/to/swtpm.sock, or simulator")
@@ -93,6 +99,9 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if f.sevSNP && f.tdx {
 		return cli.Usagef("run: --sev-snp adds a report to TPM quotes; it does not go with --tdx")
+	}
+	if f.azureCVM && (f.tdx || f.sevSNP) {
+		return cli.Usagef("run: --azure-cvm attests through Azure's vTPM and HCL report; it does not go with --tdx or --sev-snp")
 	}
 	if err := checkGateURL(f.gate, f.insecurePlainHTTP); err != nil {
 		return err
@@ -125,7 +134,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	collector, closeDev, err := openCollector(f)
+	collector, closeDev, err := openCollector(ctx, f)
 	if err != nil {
 		return err
 	}
@@ -303,7 +312,7 @@ func gateHTTPClient(caFile string) (*http.Client, error) {
 }
 
 // openCollector opens the attestation device the flags name.
-func openCollector(f agentFlags) (attest.Collector, func(), error) {
+func openCollector(ctx context.Context, f agentFlags) (attest.Collector, func(), error) {
 	if f.tdx {
 		c, err := attest.NewTDXCollector(attest.TDXOptions{})
 		return c, func() {}, err
@@ -316,8 +325,15 @@ func openCollector(f agentFlags) (attest.Collector, func(), error) {
 		}
 		opts.SNP = qp
 	}
-	if f.azureAK {
+	if f.azureAK || f.azureCVM {
 		opts.AKHandle, opts.AKCertNVIndex = attest.AzureAKHandle, attest.AzureAKCertNVIndex
+	}
+	if f.azureCVM {
+		vcek, err := attest.FetchAzureVCEK(ctx, &http.Client{Timeout: 30 * time.Second}, f.azureIMDS)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--azure-cvm: %w", err)
+		}
+		opts.AzureVCEK = vcek
 	}
 	if f.eventLog != "" {
 		path := f.eventLog
@@ -341,6 +357,9 @@ func openCollector(f agentFlags) (attest.Collector, func(), error) {
 	c, err := attest.NewTPMCollector(rw, opts)
 	if err != nil {
 		rw.Close()
+		if f.azureCVM {
+			err = fmt.Errorf("--azure-cvm: %w", err)
+		}
 		return nil, nil, err
 	}
 	return c, func() { rw.Close() }, nil

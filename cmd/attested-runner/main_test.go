@@ -7,13 +7,17 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/attested-runner/attested-runner/attest"
+	"github.com/attested-runner/attested-runner/attest/attesttest"
 )
 
 func runArgs(args ...string) (string, int) {
@@ -102,5 +106,43 @@ func TestSEVSNPFlag(t *testing.T) {
 		"--runner-user", "1000:1000")
 	if code != 1 || !strings.Contains(out, "--sev-snp: not an SEV-SNP guest") || !strings.Contains(out, "/dev/sev-guest") {
 		t.Errorf("no SEV-SNP hardware: exit %d: %s", code, out)
+	}
+}
+
+// TestAzureCVMFlag: --azure-cvm excludes --tdx and --sev-snp; it fetches
+// the VCEK from the instance metadata service (--azure-imds) before
+// opening the TPM, and an answer that is no VCEK stops the agent with a
+// message naming the flag and the service.
+func TestAzureCVMFlag(t *testing.T) {
+	for _, other := range []string{"--tdx", "--sev-snp"} {
+		out, code := runArgs("run", "--gate", "https://gate.example.com", "--azure-cvm", other)
+		if code != 2 || !strings.Contains(out, "does not go with --tdx or --sev-snp") {
+			t.Errorf("--azure-cvm %s: exit %d: %s", other, code, out)
+		}
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	spki, _ := x509.MarshalPKIXPublicKey(key.Public())
+	keys := filepath.Join(t.TempDir(), "gate-keys.pem")
+	os.WriteFile(keys, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}), 0o644)
+	host := attesttest.NewSNPHost(t)
+	vcek := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: host.Signer.Vcek.Raw}))
+	imds := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metadata/THIM/amd/certification" || r.Header.Get("Metadata") != "true" {
+			http.NotFound(w, r)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]string{"vcekCert": vcek})
+	}))
+	defer imds.Close()
+	noTPM := filepath.Join(t.TempDir(), "no-tpm")
+	for _, tc := range []struct{ imds, want string }{
+		{imds.URL + "/elsewhere", "--azure-cvm: VCEK from Azure's instance metadata service: HTTP 404"},
+		{imds.URL, "opening TPM " + noTPM},
+	} {
+		out, code := runArgs("run", "--gate", "https://gate.example.com", "--gate-key", keys, "--azure-cvm", "--azure-imds", tc.imds,
+			"--tpm", noTPM, "--runner-user", "1000:1000")
+		if code != 1 || !strings.Contains(out, tc.want) {
+			t.Errorf("IMDS %s: exit %d, want %q: %s", tc.imds, code, tc.want, out)
+		}
 	}
 }

@@ -47,11 +47,13 @@ passed (✓):
                       evidence that embeds collateral is judged with it.
                       Without either, the TCB is not evaluated (level 2)
   --snp-allow-smt / --snp-min-tcb   what an SEV-SNP report riding in TPM
-                      evidence (a vTPM in an SEV-SNP VM) must show besides
-                      the image's snpMeasurements (which need
-                      --reference-values, and --nonce for its REPORT_DATA);
-                      its signer is checked against AMD's roots (built in),
-                      or --trusted-snp-roots (AMD KDS cert_chain format)
+                      evidence (a vTPM in an SEV-SNP VM, or an Azure
+                      confidential VM's HCL report) must show besides the
+                      image's snpMeasurements (which need
+                      --reference-values; a vTPM's report also needs
+                      --nonce for its REPORT_DATA); its signer is checked
+                      against AMD's roots (built in), or --trusted-snp-roots
+                      (AMD KDS cert_chain format)
 
 Result: VERIFIED (exit 0) when no check failed and the quote's signer was
 checked against a trust anchor: for a TPM quote --trusted-ak or
@@ -389,6 +391,12 @@ func measurements(c *attest.Claims) *measured {
 	return m
 }
 
+// snpBindings say what each SEV-SNP binding means.
+var snpBindings = map[string]string{
+	attest.SNPBindingReportData: "report-data: REPORT_DATA binds this challenge, both keys and the quote's AK",
+	attest.SNPBindingAzureHCL:   "azure-hcl: REPORT_DATA is the SHA-256 of the HCL runtime data, which names the quote's AK (the report dates from boot; the quote's nonce is the freshness)",
+}
+
 // skipHints name the flags that would have let a skipped check run.
 var skipHints = map[string]string{
 	"attestation key":  "--trusted-ak or --trusted-ak-root",
@@ -398,6 +406,7 @@ var skipHints = map[string]string{
 	"event log":        "--ccel and --ccel-table",
 	"tcb":              "--tdx-collateral (Intel PCS collateral)",
 	"sev-snp":          "--reference-values (with snpMeasurements) and --nonce",
+	"azure-hcl":        "--reference-values (with snpMeasurements)",
 }
 
 func orNone(s string) string {
@@ -468,6 +477,7 @@ func printEvidenceText(w io.Writer, r evidenceReport, refOut string) {
 			fmt.Fprintf(w, "  sev-snp      MEASUREMENT %s\n", s.Measurement)
 			fmt.Fprintf(w, "  sev-snp      guest policy %#x: SMT %s, debug %s, migration agent %s; reported TCB %s; VCEK sha256:%s\n",
 				s.GuestPolicy, allowed(flags.SMT), allowed(flags.Debug), allowed(flags.MigrateMA), s.ReportedTCB, s.VCEKDigest)
+			fmt.Fprintf(w, "  sev-snp      binding %s\n", snpBindings[s.Binding])
 		}
 		for _, e := range m.Lifecycle {
 			fmt.Fprintf(w, "  lifecycle    %s\n", e)
