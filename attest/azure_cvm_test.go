@@ -13,6 +13,8 @@ import (
 
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/attest/attesttest"
+	"github.com/attested-runner/attested-runner/internal/ekca"
+	"github.com/google/go-tpm/legacy/tpm2"
 )
 
 // azureCVM is a simulated Azure confidential VM's vTPM (HCL report in NV,
@@ -149,9 +151,18 @@ func TestAzureCVMCollection(t *testing.T) {
 			t.Fatalf("got %v", err)
 		}
 	})
+	t.Run("NV holds no HCL report", func(t *testing.T) {
+		sim := attesttest.Simulator(t)
+		if err := ekca.WriteOwnerNV(sim, attest.AzureHCLNVIndex, tpm2.AttrOwnerWrite|tpm2.AttrOwnerRead|tpm2.AttrAuthRead|tpm2.AttrNoDA, make([]byte, 2048)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := attest.NewTPMCollector(sim, attest.TPMOptions{AzureVCEK: []byte{1}}); !errors.Is(err, attest.ErrAzureHCL) {
+			t.Fatalf("got %v, want %v", err, attest.ErrAzureHCL)
+		}
+	})
 	t.Run("direct SEV-SNP report besides", func(t *testing.T) {
 		_, err := attest.NewTPMCollector(attesttest.Simulator(t), attest.TPMOptions{AzureVCEK: []byte{1}, SNP: attesttest.NewSNPHost(t)})
-		if err == nil || !strings.Contains(err.Error(), "exclude each other") {
+		if err == nil || !strings.Contains(err.Error(), "give at most one") {
 			t.Fatalf("got %v", err)
 		}
 	})
@@ -216,9 +227,18 @@ func TestFetchAzureVCEK(t *testing.T) {
 		{name: "not JSON", body: []byte("<html>"), msg: "invalid character"},
 		{name: "oversized", body: append(bytes.Clone(good), bytes.Repeat([]byte(" "), 64<<10)...), msg: "over 65536 bytes"},
 		{name: "error status", msg: "HTTP 400"},
+		{name: "answer cut short", msg: "unexpected EOF"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.name == "answer cut short" {
+					// Promise more than is sent, then hang up.
+					conn, buf, _ := w.(http.Hijacker).Hijack()
+					buf.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"vcekCert\"")
+					buf.Flush()
+					conn.Close()
+					return
+				}
 				if r.URL.Path != "/metadata/THIM/amd/certification" || r.Header.Get("Metadata") != "true" || tc.body == nil {
 					http.Error(w, "bad request", http.StatusBadRequest)
 					return
@@ -237,5 +257,18 @@ func TestFetchAzureVCEK(t *testing.T) {
 				t.Fatalf("got %d bytes, %v", len(der), err)
 			}
 		})
+	}
+}
+
+// TestFetchAzureVCEKUnreachable: a base URL that is no URL, and a service
+// that is not there, are errors naming the service.
+func TestFetchAzureVCEKUnreachable(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	url := srv.URL
+	srv.Close()
+	for base, want := range map[string]string{"http://[::1": "missing ']'", url: "instance metadata service"} {
+		if _, err := attest.FetchAzureVCEK(t.Context(), http.DefaultClient, base); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want %q", base, err, want)
+		}
 	}
 }

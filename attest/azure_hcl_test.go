@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,6 +66,12 @@ func TestAzureHCLReport(t *testing.T) {
 		b[off] ^= 1
 		return b
 	}
+	replace := func(old, new string) []byte {
+		if len(old) != len(new) || !bytes.Contains(hcl, []byte(old)) {
+			t.Fatalf("%q not in the runtime data", old)
+		}
+		return bytes.Replace(bytes.Clone(hcl), []byte(old), []byte(new), 1)
+	}
 	// The runtime data edited where the AK's modulus is: another AK.
 	other, err := attest.ParseAzureHCLReport(edit(runtimeAt + 100))
 	if err != nil {
@@ -73,9 +80,23 @@ func TestAzureHCLReport(t *testing.T) {
 	if err := other.CheckBinding(); !errors.Is(err, attest.ErrNonceMismatch) {
 		t.Fatalf("runtime data edited: got %v, want %v", err, attest.ErrNonceMismatch)
 	}
-	for name, b := range map[string][]byte{"not an HCL report": edit(0), "truncated": hcl[:runtimeAt], "oversized": make([]byte, 17<<10)} {
-		if _, err := attest.ParseAzureHCLReport(b); !errors.Is(err, attest.ErrAzureHCL) && !errors.Is(err, attest.ErrTooLarge) {
-			t.Errorf("%s: got %v", name, err)
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want error
+		msg  string
+	}{
+		{"not an HCL report", edit(0), attest.ErrAzureHCL, "no HCLA signature"},
+		{"no runtime data", hcl[:runtimeAt], attest.ErrAzureHCL, "runtime data of 583 bytes"},
+		{"shorter than the header", hcl[:100], attest.ErrAzureHCL, "shorter than its fixed part"},
+		{"runtime data hashed otherwise", edit(32 + 1184 + 12), attest.ErrAzureHCL, "hash type"},
+		{"oversized", append(bytes.Clone(hcl), make([]byte, 15<<10)...), attest.ErrTooLarge, "HCL report is"},
+		{"runtime data not JSON", edit(runtimeAt), attest.ErrAzureHCL, "runtime data: invalid character"},
+		{"no HCLAkPub", replace(`"kid":"HCLAkPub"`, `"kid":"HCLAkPuX"`), attest.ErrAzureHCL, "names no HCLAkPub"},
+		{"HCLAkPub exponent 1", replace(`"e":"AQAB"`, `"e":"AAAB"`), attest.ErrAzureHCL, "not an RSA-2048+ key"},
+	} {
+		if _, err := attest.ParseAzureHCLReport(tc.b); !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("%s: got %v, want %v (%q)", tc.name, err, tc.want, tc.msg)
 		}
 	}
 	snp, err := attest.ParseSNPReport(r.SNPReport)

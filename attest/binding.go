@@ -102,3 +102,17 @@ func (c Challenge) SNPReportData(envKeySPKI, hpkePublic, akSPKI []byte) [64]byte
 	copy(rd[:], c.bind(sha512.New(), envKeySPKI, hpkePublic, []byte(snpVTPMBinding), akSPKI))
 	return rd
 }
+
+// tdxVTPMBinding labels the TDX REPORTDATA of a vTPM attestation, so that
+// it equals neither a TDX-only REPORTDATA nor an SEV-SNP one.
+const tdxVTPMBinding = "tdx-vtpm"
+
+// TDXVTPMReportData is the 64-byte REPORTDATA of the TDX quote that
+// accompanies a vTPM attestation in a TDX confidential VM (Compute
+// Engine's shape): as SNPReportData, the TD vouching, in a quote the CPU
+// signs, that this AK is its TPM's, now.
+func (c Challenge) TDXVTPMReportData(envKeySPKI, hpkePublic, akSPKI []byte) [64]byte {
+	var rd [64]byte
+	copy(rd[:], c.bind(sha512.New(), envKeySPKI, hpkePublic, []byte(tdxVTPMBinding), akSPKI))
+	return rd
+}

@@ -80,13 +80,7 @@ func NewTDXCollector(opts TDXOptions) (*TDXCollector, error) {
 		}
 	}
 	if opts.Quote == nil {
-		opts.Quote = func(rd [64]byte) ([]byte, error) {
-			qp, err := tdxclient.GetQuoteProvider()
-			if err != nil {
-				return nil, err
-			}
-			return tdxclient.GetRawQuote(qp, rd)
-		}
+		opts.Quote = hardwareQuote
 	}
 	if opts.ExtendRTMR == nil {
 		opts.ExtendRTMR = rtmr.ExtendDigest
@@ -200,4 +194,25 @@ func (s tdxSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]b
 		return nil, ErrKeyDestroyed
 	}
 	return s.t.env.Sign(r, digest, opts)
+}
+
+// hardwareQuote asks this TD's quote provider (configfs-tsm, else
+// /dev/tdx_guest, as go-tdx-guest chooses) for a quote.
+func hardwareQuote(rd [64]byte) ([]byte, error) {
+	qp, err := tdxclient.GetQuoteProvider()
+	if err != nil {
+		return nil, err
+	}
+	return tdxclient.GetRawQuote(qp, rd)
+}
+
+// TDXHardwareQuote returns this TD's quote function, refusing clearly
+// (ErrNoTDX) on a machine that is no TDX guest. It is what TPMOptions.TDX
+// takes on a TDX confidential VM with a vTPM. Not tested on hardware: no
+// TDX machine was available.
+func TDXHardwareQuote() (func(reportData [64]byte) ([]byte, error), error) {
+	if err := DetectTDX(); err != nil {
+		return nil, err
+	}
+	return hardwareQuote, nil
 }

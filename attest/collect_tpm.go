@@ -45,6 +45,11 @@ type TPMOptions struct {
 	// it unless its runtime data names the collector's AK, and every
 	// Collect sends it with this VCEK (FetchAzureVCEK). Excludes SNP.
 	AzureVCEK []byte
+	// TDX, if set, quotes the TD this vTPM serves (TDXHardwareQuote on a
+	// TDX confidential VM): every Collect then adds a TDX quote whose
+	// REPORTDATA binds the challenge, both keys and the AK
+	// (Challenge.TDXVTPMReportData). Excludes SNP and AzureVCEK.
+	TDX func(reportData [64]byte) ([]byte, error)
 }
 
 // Azure trusted launch and confidential VMs: the vTPM's AK is persistent
@@ -80,6 +85,9 @@ type TPMCollector struct {
 
 // NewTPMCollector opens the attestation key on rw.
 func NewTPMCollector(rw io.ReadWriter, opts TPMOptions) (*TPMCollector, error) {
+	if n := btoi(opts.SNP != nil) + btoi(opts.AzureVCEK != nil) + btoi(opts.TDX != nil); n > 1 {
+		return nil, errors.New("TPM options: SNP, AzureVCEK and TDX each add a TEE report; give at most one")
+	}
 	var ak *client.Key
 	var err error
 	if opts.AKHandle != 0 {
@@ -106,7 +114,7 @@ func NewTPMCollector(rw io.ReadWriter, opts TPMOptions) (*TPMCollector, error) {
 		}
 	}
 	if opts.AzureVCEK != nil {
-		if t.azureHCL, err = readAzureHCL(rw, opts, ak.PublicKey()); err != nil {
+		if t.azureHCL, err = readAzureHCL(rw, ak.PublicKey()); err != nil {
 			ak.Close()
 			return nil, err
 		}
@@ -117,10 +125,7 @@ func NewTPMCollector(rw io.ReadWriter, opts TPMOptions) (*TPMCollector, error) {
 // readAzureHCL reads the HCL report and checks that its runtime data names
 // ak: one naming another key would only be refused at the gate
 // (ErrAKNotBound), with a less helpful error.
-func readAzureHCL(rw io.ReadWriter, opts TPMOptions, ak crypto.PublicKey) ([]byte, error) {
-	if opts.SNP != nil {
-		return nil, errors.New("an Azure HCL report and a direct SEV-SNP report exclude each other")
-	}
+func readAzureHCL(rw io.ReadWriter, ak crypto.PublicKey) ([]byte, error) {
 	raw, r, err := ReadAzureHCLReport(rw)
 	if err != nil {
 		return nil, err
@@ -302,17 +307,25 @@ func (t *TPMCollector) Collect(ch Challenge) (*Evidence, error) {
 	if err != nil {
 		return nil, err
 	}
+	akSPKI, err := x509.MarshalPKIXPublicKey(t.ak.PublicKey())
+	if err != nil {
+		return nil, err
+	}
 	var snp *SNPEvidence
 	if t.opts.SNP != nil {
-		akSPKI, err := x509.MarshalPKIXPublicKey(t.ak.PublicKey())
-		if err != nil {
-			return nil, err
-		}
 		report, vcek, err := SNPReportFrom(t.opts.SNP, ch.SNPReportData(t.spki, hpkePub, akSPKI))
 		if err != nil {
 			return nil, err
 		}
 		snp = &SNPEvidence{Report: report, VCEK: vcek}
+	}
+	var tdx *TDXVTPMEvidence
+	if t.opts.TDX != nil {
+		quote, err := t.opts.TDX(ch.TDXVTPMReportData(t.spki, hpkePub, akSPKI))
+		if err != nil {
+			return nil, fmt.Errorf("TDX quote: %w", err)
+		}
+		tdx = &TDXVTPMEvidence{Quote: quote}
 	}
 	var hcl *AzureHCLEvidence
 	if t.azureHCL != nil {
@@ -332,6 +345,7 @@ func (t *TPMCollector) Collect(ch Challenge) (*Evidence, error) {
 			CertifySignature: sig,
 			SNP:              snp,
 			AzureHCL:         hcl,
+			TDX:              tdx,
 		},
 	}, nil
 }
@@ -374,4 +388,11 @@ func (l *lockedSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) 
 		return nil, ErrKeyDestroyed
 	}
 	return l.s.Sign(r, digest, opts)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -72,6 +72,17 @@ type TPMEvidence struct {
 	// the challenge: freshness is the quote's). It is the other way TPM
 	// evidence can be level 3; it excludes SNP.
 	AzureHCL *AzureHCLEvidence `json:"azureHcl,omitempty"`
+	// TDX, optional, is a TDX quote whose REPORTDATA binds this
+	// attestation and its AK (Challenge.TDXVTPMReportData): a vTPM in a
+	// TDX confidential VM. It excludes SNP and AzureHCL.
+	TDX *TDXVTPMEvidence `json:"tdx,omitempty"`
+}
+
+// TDXVTPMEvidence is the TDX quote of a vTPM's TD, with, optionally, the
+// Intel collateral to judge its TCB with (as TDXEvidence.Collateral).
+type TDXVTPMEvidence struct {
+	Quote      []byte         `json:"quote"`
+	Collateral *TDXCollateral `json:"collateral,omitempty"`
 }
 
 // AzureHCLEvidence is the HCL report as read from the vTPM's NV index
@@ -175,10 +186,23 @@ func (e *Evidence) checkShape() (*ecdsa.PublicKey, error) {
 				return nil, fmt.Errorf("%w: SEV-SNP part needs a %d-byte report and its VCEK", ErrMalformedEvidence, abi.ReportSize)
 			}
 		}
-		if hcl := t.AzureHCL; hcl != nil {
-			if t.SNP != nil {
-				return nil, fmt.Errorf("%w: tpm part carries both an SEV-SNP report and an Azure HCL report", ErrMalformedEvidence)
+		if (t.SNP != nil && t.AzureHCL != nil) || (t.TDX != nil && (t.SNP != nil || t.AzureHCL != nil)) {
+			return nil, fmt.Errorf("%w: tpm part carries more than one TEE report (SEV-SNP, Azure HCL, TDX)", ErrMalformedEvidence)
+		}
+		if q := t.TDX; q != nil {
+			if len(q.Quote) > MaxQuoteSize {
+				return nil, fmt.Errorf("%w: tpm part's TDX quote is %d bytes", ErrTooLarge, len(q.Quote))
 			}
+			if len(q.Quote) == 0 {
+				return nil, fmt.Errorf("%w: tpm part's TDX part has no quote", ErrMalformedEvidence)
+			}
+			if c := q.Collateral; c != nil {
+				if err := c.checkSize(); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if hcl := t.AzureHCL; hcl != nil {
 			if len(hcl.Report) > maxHCLReportLen || len(hcl.VCEK) > MaxSNPCertSize {
 				return nil, fmt.Errorf("%w: Azure HCL report %d bytes, VCEK %d bytes", ErrTooLarge, len(hcl.Report), len(hcl.VCEK))
 			}

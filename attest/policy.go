@@ -75,6 +75,11 @@ type Image struct {
 	// judged only against them: evidence with a report, matching an image
 	// that lists none, is refused.
 	SNPMeasurements []Hex `json:"snpMeasurements,omitempty"`
+	// TDXMRTDs are the TD firmware measurements (MRTD, 48 bytes each) of
+	// the TDX confidential VM a TPM image runs in, for TPM evidence that
+	// carries a TDX quote (a vTPM in a TDX VM). As SNPMeasurements: a
+	// quote is judged only against them, and refused if none is listed.
+	TDXMRTDs []Hex `json:"tdxMrtds,omitempty"`
 }
 
 func (im *Image) isTDX() bool { return len(im.MRTD) > 0 }
@@ -92,7 +97,7 @@ func (im *Image) validate() error {
 				return fmt.Errorf("image %q: rtmr %d is %d bytes, want 48", im.ID, i, len(r))
 			}
 		}
-		if len(im.PCRs) > 0 || len(im.Events) > 0 || len(im.SNPMeasurements) > 0 {
+		if len(im.PCRs) > 0 || len(im.Events) > 0 || len(im.SNPMeasurements) > 0 || len(im.TDXMRTDs) > 0 {
 			return fmt.Errorf("image %q: mixes TDX and TPM reference values", im.ID)
 		}
 		return nil
@@ -116,6 +121,11 @@ func (im *Image) validate() error {
 	for _, m := range im.SNPMeasurements {
 		if len(m) != 48 {
 			return fmt.Errorf("image %q: SEV-SNP measurement %x is %d bytes, want 48", im.ID, m, len(m))
+		}
+	}
+	for _, m := range im.TDXMRTDs {
+		if len(m) != 48 {
+			return fmt.Errorf("image %q: TDX MRTD %x is %d bytes, want 48", im.ID, m, len(m))
 		}
 	}
 	return nil

@@ -73,64 +73,16 @@ type tdxInput struct {
 func verifyTDXQuoteInput(in tdxInput, p *Policy, c *Claims, s *steps) error {
 	quote := in.quote
 	body := quote.GetTdQuoteBody()
-	if err := s.run("quote", func() (string, error) {
-		if err := VerifyTDXQuote(quote, p.TrustedTDXRoots, p.now()); err != nil {
-			return "", err
-		}
-		if chain, err := verify.ExtractChainFromQuote(quote); err == nil && chain.PCKCertificate != nil {
-			d := sha256.Sum256(chain.PCKCertificate.Raw)
-			c.AKDigest = hex.EncodeToString(d[:])
-		}
-		if attrs := body.GetTdAttributes(); len(attrs) == 0 || attrs[0]&tdAttributesDebug != 0 {
-			return "", ErrTDXDebug
-		}
-		c.MRTD, c.RTMRs = body.GetMrTd(), body.GetRtmrs()
-		if in.reportData == nil {
-			return "signature and PCK chain valid offline, not debuggable", nil
-		}
-		if subtle.ConstantTimeCompare(body.GetReportData(), in.reportData) != 1 {
-			return "", fmt.Errorf("%w: TDX REPORTDATA", ErrNonceMismatch)
-		}
-		if in.ev == nil {
-			return "signature and PCK chain valid offline, not debuggable, REPORTDATA is the given nonce", nil
-		}
-		return "signature and PCK chain valid offline, not debuggable, REPORTDATA binds the challenge and keys", nil
-	}); err != nil {
-		return err
+	what := "REPORTDATA is the given nonce"
+	if in.ev != nil {
+		what = "REPORTDATA binds the challenge and keys"
 	}
-	if err := s.run("quoting enclave", func() (string, error) {
-		_, _, qe, err := pckPlatform(quote)
-		if err != nil {
-			return "", err
-		}
-		if err := checkQEIdentity(qe, p.MinTDXQESVN); err != nil {
-			return "", err
-		}
-		c.TDXQE = &qe
-		return fmt.Sprintf("Intel TD quoting enclave (MRSIGNER %x..., ISVPRODID %d, ISVSVN %d)", []byte(qe.MRSigner[:4]), qe.ISVProdID, qe.ISVSVN), nil
-	}); err != nil {
-		return err
+	var evColl *TDXCollateral
+	if in.ev != nil {
+		evColl = in.ev.TDX.Collateral
 	}
-	// TCB evaluation against Intel collateral: the policy's source, else
-	// the collateral the evidence carries (Intel-signed either way).
-	src := p.TDXCollateral
-	if src == nil && in.ev != nil && in.ev.TDX.Collateral != nil {
-		src = in.ev.TDX.Collateral
-	}
-	tcbUpToDate := false
-	if src == nil {
-		s.skip("tcb", "no Intel collateral given: TCB status not evaluated, so at most level 2")
-	} else if err := s.run("tcb", func() (string, error) {
-		tcb, coll, err := EvaluateTDXTCB(context.Background(), quote, src, p.TrustedTDXRoots, p.now())
-		c.TDXTCB = tcb
-		if err != nil {
-			return "", err
-		}
-		c.TDXCollateral, tcbUpToDate = coll, true
-		first := tcb.SortedItems()[0]
-		return fmt.Sprintf("platform %s (FMSPC %s, TCB date %s), quoting enclave %s; collateral valid until %s (%s)",
-			tcb.Status, tcb.FMSPC, tcb.TCBDate, tcb.QEStatus, first.NextUpdate.UTC().Format(time.RFC3339), first.Name), nil
-	}); err != nil {
+	tcbUpToDate, err := verifyTDXPlatform(tdxKindSteps, quote, in.reportData, what, evColl, p, c, s)
+	if err != nil {
 		return err
 	}
 	if in.reportData == nil {
@@ -177,6 +129,93 @@ func verifyTDXQuoteInput(in tdxInput, p *Policy, c *Claims, s *steps) error {
 		c.Level = 3
 	}
 	return nil
+}
+
+// tdxStepNames name the steps of verifyTDXPlatform: plain for TDX
+// evidence, prefixed for the TDX quote riding in TPM evidence (whose own
+// quote step is the TPM's). rtmrs: the quote's RTMRs are the boot's
+// measurements, claimed as such (TDX evidence); a vTPM's boot is in its
+// PCRs, and its TD's RTMRs are not reference values.
+type tdxStepNames struct {
+	quote, qe, tcb string
+	rtmrs          bool
+}
+
+var (
+	tdxKindSteps = tdxStepNames{"quote", "quoting enclave", "tcb", true}
+	tdxVTPMSteps = tdxStepNames{"tdx quote", "tdx enclave", "tdx tcb", false}
+)
+
+// verifyTDXPlatform checks what a TDX quote says about the platform: its
+// signature and PCK chain, the DEBUG attribute, REPORTDATA (reportData;
+// nil: not compared, what describes a match), the quoting enclave, and
+// the TCB against Intel collateral (the policy's source, else evColl).
+// It reports whether the TCB was judged UpToDate, the condition of
+// level 3 (L3.hw-quote).
+func verifyTDXPlatform(names tdxStepNames, quote *tdxpb.QuoteV4, reportData []byte, what string, evColl *TDXCollateral, p *Policy, c *Claims, s *steps) (bool, error) {
+	body := quote.GetTdQuoteBody()
+	if err := s.run(names.quote, func() (string, error) {
+		if err := VerifyTDXQuote(quote, p.TrustedTDXRoots, p.now()); err != nil {
+			return "", err
+		}
+		if chain, err := verify.ExtractChainFromQuote(quote); err == nil && chain.PCKCertificate != nil && c.AKDigest == "" {
+			d := sha256.Sum256(chain.PCKCertificate.Raw)
+			c.AKDigest = hex.EncodeToString(d[:])
+		}
+		if attrs := body.GetTdAttributes(); len(attrs) == 0 || attrs[0]&tdAttributesDebug != 0 {
+			return "", ErrTDXDebug
+		}
+		c.MRTD = body.GetMrTd()
+		if names.rtmrs {
+			c.RTMRs = body.GetRtmrs()
+		}
+		if reportData == nil {
+			return "signature and PCK chain valid offline, not debuggable", nil
+		}
+		if subtle.ConstantTimeCompare(body.GetReportData(), reportData) != 1 {
+			return "", fmt.Errorf("%w: TDX REPORTDATA", ErrNonceMismatch)
+		}
+		return "signature and PCK chain valid offline, not debuggable, " + what, nil
+	}); err != nil {
+		return false, err
+	}
+	if err := s.run(names.qe, func() (string, error) {
+		_, _, qe, err := pckPlatform(quote)
+		if err != nil {
+			return "", err
+		}
+		if err := checkQEIdentity(qe, p.MinTDXQESVN); err != nil {
+			return "", err
+		}
+		c.TDXQE = &qe
+		return fmt.Sprintf("Intel TD quoting enclave (MRSIGNER %x..., ISVPRODID %d, ISVSVN %d)", []byte(qe.MRSigner[:4]), qe.ISVProdID, qe.ISVSVN), nil
+	}); err != nil {
+		return false, err
+	}
+	// TCB evaluation against Intel collateral: the policy's source, else
+	// the collateral the evidence carries (Intel-signed either way).
+	var src TDXCollateralSource = p.TDXCollateral
+	if src == nil && evColl != nil {
+		src = evColl
+	}
+	if src == nil {
+		s.skip(names.tcb, "no Intel collateral given: TCB status not evaluated, so at most level 2")
+		return false, nil
+	}
+	if err := s.run(names.tcb, func() (string, error) {
+		tcb, coll, err := EvaluateTDXTCB(context.Background(), quote, src, p.TrustedTDXRoots, p.now())
+		c.TDXTCB = tcb
+		if err != nil {
+			return "", err
+		}
+		c.TDXCollateral = coll
+		first := tcb.SortedItems()[0]
+		return fmt.Sprintf("platform %s (FMSPC %s, TCB date %s), quoting enclave %s; collateral valid until %s (%s)",
+			tcb.Status, tcb.FMSPC, tcb.TCBDate, tcb.QEStatus, first.NextUpdate.UTC().Format(time.RFC3339), first.Name), nil
+	}); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // ParseTDXQuote decodes a raw TDX v4 quote within MaxQuoteSize.

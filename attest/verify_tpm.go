@@ -186,12 +186,16 @@ func verifyTPMInput(in tpmInput, p *Policy, c *Claims, s *steps) error {
 
 	snp := in.ev != nil && in.ev.TPM.SNP != nil
 	hcl := in.ev != nil && in.ev.TPM.AzureHCL != nil
+	tdx := in.ev != nil && in.ev.TPM.TDX != nil
 	if matched, err := checkReference(s, p, c, matchTPMImage); !matched {
 		if err == nil && snp {
 			s.skip("sev-snp", "no reference values given: the SEV-SNP report is not judged")
 		}
 		if err == nil && hcl {
 			s.skip("azure-hcl", "no reference values given: the HCL report is not judged")
+		}
+		if err == nil && tdx {
+			s.skip("tdx quote", "no reference values given: the TDX quote is not judged")
 		}
 		return err
 	}
@@ -205,6 +209,10 @@ func verifyTPMInput(in tpmInput, p *Policy, c *Claims, s *steps) error {
 		}
 	case hcl:
 		if err := verifyTPMAzureHCL(in, ak, p, c, s); err != nil {
+			return err
+		}
+	case tdx:
+		if err := verifyTPMTDX(in, p, c, s); err != nil {
 			return err
 		}
 	}
@@ -267,6 +275,46 @@ func verifyTPMAzureHCL(in tpmInput, ak crypto.PublicKey, p *Policy, c *Claims, s
 		return fmt.Sprintf("SEV-SNP report binds the HCL runtime data, which names this quote's AK; MEASUREMENT %x…, TCB %s, policy %#x (SMT %s)",
 			[]byte(claims.Measurement[:8]), claims.ReportedTCB, claims.GuestPolicy, onOff(claims.GuestPolicyFlags().SMT)), nil
 	})
+}
+
+// verifyTPMTDX judges the TDX quote riding in TPM evidence (BuildEnv
+// L3.hw-quote; a vTPM in a TDX confidential VM, Compute Engine's shape):
+// signature, PCK chain, debug, quoting enclave and TCB as for TDX
+// evidence, REPORTDATA bound to the challenge, both keys and the AK that
+// signed the quote, and MRTD among the matched image's tdxMrtds. Only
+// with a TCB Intel rates UpToDate is the level 3, from hardware "tdx";
+// without collateral the TPM's level 2 stands.
+func verifyTPMTDX(in tpmInput, p *Policy, c *Claims, s *steps) error {
+	if in.ch == nil {
+		s.skip("tdx quote", "no challenge given: the quote's REPORTDATA cannot be checked, so it earns nothing")
+		return nil
+	}
+	if len(c.Image.TDXMRTDs) == 0 {
+		return s.fail("tdx quote", fmt.Errorf("%w: the evidence carries a TDX quote and image %s lists no tdxMrtds", ErrReferenceMismatch, c.ImageID))
+	}
+	quote, err := ParseTDXQuote(in.ev.TPM.TDX.Quote)
+	if err != nil {
+		return s.fail("tdx quote", err)
+	}
+	rd := in.ch.TDXVTPMReportData(in.ev.EnvKey, in.ev.HPKEPublicKey, c.AK)
+	upToDate, err := verifyTDXPlatform(tdxVTPMSteps, quote, rd[:], "REPORTDATA binds this quote's AK and keys", in.ev.TPM.TDX.Collateral, p, c, s)
+	if err != nil {
+		return err
+	}
+	if err := s.run("tdx firmware", func() (string, error) {
+		for _, m := range c.Image.TDXMRTDs {
+			if bytes.Equal(m, c.MRTD) {
+				return fmt.Sprintf("MRTD %x… listed by image %s", []byte(c.MRTD[:8]), c.ImageID), nil
+			}
+		}
+		return "", fmt.Errorf("%w: TDX MRTD %x is not among image %s's tdxMrtds", ErrReferenceMismatch, []byte(c.MRTD), c.ImageID)
+	}); err != nil {
+		return err
+	}
+	if upToDate {
+		c.Level, c.Hardware = 3, HardwareTDX
+	}
+	return nil
 }
 
 // rsaKeyDigest is KeyDigest's first 16 hex digits for an RSA key.

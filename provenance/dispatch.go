@@ -8,7 +8,6 @@ import (
 	"fmt"
 
 	"github.com/attested-runner/attested-runner/attest"
-	"github.com/google/go-sev-guest/verify/trust"
 	scai "github.com/in-toto/attestation/go/predicates/scai/v0"
 	intoto "github.com/in-toto/attestation/go/v1"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -117,12 +116,12 @@ var dispatchQuoteSlot = quoteSlot{
 // attested build (ErrBuildMismatch) and neither job-end nor teardown
 // (ErrJobEnded). It returns the build id.
 func VerifyDispatch(raw []byte, trustedGates []crypto.PublicKey) (string, *EnvCertificate, error) {
-	return verifyDispatch(raw, trustedGates, nil)
+	return verifyDispatch(raw, trustedGates, teeRoots{})
 }
 
-// verifyDispatch is VerifyDispatch judging SEV-SNP reports under snpRoots
-// (nil: AMD's; VerifyOptions.TrustedSNPRoots).
-func verifyDispatch(raw []byte, trustedGates []crypto.PublicKey, snpRoots map[string][]*trust.AMDRootCerts) (string, *EnvCertificate, error) {
+// verifyDispatch is VerifyDispatch judging TEE reports under roots
+// (VerifyOptions.TrustedSNPRoots and TrustedTDXRoots; zero: the vendors').
+func verifyDispatch(raw []byte, trustedGates []crypto.PublicKey, roots teeRoots) (string, *EnvCertificate, error) {
 	d, err := parseDispatch(raw)
 	if err != nil {
 		return "", nil, err
@@ -135,7 +134,7 @@ func verifyDispatch(raw []byte, trustedGates []crypto.PublicKey, snpRoots map[st
 	if err != nil {
 		return "", nil, err
 	}
-	buildID, err := d.verify(envKey, certPolicy(cert, cert.IssuedAt, snpRoots))
+	buildID, err := d.verify(envKey, certPolicy(cert, cert.IssuedAt, roots))
 	if err != nil {
 		return "", nil, err
 	}

@@ -267,6 +267,7 @@ func (c *EnvCertificate) clone() *EnvCertificate {
 	out.Image.Events = slices.Clone(c.Image.Events)
 	out.Image.RTMRs = slices.Clone(c.Image.RTMRs)
 	out.Image.SNPMeasurements = slices.Clone(c.Image.SNPMeasurements)
+	out.Image.TDXMRTDs = slices.Clone(c.Image.TDXMRTDs)
 	return &out
 }
 

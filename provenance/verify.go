@@ -49,6 +49,11 @@ type VerifyOptions struct {
 	// (what production wants); tests sign under a test-only chain. In
 	// evidence mode ReferenceValues.SNP.TrustedRoots plays this part.
 	TrustedSNPRoots map[string][]*trust.AMDRootCerts
+	// TrustedTDXRoots replaces Intel's SGX root CA when, in gate mode, a
+	// response-time or dispatch TDX quote (and its collateral) is
+	// re-judged. Nil means Intel's: set it only for test chains. In
+	// evidence mode ReferenceValues.TrustedTDXRoots plays this part.
+	TrustedTDXRoots *x509.CertPool
 	// TrustedSigstore, optional, is Sigstore trusted material (a
 	// trusted_root.json): with it, a keyless bundle's Fulcio certificate,
 	// transparency log entry and timestamps are verified, and the
@@ -224,7 +229,7 @@ func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, err
 		if envKey, err = attest.ParseEnvKey(cert.EnvKey); err != nil {
 			return r, r.fail("environment", fmt.Errorf("%w: %w", ErrUntrustedEnvironment, err))
 		}
-		policy = certPolicy(cert, prov.finishedOn, opts.TrustedSNPRoots)
+		policy = certPolicy(cert, prov.finishedOn, opts.teeRoots())
 		r.pass("environment", fmt.Sprintf("certified by gate %s: runner %s, image %s, %s", cert.GateID, cert.RunnerName, cert.Image.ID, LevelName(cert.Level)))
 	}
 
@@ -273,7 +278,7 @@ func Verify(raw []byte, artifactSHA256 []byte, opts VerifyOptions) (*Result, err
 		}
 		var buildID, how string
 		if r.EnvCert != nil {
-			id, dcert, err := verifyDispatch(content, opts.TrustedGateRoots, opts.TrustedSNPRoots)
+			id, dcert, err := verifyDispatch(content, opts.TrustedGateRoots, opts.teeRoots())
 			if err != nil {
 				return r, r.fail("dispatch", fmt.Errorf("%w: %w", ErrDispatch, err))
 			}
@@ -407,9 +412,21 @@ func lifecycleSummary(lc *attest.Lifecycle) string {
 	return strings.Join(names, " < ")
 }
 
+// teeRoots are the TEE vendors' roots a consumer re-judges response-time
+// reports under; nil fields mean the vendors' own (AMD's, Intel's).
+type teeRoots struct {
+	snp map[string][]*trust.AMDRootCerts
+	tdx *x509.CertPool
+}
+
+func (o *VerifyOptions) teeRoots() teeRoots {
+	return teeRoots{snp: o.TrustedSNPRoots, tdx: o.TrustedTDXRoots}
+}
+
 // certPolicy is the policy a response-time quote must satisfy in gate mode:
-// the AK, image and agent the gate admitted, for the same boot.
-func certPolicy(c *EnvCertificate, at time.Time, snpRoots map[string][]*trust.AMDRootCerts) *attest.Policy {
+// the AK, image and agent the gate admitted, for the same boot, judged
+// under roots.
+func certPolicy(c *EnvCertificate, at time.Time, roots teeRoots) *attest.Policy {
 	p := &attest.Policy{
 		Reference: &attest.ReferenceValues{
 			Format:       attest.ReferenceValuesFormat,
@@ -419,6 +436,7 @@ func certPolicy(c *EnvCertificate, at time.Time, snpRoots map[string][]*trust.AM
 		AllowSoftwareTPMUnsafe: c.SoftwareTPM,
 		DirectKernelBoot:       c.DirectKernelBoot,
 		Time:                   at,
+		TrustedTDXRoots:        roots.tdx,
 	}
 	if c.TDXCollateral != nil {
 		// The TCB is re-judged at the build's time with the collateral the
@@ -428,7 +446,7 @@ func certPolicy(c *EnvCertificate, at time.Time, snpRoots map[string][]*trust.AM
 	if s := c.SEVSNP; s != nil {
 		// Response-time reports are judged as the admission report was:
 		// no lower TCB, SMT only if admitted with it.
-		p.SNP = attest.SNPRequirements{AllowSMT: s.GuestPolicyFlags().SMT, MinimumTCB: s.ReportedTCB, TrustedRoots: snpRoots}
+		p.SNP = attest.SNPRequirements{AllowSMT: s.GuestPolicyFlags().SMT, MinimumTCB: s.ReportedTCB, TrustedRoots: roots.snp}
 	}
 	if ak, err := x509.ParsePKIXPublicKey(c.AK); err == nil {
 		p.TrustedAKs = []crypto.PublicKey{ak}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/attested-runner/attested-runner/attest"
+	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
 	"github.com/google/go-tpm-tools/simulator"
 )
 
@@ -92,6 +93,32 @@ func SimulatedSNPTPM(t testing.TB, host *SNPHost) (*attest.TPMCollector, *attest
 	c, p := simulatedTPM(t, attest.TPMOptions{SNP: host})
 	p.Reference.Images[0].SNPMeasurements = []attest.Hex{host.Measurement}
 	p.SNP.TrustedRoots = host.Roots
+	p.AllowSoftwareTPMUnsafe = false
+	return c, p
+}
+
+// SimulatedTDXVTPM is SimulatedTPM as the vTPM of a TDX confidential VM
+// (Compute Engine's shape): the collector asks s for a TDX quote with
+// every TPM quote, its REPORTDATA as asked and then edit (if set) applied
+// to the TD report, and is not labelled a software TPM. The policy lists
+// the template's MRTD on the image, trusts s's test root, judges the TCB
+// with s's UpToDate collateral, and refuses software TPMs.
+func SimulatedTDXVTPM(t testing.TB, s *TDXSigner, edit func(*tdxpb.TDQuoteBody)) (*attest.TPMCollector, *attest.Policy) {
+	t.Helper()
+	c, p := simulatedTPM(t, attest.TPMOptions{TDX: func(rd [64]byte) ([]byte, error) {
+		return s.Sign(func(b *tdxpb.TDQuoteBody) {
+			b.ReportData = rd[:]
+			if edit != nil {
+				edit(b)
+			}
+		})
+	}})
+	coll, err := s.Collateral(CollateralOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Reference.Images[0].TDXMRTDs = []attest.Hex{s.Template().GetMrTd()}
+	p.TrustedTDXRoots, p.TDXCollateral = s.Roots, coll
 	p.AllowSoftwareTPMUnsafe = false
 	return c, p
 }

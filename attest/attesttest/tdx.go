@@ -151,6 +151,9 @@ func chainPEM(certs ...*x509.Certificate) []byte {
 	return b
 }
 
+// RootPEM is the test root CA in PEM, as a consumer would be given it.
+func (s *TDXSigner) RootPEM() []byte { return chainPEM(s.root) }
+
 // Template is a copy of the TD report the signer starts from.
 func (s *TDXSigner) Template() *tdxpb.TDQuoteBody {
 	return proto.Clone(s.template.GetTdQuoteBody()).(*tdxpb.TDQuoteBody)

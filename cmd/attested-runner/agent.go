@@ -49,12 +49,14 @@ also carries an SEV-SNP report binding it: what makes level 3 on such VMs.
 With --azure-cvm (an Azure SEV-SNP confidential VM) the agent attests with
 Azure's vTPM AK and sends the HCL report from NV 0x01400001, whose SEV-SNP
 report names that AK, with the VCEK from the instance metadata service:
-level 3 there.
+level 3 there. With --tdx-vtpm (a vTPM in an Intel TDX confidential VM,
+Compute Engine's shape) every TPM quote also carries a TDX quote binding
+it and its AK: level 3 when Intel rates the platform's TCB UpToDate.
 `
 
 type agentFlags struct {
 	gate, gateCA, gateKeys, runnerDir, runnerUser, labels, tpm, eventLog, socket, stateDir, poweroff, logFormat, vmID, azureIMDS string
-	tdx, sevSNP, insecureDiskRunnerDir, insecurePlainHTTP, ekActivation, azureAK, azureCVM                                       bool
+	tdx, tdxVTPM, sevSNP, insecureDiskRunnerDir, insecurePlainHTTP, ekActivation, azureAK, azureCVM                              bool
 	idleTTL, admissionDeadline, jobTimeout, teardownDeadline                                                                     time.Duration
 }
 
@@ -76,6 +78,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.vmID, "vm-id", "auto", "the fleet VM this agent runs in, told to the gate: auto (QEMU fw_cfg opt/attested-runner/vm, else Compute Engine's instance name, else none), none, or a name")
 	fs.StringVar(&f.tpm, "tpm", "/dev/tpmrm0", "TPM: a device path, unix:/path/to/swtpm.sock, or simulator")
 	fs.BoolVar(&f.tdx, "tdx", false, "use the Intel TDX guest interface instead of a TPM")
+	fs.BoolVar(&f.tdxVTPM, "tdx-vtpm", false, "add an Intel TDX quote (configfs-tsm or /dev/tdx_guest) binding each TPM quote and its AK: a vTPM in a TDX VM; the gate's image must list the VM's tdxMrtds")
 	fs.BoolVar(&f.sevSNP, "sev-snp", false, "add an AMD SEV-SNP report (configfs-tsm or /dev/sev-guest) binding each TPM quote and its AK: a vTPM in an SEV-SNP VM; the gate's image must list the VM's snpMeasurements")
 	fs.StringVar(&f.eventLog, "event-log", "", "TCG event log file (default: /sys/kernel/security/tpm0/binary_bios_measurements)")
 	fs.StringVar(&f.socket, "socket", "/run/attested-runner/agent.sock", "agent socket for the job hooks and the job-side action")
@@ -102,6 +105,9 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if f.azureCVM && (f.tdx || f.sevSNP) {
 		return cli.Usagef("run: --azure-cvm attests through Azure's vTPM and HCL report; it does not go with --tdx or --sev-snp")
+	}
+	if f.tdxVTPM && (f.tdx || f.sevSNP || f.azureCVM) {
+		return cli.Usagef("run: --tdx-vtpm adds a TDX quote to TPM quotes; it does not go with --tdx, --sev-snp or --azure-cvm")
 	}
 	if err := checkGateURL(f.gate, f.insecurePlainHTTP); err != nil {
 		return err
@@ -165,7 +171,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log.Info("attested-runner starting", "version", version.String("attested-runner"), "agent_sha256", fmt.Sprintf("%x", digest),
-		"gate", f.gate, "tpm", f.tpm, "tdx", f.tdx, "sev_snp", f.sevSNP, "runner_user", f.runnerUser, "vm", vmID)
+		"gate", f.gate, "tpm", f.tpm, "tdx", f.tdx, "tdx_vtpm", f.tdxVTPM, "sev_snp", f.sevSNP, "azure_cvm", f.azureCVM, "runner_user", f.runnerUser, "vm", vmID)
 	out := a.Run(ctx)
 	fmt.Fprintf(stdout, "attested-runner: %s (admitted %v, job %v, deregistered %v)\n", out.Reason, out.Admitted, out.JobStarted, out.Deregistered)
 	if out.Err != nil {
@@ -324,6 +330,13 @@ func openCollector(ctx context.Context, f agentFlags) (attest.Collector, func(),
 			return nil, nil, fmt.Errorf("--sev-snp: %w", err)
 		}
 		opts.SNP = qp
+	}
+	if f.tdxVTPM {
+		q, err := attest.TDXHardwareQuote()
+		if err != nil {
+			return nil, nil, fmt.Errorf("--tdx-vtpm: %w", err)
+		}
+		opts.TDX = q
 	}
 	if f.azureAK || f.azureCVM {
 		opts.AKHandle, opts.AKCertNVIndex = attest.AzureAKHandle, attest.AzureAKCertNVIndex

@@ -146,3 +146,27 @@ func TestAzureCVMFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestTDXVTPMFlag: --tdx-vtpm excludes the other TEE flags and, on a
+// machine that is no TDX guest (this one), stops the agent naming the flag
+// and what is missing.
+func TestTDXVTPMFlag(t *testing.T) {
+	for _, other := range []string{"--tdx", "--sev-snp", "--azure-cvm"} {
+		out, code := runArgs("run", "--gate", "https://gate.example.com", "--tdx-vtpm", other)
+		if code != 2 || !strings.Contains(out, "does not go with --tdx, --sev-snp or --azure-cvm") {
+			t.Errorf("--tdx-vtpm %s: exit %d: %s", other, code, out)
+		}
+	}
+	if attest.DetectTDX() == nil {
+		t.Skip("a TDX guest")
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	spki, _ := x509.MarshalPKIXPublicKey(key.Public())
+	keys := filepath.Join(t.TempDir(), "gate-keys.pem")
+	os.WriteFile(keys, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}), 0o644)
+	out, code := runArgs("run", "--gate", "https://gate.example.com", "--gate-key", keys, "--tdx-vtpm", "--tpm", filepath.Join(t.TempDir(), "no-tpm"),
+		"--runner-user", "1000:1000")
+	if code != 1 || !strings.Contains(out, "--tdx-vtpm: not a TDX guest") {
+		t.Errorf("no TDX hardware: exit %d: %s", code, out)
+	}
+}

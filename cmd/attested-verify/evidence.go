@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -46,6 +47,9 @@ passed (✓):
                       rootCaCrl) to judge a TDX quote's TCB with, at --time;
                       evidence that embeds collateral is judged with it.
                       Without either, the TCB is not evaluated (level 2)
+  --trusted-tdx-root  PEM CA certificates to check TDX quotes and collateral
+                      under, in place of Intel's SGX root CA (built in):
+                      test chains only
   --snp-allow-smt / --snp-min-tcb   what an SEV-SNP report riding in TPM
                       evidence (a vTPM in an SEV-SNP VM, or an Azure
                       confidential VM's HCL report) must show besides the
@@ -83,6 +87,7 @@ type evidenceConfig struct {
 	trustedAKRoots    cli.StringList
 	referenceVals     string
 	tdxCollateral     string
+	tdxRoot           string
 	snpRoots          string
 	snpAllowSMT       bool
 	snpMinTCB         string
@@ -106,6 +111,7 @@ func parseEvidence(args []string, stderr io.Writer) (*evidenceConfig, error) {
 	fs.Var(&c.trustedAKRoots, "trusted-ak-root", "PEM file of trusted AK certificate roots (repeatable)")
 	fs.StringVar(&c.referenceVals, "reference-values", "", "reference-values file to check the measurements against")
 	fs.StringVar(&c.tdxCollateral, "tdx-collateral", "", "Intel TDX collateral (JSON) to evaluate the TCB with")
+	fs.StringVar(&c.tdxRoot, "trusted-tdx-root", "", "PEM CA certificates to check TDX quotes and collateral under, in place of Intel's SGX root CA")
 	fs.StringVar(&c.snpRoots, "trusted-snp-roots", "", "PEM ASK and ARK (AMD KDS cert_chain) to check SEV-SNP reports under, in place of AMD's built-in roots")
 	fs.BoolVar(&c.snpAllowSMT, "snp-allow-smt", false, "accept SEV-SNP guests whose policy allows SMT")
 	fs.StringVar(&c.snpMinTCB, "snp-min-tcb", "", "lowest SEV-SNP reported TCB accepted: BOOTLOADER,TEE,SNP,MICROCODE (e.g. 3,0,8,115)")
@@ -191,6 +197,16 @@ func runEvidence(_ context.Context, args []string, stdout, stderr io.Writer) err
 			return fmt.Errorf("--tdx-collateral: %w", err)
 		}
 		p.TDXCollateral = &coll
+	}
+	if c.tdxRoot != "" {
+		certs, err := attest.LoadCertificates(c.tdxRoot)
+		if err != nil {
+			return fmt.Errorf("--trusted-tdx-root: %w", err)
+		}
+		p.TrustedTDXRoots = x509.NewCertPool()
+		for _, cert := range certs {
+			p.TrustedTDXRoots.AddCert(cert)
+		}
 	}
 	if p.SNP, err = c.snpRequirements(); err != nil {
 		return err
@@ -406,6 +422,8 @@ var skipHints = map[string]string{
 	"event log":        "--ccel and --ccel-table",
 	"tcb":              "--tdx-collateral (Intel PCS collateral)",
 	"sev-snp":          "--reference-values (with snpMeasurements) and --nonce",
+	"tdx quote":        "--reference-values (with tdxMrtds) and --nonce",
+	"tdx tcb":          "--tdx-collateral (Intel PCS collateral)",
 	"azure-hcl":        "--reference-values (with snpMeasurements)",
 }
 

@@ -10,7 +10,7 @@
 //
 //	go run ./scripts/image/refvalues --image OUTDIR --agent PATH [--agent PATH]...
 //	    [--boot qemu-direct|loader|uki] [--uki FILE] [--memory MIB] [--id ID] [-o FILE]
-//	    [--snp-measurement HEX]...
+//	    [--snp-measurement HEX]... [--tdx-mrtd HEX]...
 //	    [--sign-key KEY.pem --provenance FILE --builder-id URI]
 package main
 
@@ -43,7 +43,7 @@ const usage = `refvalues: compute a runner image's reference values without boot
 
 Usage:
   refvalues --image OUTDIR --agent PATH [--agent PATH]... [--boot qemu-direct|loader|uki]
-            [--uki FILE] [--memory MIB] [--id ID] [-o FILE] [--snp-measurement HEX]...
+            [--uki FILE] [--memory MIB] [--id ID] [-o FILE] [--snp-measurement HEX]... [--tdx-mrtd HEX]...
             [--sign-key KEY.pem --provenance FILE --builder-id URI]
 
 --boot qemu-direct (the default) predicts a QEMU -kernel boot under OVMF:
@@ -64,6 +64,10 @@ Evidence carrying an SEV-SNP report is judged only against these; it is
 refused by an image that lists none. refvalues cannot compute it: the
 firmware is not part of the image.
 
+--tdx-mrtd (repeatable) lists, likewise, the MRTD (48 bytes, hex) of the
+TD firmware the image runs under, for an agent run with --tdx-vtpm: a TDX
+quote riding in TPM evidence is judged only against these.
+
 --sign-key also writes, to --provenance, the image's SLSA provenance as a
 sigstore bundle signed with KEY.pem (a PEM ECDSA P-256 private key, e.g.
 from "jobgate keygen --out image-key.pem"): subjects vmlinuz, initrd.img,
@@ -77,7 +81,9 @@ type config struct {
 	image  string
 	agents []string
 	// snp are SEV-SNP launch measurements (--snp-measurement).
-	snp    []attest.Hex
+	snp []attest.Hex
+	// mrtds are TD firmware measurements (--tdx-mrtd).
+	mrtds  []attest.Hex
 	boot   string
 	uki    string
 	memory uint64
@@ -97,11 +103,12 @@ func main() {
 
 func mainArgs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := cli.NewFlagSet("refvalues", usage, stderr)
-	var agents, snp cli.StringList
+	var agents, snp, mrtds cli.StringList
 	cfg := config{stdout: stdout, summary: stderr}
 	fs.StringVar(&cfg.image, "image", "", "build.sh output directory (vmlinuz, initrd.img, cmdline)")
 	fs.Var(&agents, "agent", "agent binary allowed in the image (repeatable; at least one)")
 	fs.Var(&snp, "snp-measurement", "SEV-SNP launch measurement (96 hex digits) of the confidential-VM firmware the image runs under (repeatable)")
+	fs.Var(&mrtds, "tdx-mrtd", "MRTD (96 hex digits) of the TDX firmware the image runs under with a vTPM (repeatable)")
 	fs.StringVar(&cfg.boot, "boot", "qemu-direct", "boot path: qemu-direct, loader or uki")
 	fs.StringVar(&cfg.uki, "uki", "", "the signed unified kernel image (with --boot uki; default OUTDIR/uki.efi)")
 	fs.Uint64Var(&cfg.memory, "memory", 512, "guest RAM in MiB (qemu-direct)")
@@ -138,6 +145,13 @@ func mainArgs(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			err = cli.Usagef("--snp-measurement %q: want 48 bytes in hex (96 digits)", m)
 		}
 		cfg.snp = append(cfg.snp, d)
+	}
+	for _, m := range mrtds {
+		d, derr := hex.DecodeString(m)
+		if err == nil && (derr != nil || len(d) != 48) {
+			err = cli.Usagef("--tdx-mrtd %q: want 48 bytes in hex (96 digits)", m)
+		}
+		cfg.mrtds = append(cfg.mrtds, d)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "refvalues: %v\n", err)
@@ -184,6 +198,7 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	rv.Images[0].SNPMeasurements = cfg.snp
+	rv.Images[0].TDXMRTDs = cfg.mrtds
 	b, err := json.MarshalIndent(rv, "", "  ")
 	if err != nil {
 		return err
@@ -194,7 +209,7 @@ func run(ctx context.Context, cfg config) error {
 		return fmt.Errorf("generated reference values do not parse: %w", err)
 	}
 	img := rv.Images[0]
-	fmt.Fprintf(cfg.summary, "image %s: %d events, %d exact PCRs, %d SEV-SNP measurements, %d agent digests\n", img.ID, len(img.Events), len(img.PCRs), len(img.SNPMeasurements), len(rv.AgentDigests))
+	fmt.Fprintf(cfg.summary, "image %s: %d events, %d exact PCRs, %d SEV-SNP measurements, %d TDX MRTDs, %d agent digests\n", img.ID, len(img.Events), len(img.PCRs), len(img.SNPMeasurements), len(img.TDXMRTDs), len(rv.AgentDigests))
 	if key != nil {
 		build, err := imageBuild(cfg, img.ID, b, started)
 		if err != nil {

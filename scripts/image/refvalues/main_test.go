@@ -62,14 +62,14 @@ func TestRefvaluesWritesValidDocument(t *testing.T) {
 	}
 }
 
-// TestRefvaluesSNPMeasurements: --snp-measurement lands on the image, in
-// a document the gate parses.
+// TestRefvaluesSNPMeasurements: --snp-measurement and --tdx-mrtd land on
+// the image, in a document the gate parses.
 func TestRefvaluesSNPMeasurements(t *testing.T) {
 	dir, agent := imageDir(t)
 	out := filepath.Join(t.TempDir(), "rv.json")
 	m1, m2 := strings.Repeat("a5", 48), strings.Repeat("5a", 48)
 	var stdout, stderr bytes.Buffer
-	if code := mainArgs(context.Background(), []string{"--image", dir, "--agent", agent, "--boot", "loader", "--snp-measurement", m1, "--snp-measurement", m2, "-o", out}, &stdout, &stderr); code != 0 {
+	if code := mainArgs(context.Background(), []string{"--image", dir, "--agent", agent, "--boot", "loader", "--snp-measurement", m1, "--snp-measurement", m2, "--tdx-mrtd", m2, "-o", out}, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	rv, err := attest.LoadReferenceValues(out)
@@ -79,7 +79,10 @@ func TestRefvaluesSNPMeasurements(t *testing.T) {
 	if got := rv.Images[0].SNPMeasurements; len(got) != 2 || got[0].String() != m1 || got[1].String() != m2 {
 		t.Errorf("SEV-SNP measurements %v", got)
 	}
-	if !strings.Contains(stderr.String(), "2 SEV-SNP measurements") {
+	if got := rv.Images[0].TDXMRTDs; len(got) != 1 || got[0].String() != m2 {
+		t.Errorf("TDX MRTDs %v", got)
+	}
+	if !strings.Contains(stderr.String(), "2 SEV-SNP measurements, 1 TDX MRTDs") {
 		t.Errorf("summary %q", stderr.String())
 	}
 }
@@ -102,6 +105,7 @@ func TestRefvaluesErrors(t *testing.T) {
 		{"sign key without output", []string{"--image", dir, "--agent", agent, "--boot", "loader", "--sign-key", "k.pem", "--builder-id", "b"}, 2},
 		{"sign key without builder", []string{"--image", dir, "--agent", agent, "--boot", "loader", "--sign-key", "k.pem", "--provenance", "p.json"}, 2},
 		{"SEV-SNP measurement not hex", []string{"--image", dir, "--agent", agent, "--boot", "loader", "--snp-measurement", "zz"}, 2},
+		{"TDX MRTD of 32 bytes", []string{"--image", dir, "--agent", agent, "--boot", "loader", "--tdx-mrtd", strings.Repeat("ab", 32)}, 2},
 		{"SEV-SNP measurement of 32 bytes", []string{"--image", dir, "--agent", agent, "--boot", "loader", "--snp-measurement", strings.Repeat("ab", 32)}, 2},
 		{"unreadable sign key", []string{"--image", dir, "--agent", agent, "--boot", "loader", "--sign-key", filepath.Join(dir, "nope.pem"), "--provenance", filepath.Join(t.TempDir(), "p.json"), "--builder-id", "b"}, 1},
 	}

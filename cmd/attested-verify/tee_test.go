@@ -26,7 +26,7 @@ func TestEvidenceSEVSNP(t *testing.T) {
 	host := attesttest.NewSNPHost(t)
 	c, p := attesttest.SimulatedSNPTPM(t, host)
 	nonce := bytes.Repeat([]byte{9}, 32)
-	evFile, akFile, rvFile, rootsFile := snpEvidenceFiles(t, c, p, host, nonce)
+	evFile, akFile, rvFile, rootsFile := teeEvidenceFiles(t, c, p, snpChainPEM(host), nonce)
 
 	args := []string{"evidence", evFile, "--trusted-ak", akFile, "--reference-values", rvFile, "--nonce", hexOf(nonce)}
 	out, code := runCLI(t, append(args, "--trusted-snp-roots", rootsFile)...)
@@ -60,10 +60,16 @@ func TestEvidenceSEVSNP(t *testing.T) {
 	}
 }
 
-// snpEvidenceFiles boots c as the agent does, collects its evidence for
+// snpChainPEM is host's test-only chain in AMD's KDS format.
+func snpChainPEM(host *attesttest.SNPHost) []byte {
+	return append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: host.Signer.Ask.Raw}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: host.Signer.Ark.Raw})...)
+}
+
+// teeEvidenceFiles boots c as the agent does, collects its evidence for
 // nonce and writes what `evidence` reads: the evidence, p's trusted AK and
-// reference values, and host's test-only chain in AMD's KDS format.
-func snpEvidenceFiles(t *testing.T, c *attest.TPMCollector, p *attest.Policy, host *attesttest.SNPHost, nonce []byte) (evFile, akFile, rvFile, rootsFile string) {
+// reference values, and the TEE's test roots.
+func teeEvidenceFiles(t *testing.T, c *attest.TPMCollector, p *attest.Policy, roots, nonce []byte) (evFile, akFile, rvFile, rootsFile string) {
 	t.Helper()
 	must(t, attesttest.BootAgent(c))
 	ev, err := c.Collect(attest.AdmissionChallenge(nonce))
@@ -79,9 +85,7 @@ func snpEvidenceFiles(t *testing.T, c *attest.TPMCollector, p *attest.Policy, ho
 	rv, err := json.Marshal(p.Reference)
 	must(t, err)
 	must(t, os.WriteFile(rvFile, rv, 0o644))
-	chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: host.Signer.Ask.Raw}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: host.Signer.Ark.Raw})...)
-	must(t, os.WriteFile(rootsFile, chain, 0o644))
+	must(t, os.WriteFile(rootsFile, roots, 0o644))
 	return evFile, akFile, rvFile, rootsFile
 }
 
@@ -96,7 +100,7 @@ func TestEvidenceAzureCVM(t *testing.T) {
 	host.GuestPolicy |= attesttest.SNPPolicySMT
 	c, p, err := attesttest.AzureCVM(t, host, nil)
 	must(t, err)
-	evFile, akFile, rvFile, rootsFile := snpEvidenceFiles(t, c, p, host, bytes.Repeat([]byte{9}, 32))
+	evFile, akFile, rvFile, rootsFile := teeEvidenceFiles(t, c, p, snpChainPEM(host), bytes.Repeat([]byte{9}, 32))
 	args := []string{"evidence", evFile, "--trusted-ak", akFile, "--reference-values", rvFile, "--trusted-snp-roots", rootsFile}
 	out, code := runCLI(t, append(args, "--snp-allow-smt")...)
 	for _, want := range []string{"sev-snp      MEASUREMENT " + strings.Repeat("a5", 48), "guest policy 0x30000: SMT allowed",
@@ -123,5 +127,53 @@ func TestEvidenceAzureCVM(t *testing.T) {
 	out, code = runCLI(t, "evidence", evFile, "--trusted-ak", akFile)
 	if code != 0 || !strings.Contains(out, "the HCL report is not judged") || strings.Contains(out, "level        3") {
 		t.Fatalf("without reference values: exit %d:\n%s", code, out)
+	}
+}
+
+// TestEvidenceTDXVTPM: `evidence` on TPM evidence carrying a TDX quote (a
+// simulated vTPM; the quote is go-tdx-guest's real COS quote re-signed
+// under a test chain, given as --trusted-tdx-root) prints the TD's MRTD,
+// quoting enclave and TCB verdict, and level 3 from tdx with
+// --tdx-collateral; without collateral the TCB is skipped and the level is
+// the TPM's 2; under Intel's root, and without the nonce, the quote is
+// refused or earns nothing.
+func TestEvidenceTDXVTPM(t *testing.T) {
+	quote, err := os.ReadFile("../../attest/testdata/tdx/cos-113-tdx-quote.dat")
+	must(t, err)
+	s, err := attesttest.NewTDXSigner(quote)
+	must(t, err)
+	c, p := attesttest.SimulatedTDXVTPM(t, s, nil)
+	nonce := bytes.Repeat([]byte{9}, 32)
+	evFile, akFile, rvFile, rootFile := teeEvidenceFiles(t, c, p, s.RootPEM(), nonce)
+	coll, err := json.Marshal(p.TDXCollateral)
+	must(t, err)
+	collFile := filepath.Join(t.TempDir(), "collateral.json")
+	must(t, os.WriteFile(collFile, coll, 0o644))
+	args := []string{"evidence", evFile, "--trusted-ak", akFile, "--reference-values", rvFile, "--nonce", hexOf(nonce), "--trusted-tdx-root", rootFile}
+	out, code := runCLI(t, append(slices.Clone(args), "--tdx-collateral", collFile)...)
+	for _, want := range []string{"tdx quote         signature and PCK chain valid offline, not debuggable, REPORTDATA binds this quote's AK and keys",
+		"tdx tcb           platform UpToDate", "tdx firmware      MRTD", "MRTD         " + hexOf(s.Template().GetMrTd()), "TDX QE       MRSIGNER",
+		"level        3 (tdx)", "Result: VERIFIED"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Fatalf("exit %d, want %q:\n%s", code, want, out)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no collateral: level 2", args, 0, "level        2 (tpm)"},
+		{"Intel's root", []string{"evidence", evFile, "--trusted-ak", akFile, "--reference-values", rvFile, "--nonce", hexOf(nonce), "--tdx-collateral", collFile}, 1, "TDX quote verification failed"},
+		{"no nonce: the quote earns nothing", []string{"evidence", evFile, "--trusted-ak", akFile, "--reference-values", rvFile, "--trusted-tdx-root", rootFile, "--tdx-collateral", collFile}, 0, "REPORTDATA cannot be checked"},
+		{"root file not PEM", append(slices.Clone(args[:len(args)-1]), evFile), 1, "--trusted-tdx-root"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, code := runCLI(t, tc.args...)
+			if code != tc.code || !strings.Contains(out, tc.want) {
+				t.Fatalf("exit %d, want %d with %q:\n%s", code, tc.code, tc.want, out)
+			}
+		})
 	}
 }
