@@ -3,8 +3,12 @@ package runner_test
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +31,7 @@ type teeMachine struct {
 	// the gate's reason code for a debuggable guest.
 	vendorErr   error
 	debugReason string
-	open        func(t *testing.T, debug bool) (*attest.TPMCollector, *attest.Policy, provenance.VerifyOptions)
+	open        func(t *testing.T, debug bool) (attest.Collector, *attest.Policy, provenance.VerifyOptions)
 }
 
 // teeMachines: a vTPM whose every quote carries an SEV-SNP report binding
@@ -37,12 +41,12 @@ type teeMachine struct {
 // a TDX quote binding it (--tdx-vtpm, Compute Engine's TDX shape), with
 // go-tdx-guest's real COS quote re-signed under a test chain.
 var teeMachines = []teeMachine{
-	{"vTPM with SEV-SNP reports", attest.HardwareSEVSNP, attest.ErrSNPReport, "snp_debug", func(t *testing.T, debug bool) (*attest.TPMCollector, *attest.Policy, provenance.VerifyOptions) {
+	{"vTPM with SEV-SNP reports", attest.HardwareSEVSNP, attest.ErrSNPReport, "snp_debug", func(t *testing.T, debug bool) (attest.Collector, *attest.Policy, provenance.VerifyOptions) {
 		h := snpHost(t, debug)
 		c, p := attesttest.SimulatedSNPTPM(t, h)
 		return c, p, provenance.VerifyOptions{TrustedSNPRoots: h.Roots}
 	}},
-	{"Azure confidential VM", attest.HardwareSEVSNP, attest.ErrSNPReport, "snp_debug", func(t *testing.T, debug bool) (*attest.TPMCollector, *attest.Policy, provenance.VerifyOptions) {
+	{"Azure confidential VM", attest.HardwareSEVSNP, attest.ErrSNPReport, "snp_debug", func(t *testing.T, debug bool) (attest.Collector, *attest.Policy, provenance.VerifyOptions) {
 		h := snpHost(t, debug)
 		c, p, err := attesttest.AzureCVM(t, h, nil)
 		if err != nil {
@@ -50,7 +54,7 @@ var teeMachines = []teeMachine{
 		}
 		return c, p, provenance.VerifyOptions{TrustedSNPRoots: h.Roots}
 	}},
-	{"vTPM with TDX quotes", attest.HardwareTDX, attest.ErrTDXQuote, "tdx_debug", func(t *testing.T, debug bool) (*attest.TPMCollector, *attest.Policy, provenance.VerifyOptions) {
+	{"vTPM with TDX quotes", attest.HardwareTDX, attest.ErrTDXQuote, "tdx_debug", func(t *testing.T, debug bool) (attest.Collector, *attest.Policy, provenance.VerifyOptions) {
 		quote, err := os.ReadFile("../attest/testdata/tdx/cos-113-tdx-quote.dat")
 		if err != nil {
 			t.Fatal(err)
@@ -68,6 +72,19 @@ var teeMachines = []teeMachine{
 	}},
 }
 
+// tdxMachine is a TD attesting with TDX evidence (--tdx): go-tdx-guest's
+// real COS boot (quote, CCEL) with quotes re-signed under a test chain.
+var tdxMachine = teeMachine{"TDX trust domain", attest.HardwareTDX, attest.ErrTDXQuote, "", func(t *testing.T, _ bool) (attest.Collector, *attest.Policy, provenance.VerifyOptions) {
+	m := attesttest.NewUnbootedTDXMachine(t, "../attest/testdata/tdx")
+	// The gate wants a TPM trust root even when it admits TDX only.
+	ak, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Policy.TrustedAKs = []crypto.PublicKey{ak.Public()}
+	return m.Collector, m.Policy, provenance.VerifyOptions{TrustedTDXRoots: m.Signer.Roots}
+}}
+
 func snpHost(t *testing.T, debug bool) *attesttest.SNPHost {
 	h := attesttest.NewSNPHost(t)
 	if debug {
@@ -76,14 +93,15 @@ func snpHost(t *testing.T, debug bool) *attesttest.SNPHost {
 	return h
 }
 
-// TestTEEVTPMLevel3: the agent on each confidential VM is admitted at
-// level 3 from its TEE, runs a job, and the bundle verifies at level 3
-// both in gate mode (the response-time and dispatch reports re-judged
-// under the certificate, which carries the TEE's verdict) and in evidence
-// mode. Under the vendor's real roots the same bundle's response-time
-// report is refused: the re-check is made.
-func TestTEEVTPMLevel3(t *testing.T) {
-	for _, m := range teeMachines {
+// TestTEELevel3: the agent on each confidential VM (the vTPM shapes and a
+// TD with TDX evidence) is admitted at level 3 from its TEE, runs a job,
+// and the bundle verifies at level 3 both in gate mode (the response-time
+// and dispatch reports re-judged under the certificate, which carries the
+// TEE's verdict and, for TDX, the collateral it was judged with) and in
+// evidence mode. Under the vendor's real roots the same bundle's
+// response-time report is refused: the re-check is made.
+func TestTEELevel3(t *testing.T) {
+	for _, m := range append(slices.Clone(teeMachines), tdxMachine) {
 		t.Run(m.name, func(t *testing.T) {
 			collector, policy, roots := m.open(t, false)
 			w := newWorldB(t, policy)
@@ -115,7 +133,7 @@ func TestTEEVTPMLevel3(t *testing.T) {
 					t.Errorf("certificate without the SEV-SNP verdict: %+v", r.EnvCert)
 				}
 			case attest.HardwareTDX:
-				if r.EnvCert.TDXCollateral == nil || r.EnvCert.TDXTCB == nil || len(r.EnvCert.Image.TDXMRTDs) == 0 {
+				if r.EnvCert.TDXCollateral == nil || r.EnvCert.TDXTCB == nil || (len(r.EnvCert.Image.TDXMRTDs) == 0 && len(r.EnvCert.Image.MRTD) == 0) {
 					t.Errorf("certificate without the TDX verdict: %+v", r.EnvCert)
 				}
 			}

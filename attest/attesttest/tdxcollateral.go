@@ -198,6 +198,17 @@ type TDXMachine struct {
 // NewTDXMachine builds a TDXMachine from the files in dir.
 func NewTDXMachine(t testing.TB, dir string) *TDXMachine {
 	t.Helper()
+	m := NewUnbootedTDXMachine(t, dir)
+	if err := BootAgent(m.Collector); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// NewUnbootedTDXMachine is NewTDXMachine with a collector that has done
+// nothing yet: the agent boots it.
+func NewUnbootedTDXMachine(t testing.TB, dir string) *TDXMachine {
+	t.Helper()
 	read := func(name string) []byte {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
@@ -229,9 +240,6 @@ func NewTDXMachine(t testing.TB, dir string) *TDXMachine {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if err := BootAgent(c); err != nil {
-		t.Fatal(err)
-	}
 	coll, err := s.Collateral(CollateralOptions{})
 	if err != nil {
 		t.Fatal(err)
