@@ -18,15 +18,11 @@ import (
 )
 
 // azureCVM is a simulated Azure confidential VM's vTPM (HCL report in NV,
-// naming its AK) whose secure processor is host, booted as the agent boots
-// it.
-func azureCVM(t *testing.T, host *attesttest.SNPHost) (*attest.TPMCollector, *attest.Policy) {
+// naming its AK) whose secure processor is host.
+func azureCVM(t testing.TB, host *attesttest.SNPHost) (*attest.TPMCollector, *attest.Policy) {
 	t.Helper()
 	c, p, err := attesttest.AzureCVM(t, host, nil)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := attesttest.BootAgent(c); err != nil {
 		t.Fatal(err)
 	}
 	return c, p
@@ -37,26 +33,18 @@ func azureCVM(t *testing.T, host *attesttest.SNPHost) (*attest.TPMCollector, *at
 // AK the quote's signer, is level 3 from hardware "sev-snp" with binding
 // "azure-hcl" (BuildEnv L3.hw-quote). Each break of the chain refuses the
 // evidence with its own error: the AK not in the runtime data, the runtime
-// data not the report's, the report's signature, chain, debug, SMT, TCB
-// and measurement. The secure processor is go-sev-guest's test-only chain
-// and the HCL report is synthetic (laid out as kinvolk's real one).
+// data not the report's, an HCL report of another kind, and every
+// SEV-SNP report check (snpReportCases). The secure processor is
+// go-sev-guest's test-only chain and the HCL report is synthetic (laid out
+// as kinvolk's real one).
 func TestAzureCVMLevel3(t *testing.T) {
 	ch := attest.AdmissionChallenge(bytes.Repeat([]byte{9}, 32))
 	otherAK := &rsaKey(t, 2).PublicKey
 	hclEdit := func(f func(hcl []byte)) func(*attest.Evidence, *attesttest.SNPHost) {
 		return func(e *attest.Evidence, _ *attesttest.SNPHost) { f(e.TPM.AzureHCL.Report) }
 	}
-	for _, tc := range []struct {
-		name      string
-		host      func(*attesttest.SNPHost)
-		edit      func(*attest.Policy)
-		evidence  func(*attest.Evidence, *attesttest.SNPHost)
-		want      error
-		msg       string
-		wantLevel int
-	}{
+	runSNPCases(t, ch, azureCVM, attest.SNPBindingAzureHCL, append([]snpCase{
 		{name: "HCL report binds the quote's AK", wantLevel: 3},
-		{name: "SMT on, allowed", host: func(h *attesttest.SNPHost) { h.GuestPolicy |= attesttest.SNPPolicySMT }, wantLevel: 3},
 		{name: "no HCL report: level 2", evidence: func(e *attest.Evidence, _ *attesttest.SNPHost) { e.TPM.AzureHCL = nil }, wantLevel: 2},
 		{name: "AK not in the HCL runtime data", evidence: func(e *attest.Evidence, h *attesttest.SNPHost) {
 			// A genuine, verifying HCL report of another vTPM.
@@ -71,66 +59,7 @@ func TestAzureCVMLevel3(t *testing.T) {
 			b[i+len(`"vmUniqueId":"`)] = '1'
 		}), want: attest.ErrNonceMismatch},
 		{name: "not an SEV-SNP HCL report", evidence: hclEdit(func(b []byte) { b[32+1184+8] = 1 }), want: attest.ErrAzureHCL, msg: "SEV-SNP"},
-		{name: "report signature broken", host: func(h *attesttest.SNPHost) { h.Tamper = func(r []byte) { r[0x90] ^= 1 } }, want: attest.ErrSNPReport},
-		{name: "chain not AMD's", edit: func(p *attest.Policy) { p.SNP.TrustedRoots = nil }, want: attest.ErrSNPReport},
-		{name: "debug on", host: func(h *attesttest.SNPHost) { h.GuestPolicy |= attesttest.SNPPolicyDebug }, want: attest.ErrSNPDebug},
-		{name: "SMT on, not accepted", host: func(h *attesttest.SNPHost) { h.GuestPolicy |= attesttest.SNPPolicySMT },
-			edit: func(p *attest.Policy) { p.SNP.AllowSMT = false }, want: attest.ErrSNPPolicy, msg: "SMT"},
-		{name: "TCB below the minimum", edit: func(p *attest.Policy) { p.SNP.MinimumTCB.SNP = 1 }, want: attest.ErrSNPTCB},
-		{name: "launch measurement not listed", edit: func(p *attest.Policy) { p.Reference.Images[0].SNPMeasurements = []attest.Hex{make([]byte, 48)} },
-			want: attest.ErrReferenceMismatch, msg: "MEASUREMENT"},
-		{name: "image lists no SEV-SNP measurement", edit: func(p *attest.Policy) { p.Reference.Images[0].SNPMeasurements = nil },
-			want: attest.ErrReferenceMismatch, msg: "lists no snpMeasurements"},
-		{name: "labelled software TPM: refused", evidence: func(e *attest.Evidence, _ *attesttest.SNPHost) { e.SoftwareTPMUnsafe = true }, want: attest.ErrSoftwareTPM},
-		{name: "labelled software TPM, allowed: level 0", evidence: func(e *attest.Evidence, _ *attesttest.SNPHost) { e.SoftwareTPMUnsafe = true },
-			edit: func(p *attest.Policy) { p.AllowSoftwareTPMUnsafe = true }, wantLevel: 0},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			host := attesttest.NewSNPHost(t)
-			if tc.host != nil {
-				tc.host(host)
-			}
-			c, p := azureCVM(t, host)
-			ev, err := c.Collect(ch)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tc.evidence != nil {
-				tc.evidence(ev, host)
-			}
-			if tc.edit != nil {
-				tc.edit(p)
-			}
-			b, err := ev.Encode()
-			if err != nil {
-				t.Fatal(err)
-			}
-			dec, err := attest.DecodeEvidence(b)
-			if err != nil {
-				t.Fatal(err)
-			}
-			claims, err := attest.Verify(dec, ch, p)
-			if tc.want != nil {
-				if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.msg) {
-					t.Fatalf("got %v, want %v (%q)", err, tc.want, tc.msg)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if claims.Level != tc.wantLevel {
-				t.Errorf("level %d, want %d", claims.Level, tc.wantLevel)
-			}
-			switch {
-			case tc.wantLevel == 2 && (claims.Hardware != attest.HardwareTPM || claims.SNP != nil):
-				t.Errorf("without an HCL report: hardware %q, SNP %+v", claims.Hardware, claims.SNP)
-			case tc.wantLevel == 3 && (claims.Hardware != attest.HardwareSEVSNP || claims.SNP == nil ||
-				claims.SNP.Binding != attest.SNPBindingAzureHCL || !bytes.Equal(claims.SNP.Measurement, host.Measurement)):
-				t.Errorf("level 3: hardware %q, SNP %+v", claims.Hardware, claims.SNP)
-			}
-		})
-	}
+	}, snpReportCases...))
 }
 
 // TestAzureCVMCollection: the collector refuses, at start, an HCL report
@@ -169,6 +98,9 @@ func TestAzureCVMCollection(t *testing.T) {
 
 	host := attesttest.NewSNPHost(t)
 	c, _ := azureCVM(t, host)
+	if err := attesttest.BootAgent(c); err != nil {
+		t.Fatal(err)
+	}
 	ev, err := c.Collect(attest.AdmissionChallenge(bytes.Repeat([]byte{9}, 32)))
 	if err != nil {
 		t.Fatal(err)
@@ -184,17 +116,7 @@ func TestAzureCVMCollection(t *testing.T) {
 		"SEV-SNP part too":  {func(e *attest.TPMEvidence) { e.SNP = &attest.SNPEvidence{Report: make([]byte, 1184), VCEK: []byte{1}} }, attest.ErrMalformedEvidence},
 	} {
 		t.Run(name, func(t *testing.T) {
-			e := *ev
-			tp := *ev.TPM
-			hcl := *ev.TPM.AzureHCL
-			tp.AzureHCL = &hcl
-			e.TPM = &tp
-			tc.edit(e.TPM)
-			b, err := e.Encode()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := attest.DecodeEvidence(b); !errors.Is(err, tc.want) {
+			if err := decodeEdited(t, ev, tc.edit); !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
 		})

@@ -29,30 +29,95 @@ func snpVTPM(t *testing.T, host *attesttest.SNPHost) (*attest.TPMCollector, *att
 	return c, p
 }
 
+// snpCase is one case of an SEV-SNP vTPM table: host changes the secure
+// processor, edit the policy, evidence the collected evidence; want (and
+// msg) the refusal, else wantLevel.
+type snpCase struct {
+	name      string
+	host      func(*attesttest.SNPHost)
+	edit      func(*attest.Policy)
+	evidence  func(*attest.Evidence, *attesttest.SNPHost)
+	want      error
+	msg       string
+	wantLevel int
+}
+
+// snpReportCases are what every SEV-SNP report must satisfy, whatever
+// binds it to the vTPM: AMD's signature and chain, the guest policy (debug,
+// migration agent, SMT as allowed), the TCB minimum, a listed launch
+// measurement; and the software-TPM label still wins.
+var snpReportCases = []snpCase{
+	{name: "SMT allowed by the guest and by the policy", host: func(h *attesttest.SNPHost) { h.GuestPolicy |= attesttest.SNPPolicySMT },
+		edit: func(p *attest.Policy) { p.SNP.AllowSMT = true }, wantLevel: 3},
+	{name: "report signature broken", host: func(h *attesttest.SNPHost) { h.Tamper = func(r []byte) { r[0x90] ^= 1 } }, want: attest.ErrSNPReport},
+	{name: "chain not AMD's", edit: func(p *attest.Policy) { p.SNP.TrustedRoots = nil }, want: attest.ErrSNPReport},
+	{name: "debug on", host: func(h *attesttest.SNPHost) { h.GuestPolicy |= attesttest.SNPPolicyDebug }, want: attest.ErrSNPDebug},
+	{name: "migration agent", host: func(h *attesttest.SNPHost) { h.GuestPolicy |= attesttest.SNPPolicyMA }, want: attest.ErrSNPPolicy},
+	{name: "SMT not accepted", host: func(h *attesttest.SNPHost) { h.GuestPolicy |= attesttest.SNPPolicySMT },
+		edit: func(p *attest.Policy) { p.SNP.AllowSMT = false }, want: attest.ErrSNPPolicy, msg: "SMT"},
+	{name: "TCB below the minimum", edit: func(p *attest.Policy) { p.SNP.MinimumTCB.SNP = 1 }, want: attest.ErrSNPTCB},
+	{name: "launch measurement not listed", edit: func(p *attest.Policy) { p.Reference.Images[0].SNPMeasurements = []attest.Hex{make([]byte, 48)} },
+		want: attest.ErrReferenceMismatch, msg: "MEASUREMENT"},
+	{name: "image lists no SEV-SNP measurement", edit: func(p *attest.Policy) { p.Reference.Images[0].SNPMeasurements = nil },
+		want: attest.ErrReferenceMismatch, msg: "lists no snpMeasurements"},
+	{name: "labelled software TPM: refused", evidence: func(e *attest.Evidence, _ *attesttest.SNPHost) { e.SoftwareTPMUnsafe = true }, want: attest.ErrSoftwareTPM},
+	{name: "labelled software TPM, allowed: level 0", evidence: func(e *attest.Evidence, _ *attesttest.SNPHost) { e.SoftwareTPMUnsafe = true },
+		edit: func(p *attest.Policy) { p.AllowSoftwareTPMUnsafe = true }, wantLevel: 0},
+}
+
+// runSNPCases runs cases on the vTPM open builds around each case's host:
+// evidence for ch through the wire format, verified; at level 3 the
+// claims must name hardware sev-snp, binding and the host's measurement.
+func runSNPCases(t *testing.T, ch attest.Challenge, open func(testing.TB, *attesttest.SNPHost) (*attest.TPMCollector, *attest.Policy), binding string, cases []snpCase) {
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			host := attesttest.NewSNPHost(t)
+			if tc.host != nil {
+				tc.host(host)
+			}
+			c, p := open(t, host)
+			if err := attesttest.BootAgent(c); err != nil {
+				t.Fatal(err)
+			}
+			if tc.edit != nil {
+				tc.edit(p)
+			}
+			var edit func(*attest.Evidence)
+			if tc.evidence != nil {
+				edit = func(e *attest.Evidence) { tc.evidence(e, host) }
+			}
+			claims, err := verifyCollected(t, c, ch, p, edit)
+			if refusedAs(t, err, tc.want, tc.msg) {
+				return
+			}
+			if claims.Level != tc.wantLevel {
+				t.Errorf("level %d, want %d", claims.Level, tc.wantLevel)
+			}
+			switch {
+			case tc.wantLevel == 2 && (claims.Hardware != attest.HardwareTPM || claims.SNP != nil):
+				t.Errorf("without a report: hardware %q, SNP %+v", claims.Hardware, claims.SNP)
+			case tc.wantLevel == 3 && (claims.Hardware != attest.HardwareSEVSNP || claims.SNP == nil ||
+				claims.SNP.Binding != binding || !bytes.Equal(claims.SNP.Measurement, host.Measurement)):
+				t.Errorf("level 3: hardware %q, SNP %+v", claims.Hardware, claims.SNP)
+			}
+		})
+	}
+}
+
 // TestSNPVTPMLevel3: TPM evidence with an SEV-SNP report that binds the
 // challenge, both keys and the quote's AK, from a launch measurement the
-// image lists, is level 3 from hardware "sev-snp" (BuildEnv L3.hw-quote).
-// Each way the report can fail refuses the evidence with its own error;
-// without a report the same TPM is level 2; labelled a software TPM, 0.
-// The secure processor is go-sev-guest's test-only chain (no SEV-SNP
-// hardware here).
+// image lists, is level 3 from hardware "sev-snp" with binding
+// "report-data" (BuildEnv L3.hw-quote). Each way the report can fail
+// refuses the evidence with its own error (snpReportCases, and the
+// binding's own: another AK, another challenge); without a report the
+// same TPM is level 2; labelled a software TPM, 0. The secure processor
+// is go-sev-guest's test-only chain (no SEV-SNP hardware here).
 func TestSNPVTPMLevel3(t *testing.T) {
 	ch := attest.AdmissionChallenge(bytes.Repeat([]byte{7}, 32))
 	otherAK, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	otherAKSPKI, _ := x509.MarshalPKIXPublicKey(otherAK.Public())
-	for _, tc := range []struct {
-		name string
-		host func(*attesttest.SNPHost)
-		// edit changes the policy, evidence the collected evidence.
-		edit      func(*attest.Policy)
-		evidence  func(*attest.Evidence, *attesttest.SNPHost)
-		want      error
-		msg       string
-		wantLevel int
-	}{
+	runSNPCases(t, ch, attesttest.SimulatedSNPTPM, attest.SNPBindingReportData, append([]snpCase{
 		{name: "report binds this attestation", wantLevel: 3},
-		{name: "SMT allowed by the guest and by the policy", host: func(h *attesttest.SNPHost) { h.GuestPolicy |= attesttest.SNPPolicySMT },
-			edit: func(p *attest.Policy) { p.SNP.AllowSMT = true }, wantLevel: 3},
 		{name: "no report: level 2", evidence: func(e *attest.Evidence, _ *attesttest.SNPHost) { e.TPM.SNP = nil }, wantLevel: 2},
 		{name: "AK not the one the report binds", evidence: func(e *attest.Evidence, h *attesttest.SNPHost) {
 			// What a guest that is not this vTPM's would send: everything
@@ -64,66 +129,7 @@ func TestSNPVTPMLevel3(t *testing.T) {
 			e.TPM.SNP.Report = raw
 		}, want: attest.ErrNonceMismatch, msg: "REPORT_DATA"},
 		{name: "report of another challenge", host: func(h *attesttest.SNPHost) { h.Edit = func(r []byte) { r[0x50] ^= 1 } }, want: attest.ErrNonceMismatch},
-		{name: "report signature broken", host: func(h *attesttest.SNPHost) { h.Tamper = func(r []byte) { r[0x90] ^= 1 } }, want: attest.ErrSNPReport},
-		{name: "chain not AMD's", edit: func(p *attest.Policy) { p.SNP.TrustedRoots = nil }, want: attest.ErrSNPReport},
-		{name: "debug on", host: func(h *attesttest.SNPHost) { h.GuestPolicy |= attesttest.SNPPolicyDebug }, want: attest.ErrSNPDebug},
-		{name: "migration agent", host: func(h *attesttest.SNPHost) { h.GuestPolicy |= attesttest.SNPPolicyMA }, want: attest.ErrSNPPolicy},
-		{name: "SMT not accepted", host: func(h *attesttest.SNPHost) { h.GuestPolicy |= attesttest.SNPPolicySMT }, want: attest.ErrSNPPolicy, msg: "SMT"},
-		{name: "TCB below the minimum", edit: func(p *attest.Policy) { p.SNP.MinimumTCB.SNP = 1 }, want: attest.ErrSNPTCB},
-		{name: "launch measurement not listed", edit: func(p *attest.Policy) { p.Reference.Images[0].SNPMeasurements = []attest.Hex{make([]byte, 48)} },
-			want: attest.ErrReferenceMismatch, msg: "MEASUREMENT"},
-		{name: "image lists no SEV-SNP measurement", edit: func(p *attest.Policy) { p.Reference.Images[0].SNPMeasurements = nil },
-			want: attest.ErrReferenceMismatch, msg: "lists no snpMeasurements"},
-		{name: "labelled software TPM: refused", evidence: func(e *attest.Evidence, _ *attesttest.SNPHost) { e.SoftwareTPMUnsafe = true }, want: attest.ErrSoftwareTPM},
-		{name: "labelled software TPM, allowed: level 0", evidence: func(e *attest.Evidence, _ *attesttest.SNPHost) { e.SoftwareTPMUnsafe = true },
-			edit: func(p *attest.Policy) { p.AllowSoftwareTPMUnsafe = true }, wantLevel: 0},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			host := attesttest.NewSNPHost(t)
-			if tc.host != nil {
-				tc.host(host)
-			}
-			c, p := snpVTPM(t, host)
-			ev, err := c.Collect(ch)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tc.evidence != nil {
-				tc.evidence(ev, host)
-			}
-			if tc.edit != nil {
-				tc.edit(p)
-			}
-			// Through the wire format, as the gate gets it.
-			b, err := ev.Encode()
-			if err != nil {
-				t.Fatal(err)
-			}
-			dec, err := attest.DecodeEvidence(b)
-			if err != nil {
-				t.Fatal(err)
-			}
-			claims, err := attest.Verify(dec, ch, p)
-			if tc.want != nil {
-				if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.msg) {
-					t.Fatalf("got %v, want %v (%q)", err, tc.want, tc.msg)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if claims.Level != tc.wantLevel {
-				t.Errorf("level %d, want %d", claims.Level, tc.wantLevel)
-			}
-			switch {
-			case tc.wantLevel == 2 && (claims.Hardware != attest.HardwareTPM || claims.SNP != nil):
-				t.Errorf("without a report: hardware %q, SNP %+v", claims.Hardware, claims.SNP)
-			case tc.wantLevel == 3 && (claims.Hardware != attest.HardwareSEVSNP || claims.SNP == nil || !bytes.Equal(claims.SNP.Measurement, host.Measurement)):
-				t.Errorf("level 3: hardware %q, SNP %+v", claims.Hardware, claims.SNP)
-			}
-		})
-	}
+	}, snpReportCases...))
 }
 
 // TestSNPVTPMCollection: a host that supplies no VCEK, or fails, makes
@@ -162,6 +168,10 @@ func TestSNPVTPMCollection(t *testing.T) {
 	}
 	host := attesttest.NewSNPHost(t)
 	c, _ := snpVTPM(t, host)
+	ev, err := c.Collect(ch)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		edit func(*attest.SNPEvidence)
@@ -173,13 +183,7 @@ func TestSNPVTPMCollection(t *testing.T) {
 		{name: "VCEK over the limit", edit: func(s *attest.SNPEvidence) { s.VCEK = make([]byte, attest.MaxSNPCertSize+1) }, want: attest.ErrTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ev, err := c.Collect(ch)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tc.edit(ev.TPM.SNP)
-			b, _ := ev.Encode()
-			if _, err := attest.DecodeEvidence(b); !errors.Is(err, tc.want) {
+			if err := decodeEdited(t, ev, func(e *attest.TPMEvidence) { tc.edit(e.SNP) }); !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
 		})

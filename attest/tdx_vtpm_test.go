@@ -86,7 +86,7 @@ func TestTDXVTPMLevel3(t *testing.T) {
 			Issued: time.Now().Add(-48 * time.Hour), NextUpdate: time.Now().Add(-time.Hour)}), want: attest.ErrTDXCollateralExpired, msg: "expired"},
 		{name: "quote from another quoting enclave", signer: signer.WithQE(func(r *tdxpb.EnclaveReport) { r.MrSigner = make([]byte, 32) }),
 			want: attest.ErrTDXQEIdentity, msg: "MRSIGNER"},
-		{name: "not a TDX quote", evidence: func(e *attest.Evidence) { e.TPM.TDX.Quote = []byte("not a quote") }, want: attest.ErrMalformedEvidence},
+		{name: "not a TDX quote", evidence: func(e *attest.Evidence) { e.TPM.TDX.Quote = []byte("not a quote") }, want: attest.ErrMalformedEvidence, msg: "malformed evidence: TDX quote:"},
 		{name: "labelled software TPM: refused", evidence: func(e *attest.Evidence) { e.SoftwareTPMUnsafe = true }, want: attest.ErrSoftwareTPM},
 		{name: "labelled software TPM, allowed: level 0", evidence: func(e *attest.Evidence) { e.SoftwareTPMUnsafe = true },
 			policy: func(p *attest.Policy) { p.AllowSoftwareTPMUnsafe = true }, wantLevel: 0, wantHW: attest.HardwareTDX},
@@ -102,33 +102,12 @@ func TestTDXVTPMLevel3(t *testing.T) {
 			if err := attesttest.BootAgent(c); err != nil {
 				t.Fatal(err)
 			}
-			ev, err := c.Collect(ch)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tc.evidence != nil {
-				tc.evidence(ev)
-			}
 			if tc.policy != nil {
 				tc.policy(p)
 			}
-			b, err := ev.Encode()
-			if err != nil {
-				t.Fatal(err)
-			}
-			dec, err := attest.DecodeEvidence(b)
-			if err != nil {
-				t.Fatal(err)
-			}
-			claims, err := attest.Verify(dec, ch, p)
-			if tc.want != nil {
-				if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.msg) {
-					t.Fatalf("got %v, want %v (%q)", err, tc.want, tc.msg)
-				}
+			claims, err := verifyCollected(t, c, ch, p, tc.evidence)
+			if refusedAs(t, err, tc.want, tc.msg) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if claims.Level != tc.wantLevel || claims.Hardware != tc.wantHW {
 				t.Errorf("level %d from %q, want %d from %q", claims.Level, claims.Hardware, tc.wantLevel, tc.wantHW)
@@ -171,15 +150,7 @@ func TestTDXVTPMDecode(t *testing.T) {
 		}, attest.ErrTooLarge},
 	} {
 		t.Run(name, func(t *testing.T) {
-			e := *ev
-			tp := *ev.TPM
-			e.TPM = &tp
-			tc.edit(e.TPM)
-			b, err := e.Encode()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := attest.DecodeEvidence(b); !errors.Is(err, tc.want) {
+			if err := decodeEdited(t, ev, tc.edit); !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
 		})

@@ -98,10 +98,7 @@ func TestSEVSNPFlag(t *testing.T) {
 	if attest.DetectSNP() == nil {
 		t.Skip("an SEV-SNP guest")
 	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	spki, _ := x509.MarshalPKIXPublicKey(key.Public())
-	keys := filepath.Join(t.TempDir(), "gate-keys.pem")
-	os.WriteFile(keys, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}), 0o644)
+	keys := gateKeyFile(t)
 	out, code = runArgs("run", "--gate", "https://gate.example.com", "--gate-key", keys, "--sev-snp", "--tpm", filepath.Join(t.TempDir(), "no-tpm"),
 		"--runner-user", "1000:1000")
 	if code != 1 || !strings.Contains(out, "--sev-snp: not an SEV-SNP guest") || !strings.Contains(out, "/dev/sev-guest") {
@@ -120,10 +117,7 @@ func TestAzureCVMFlag(t *testing.T) {
 			t.Errorf("--azure-cvm %s: exit %d: %s", other, code, out)
 		}
 	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	spki, _ := x509.MarshalPKIXPublicKey(key.Public())
-	keys := filepath.Join(t.TempDir(), "gate-keys.pem")
-	os.WriteFile(keys, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}), 0o644)
+	keys := gateKeyFile(t)
 	host := attesttest.NewSNPHost(t)
 	vcek := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: host.Signer.Vcek.Raw}))
 	imds := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -160,13 +154,28 @@ func TestTDXVTPMFlag(t *testing.T) {
 	if attest.DetectTDX() == nil {
 		t.Skip("a TDX guest")
 	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	spki, _ := x509.MarshalPKIXPublicKey(key.Public())
-	keys := filepath.Join(t.TempDir(), "gate-keys.pem")
-	os.WriteFile(keys, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}), 0o644)
+	keys := gateKeyFile(t)
 	out, code := runArgs("run", "--gate", "https://gate.example.com", "--gate-key", keys, "--tdx-vtpm", "--tpm", filepath.Join(t.TempDir(), "no-tpm"),
 		"--runner-user", "1000:1000")
 	if code != 1 || !strings.Contains(out, "--tdx-vtpm: not a TDX guest") {
 		t.Errorf("no TDX hardware: exit %d: %s", code, out)
 	}
+}
+
+// gateKeyFile writes a pinned gate key (any P-256 key) for `run`.
+func gateKeyFile(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spki, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := filepath.Join(t.TempDir(), "gate-keys.pem")
+	if err := os.WriteFile(keys, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return keys
 }
