@@ -1,12 +1,16 @@
 package attest
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
 
 	sevabi "github.com/google/go-sev-guest/abi"
 	sevclient "github.com/google/go-sev-guest/client"
+	"github.com/google/go-sev-guest/kds"
+	spb "github.com/google/go-sev-guest/proto/sevsnp"
+	"github.com/google/go-sev-guest/verify/trust"
 )
 
 // ErrNoSNP: this machine is not an SEV-SNP guest (no configfs-tsm report
@@ -42,10 +46,12 @@ func SNPQuoteProvider() (sevclient.QuoteProvider, error) {
 }
 
 // SNPReportFrom asks qp for a report with reportData and returns the raw
-// report and the VCEK (or VLEK) certificate the host supplied with it.
-// A host that supplies none is an error: fetching the VCEK from AMD's KDS
-// is not done.
-func SNPReportFrom(qp sevclient.QuoteProvider, reportData [64]byte) (report, vcek []byte, err error) {
+// report and the VCEK (or VLEK) certificate the host supplied with it. If
+// the host supplies none, the VCEK is fetched from AMD's KDS through
+// getter (trust.DefaultHTTPSGetter(); nil: an error instead), for the report's
+// CHIP_ID and REPORTED_TCB. Nothing fetched is trusted here: the verifier
+// checks the VCEK against AMD's roots.
+func SNPReportFrom(qp sevclient.QuoteProvider, reportData [64]byte, getter trust.HTTPSGetter) (report, vcek []byte, err error) {
 	raw, err := qp.GetRawQuote(reportData)
 	if err != nil {
 		return nil, nil, fmt.Errorf("SEV-SNP report: %w", err)
@@ -63,7 +69,36 @@ func SNPReportFrom(qp sevclient.QuoteProvider, reportData [64]byte) (report, vce
 		vcek = chain.GetVlekCert()
 	}
 	if len(vcek) == 0 {
-		return nil, nil, fmt.Errorf("%w: the host supplied no VCEK or VLEK certificate with the SEV-SNP report (fetching it from AMD's KDS is not done)", ErrMalformedEvidence)
+		if getter == nil {
+			return nil, nil, fmt.Errorf("%w: the host supplied no VCEK or VLEK certificate with the SEV-SNP report, and fetching it from AMD's KDS is off", ErrMalformedEvidence)
+		}
+		if vcek, err = vcekFromKDS(getter, att.GetReport()); err != nil {
+			return nil, nil, err
+		}
 	}
 	return raw[:sevabi.ReportSize], vcek, nil
+}
+
+// vcekFromKDS fetches the VCEK of the chip and TCB a report names from
+// AMD's KDS (DER, within MaxSNPCertSize, and a certificate).
+func vcekFromKDS(getter trust.HTTPSGetter, r *spb.Report) ([]byte, error) {
+	// The product line is the report's CPU family (reports v3+); older
+	// reports name none, and KDS is asked under its default line (Milan):
+	// a wrong line only gets a refusal naming the URL.
+	line := kds.DefaultProductLine()
+	if fms := r.GetCpuid1EaxFms(); fms != 0 {
+		line = kds.ProductLineFromFms(fms)
+	}
+	url := kds.VCEKCertURL(line, r.GetChipId(), kds.TCBVersion(r.GetReportedTcb()))
+	der, err := getter.Get(url)
+	if err != nil {
+		return nil, fmt.Errorf("the host supplied no VCEK, and AMD's KDS did not give it (%s): %w", url, err)
+	}
+	if len(der) > MaxSNPCertSize {
+		return nil, fmt.Errorf("%w: AMD's KDS answered %d bytes for the VCEK (%s)", ErrTooLarge, len(der), url)
+	}
+	if _, err := x509.ParseCertificate(der); err != nil {
+		return nil, fmt.Errorf("%w: AMD's KDS answered no VCEK certificate (%s): %v", ErrMalformedEvidence, url, err)
+	}
+	return der, nil
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 
 	sevclient "github.com/google/go-sev-guest/client"
+	"github.com/google/go-sev-guest/verify/trust"
 	"github.com/google/go-tpm-tools/client"
 	"github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/tpmutil"
@@ -40,6 +41,10 @@ type TPMOptions struct {
 	// this vTPM serves (SNPQuoteProvider): every Collect then adds a
 	// report whose REPORT_DATA binds the challenge, both keys and the AK.
 	SNP sevclient.QuoteProvider
+	// SNPKDS fetches the VCEK from AMD's KDS when the SNP host supplies
+	// none with its report (trust.DefaultHTTPSGetter()). Nil: such a host
+	// fails collection.
+	SNPKDS trust.HTTPSGetter
 	// AzureVCEK, if set, makes this vTPM an Azure confidential VM's:
 	// NewTPMCollector reads the HCL report (ReadAzureHCLReport), refuses
 	// it unless its runtime data names the collector's AK, and every
@@ -313,7 +318,7 @@ func (t *TPMCollector) Collect(ch Challenge) (*Evidence, error) {
 	}
 	var snp *SNPEvidence
 	if t.opts.SNP != nil {
-		report, vcek, err := SNPReportFrom(t.opts.SNP, ch.SNPReportData(t.spki, hpkePub, akSPKI))
+		report, vcek, err := SNPReportFrom(t.opts.SNP, ch.SNPReportData(t.spki, hpkePub, akSPKI), t.opts.SNPKDS)
 		if err != nil {
 			return nil, err
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/attested-runner/attested-runner/attest"
 	"github.com/attested-runner/attested-runner/attest/attesttest"
 	"github.com/google/go-sev-guest/abi"
+	"github.com/google/go-sev-guest/verify/trust"
 )
 
 // snpVTPM is a simulated TPM serving an SEV-SNP VM whose secure processor
@@ -137,11 +138,42 @@ func TestSNPVTPMLevel3(t *testing.T) {
 // part is refused on decoding when a part is missing or oversized.
 func TestSNPVTPMCollection(t *testing.T) {
 	ch := attest.AdmissionChallenge(bytes.Repeat([]byte{7}, 32))
+	t.Run("VCEK from AMD's KDS", func(t *testing.T) {
+		host := attesttest.NewSNPHost(t)
+		host.NoCertificates = true
+		kds, err := host.FakeKDS()
+		if err != nil {
+			t.Fatal(err)
+		}
+		host.KDS = kds
+		c, p := snpVTPM(t, host)
+		claims, err := verifyCollected(t, c, ch, p, nil)
+		if err != nil || claims.Level != 3 || claims.SNP.VCEKDigest == "" {
+			t.Fatalf("level %v: %v", claims, err)
+		}
+	})
+	for name, tc := range map[string]struct {
+		kds  trust.HTTPSGetter
+		want string
+	}{
+		"KDS unreachable":      {kdsAnswer{err: errors.New("no route to host")}, "AMD's KDS did not give it (https://kdsintf.amd.com/vcek/v1/Milan/"},
+		"KDS answers no VCEK":  {kdsAnswer{body: []byte("<html>")}, "AMD's KDS answered no VCEK certificate"},
+		"KDS answers too much": {kdsAnswer{body: make([]byte, attest.MaxSNPCertSize+1)}, "input exceeds size limit"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			host := attesttest.NewSNPHost(t)
+			host.NoCertificates, host.KDS = true, tc.kds
+			c, _ := snpVTPM(t, host)
+			if _, err := c.Collect(ch); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
 	t.Run("no VCEK from the host", func(t *testing.T) {
 		host := attesttest.NewSNPHost(t)
 		host.NoCertificates = true
 		c, _ := snpVTPM(t, host)
-		if _, err := c.Collect(ch); !errors.Is(err, attest.ErrMalformedEvidence) || !strings.Contains(err.Error(), "no VCEK") {
+		if _, err := c.Collect(ch); !errors.Is(err, attest.ErrMalformedEvidence) || !strings.Contains(err.Error(), "fetching it from AMD's KDS is off") {
 			t.Fatalf("got %v", err)
 		}
 	})
@@ -225,3 +257,11 @@ func TestLoadSNPRoots(t *testing.T) {
 		})
 	}
 }
+
+// kdsAnswer is an AMD KDS that answers every request with body or err.
+type kdsAnswer struct {
+	body []byte
+	err  error
+}
+
+func (k kdsAnswer) Get(string) ([]byte, error) { return k.body, k.err }

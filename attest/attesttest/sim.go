@@ -90,7 +90,7 @@ func SimulatedTPM(t testing.TB) (*attest.TPMCollector, *attest.Policy) {
 // trusts host's test-only AMD chain, and refuses software TPMs.
 func SimulatedSNPTPM(t testing.TB, host *SNPHost) (*attest.TPMCollector, *attest.Policy) {
 	t.Helper()
-	c, p := simulatedTPM(t, attest.TPMOptions{SNP: host})
+	c, p := simulatedTPM(t, attest.TPMOptions{SNP: host, SNPKDS: host.KDS})
 	p.Reference.Images[0].SNPMeasurements = []attest.Hex{host.Measurement}
 	p.SNP.TrustedRoots = host.Roots
 	p.AllowSoftwareTPMUnsafe = false

@@ -45,6 +45,15 @@ type SNPHost struct {
 	// returned as the raw answer (a host answering garbage).
 	Err    error
 	Answer []byte
+	// KDS is AMD's KDS as the guest reaches it (nil: unreachable), given
+	// to the collector as TPMOptions.SNPKDS; FakeKDS serves Signer's VCEK.
+	KDS trust.HTTPSGetter
+}
+
+// FakeKDS is go-sev-guest's fake AMD KDS serving h.Signer's certificates
+// at the KDS URLs.
+func (h *SNPHost) FakeKDS() (trust.HTTPSGetter, error) {
+	return sevtest.FakeKDSFromSigner(h.Signer)
 }
 
 // SNPChainTime is when SNPHost's test-only chain was made: its

@@ -29,6 +29,7 @@ import (
 	"github.com/attested-runner/attested-runner/jobgate/gateapi"
 	"github.com/attested-runner/attested-runner/provenance"
 	"github.com/attested-runner/attested-runner/runner"
+	"github.com/google/go-sev-guest/verify/trust"
 	"github.com/google/go-tpm/legacy/tpm2"
 )
 
@@ -45,7 +46,8 @@ TPM selection (--tpm):
                      and the 'simulator' tag only; demos and tests)
 With --tdx the agent uses the TDX guest interface instead of a TPM.
 With --sev-snp (a vTPM in an AMD SEV-SNP confidential VM) every TPM quote
-also carries an SEV-SNP report binding it: what makes level 3 on such VMs.
+also carries an SEV-SNP report binding it: what makes level 3 on such VMs;
+a VCEK the host does not supply is fetched from AMD's KDS (--snp-kds).
 With --azure-cvm (an Azure SEV-SNP confidential VM) the agent attests with
 Azure's vTPM AK and sends the HCL report from NV 0x01400001, whose SEV-SNP
 report names that AK, with the VCEK from the instance metadata service:
@@ -56,7 +58,7 @@ it and its AK: level 3 when Intel rates the platform's TCB UpToDate.
 
 type agentFlags struct {
 	gate, gateCA, gateKeys, runnerDir, runnerUser, labels, tpm, eventLog, socket, stateDir, poweroff, logFormat, vmID, azureIMDS string
-	tdx, tdxVTPM, sevSNP, insecureDiskRunnerDir, insecurePlainHTTP, ekActivation, azureAK, azureCVM                              bool
+	tdx, tdxVTPM, sevSNP, snpKDS, insecureDiskRunnerDir, insecurePlainHTTP, ekActivation, azureAK, azureCVM                      bool
 	idleTTL, admissionDeadline, jobTimeout, teardownDeadline                                                                     time.Duration
 }
 
@@ -80,6 +82,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&f.tdx, "tdx", false, "use the Intel TDX guest interface instead of a TPM")
 	fs.BoolVar(&f.tdxVTPM, "tdx-vtpm", false, "add an Intel TDX quote (configfs-tsm or /dev/tdx_guest) binding each TPM quote and its AK: a vTPM in a TDX VM; the gate's image must list the VM's tdxMrtds")
 	fs.BoolVar(&f.sevSNP, "sev-snp", false, "add an AMD SEV-SNP report (configfs-tsm or /dev/sev-guest) binding each TPM quote and its AK: a vTPM in an SEV-SNP VM; the gate's image must list the VM's snpMeasurements")
+	fs.BoolVar(&f.snpKDS, "snp-kds", true, "with --sev-snp, fetch the VCEK from AMD's KDS (kdsintf.amd.com) when the host supplies none with the report; false: such a host fails collection")
 	fs.StringVar(&f.eventLog, "event-log", "", "TCG event log file (default: /sys/kernel/security/tpm0/binary_bios_measurements)")
 	fs.StringVar(&f.socket, "socket", "/run/attested-runner/agent.sock", "agent socket for the job hooks and the job-side action")
 	fs.StringVar(&f.stateDir, "state-dir", "/run/attested-runner", "directory for hook scripts and the dispatch attestation")
@@ -330,6 +333,9 @@ func openCollector(ctx context.Context, f agentFlags) (attest.Collector, func(),
 			return nil, nil, fmt.Errorf("--sev-snp: %w", err)
 		}
 		opts.SNP = qp
+		if f.snpKDS {
+			opts.SNPKDS = trust.DefaultHTTPSGetter()
+		}
 	}
 	if f.tdxVTPM {
 		q, err := attest.TDXHardwareQuote()
