@@ -30,6 +30,9 @@ func realEvidence(f *testing.F) ([]byte, attest.Challenge, *attest.Policy) {
 	return b, ch, m.Policy
 }
 
+// FuzzDecodeEvidence: decoding and verification never panic, on a
+// simulated machine's evidence and, in testdata/fuzz, TPM evidence carrying
+// each TEE part (SEV-SNP report, Azure HCL report, TDX quote) mutated.
 func FuzzDecodeEvidence(f *testing.F) {
 	b, ch, p := realEvidence(f)
 	f.Add(b)
