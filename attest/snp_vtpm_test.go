@@ -185,16 +185,19 @@ func TestSNPVTPMCollection(t *testing.T) {
 			t.Fatalf("got %v", err)
 		}
 	})
-	for name, answer := range map[string][]byte{
-		"answer shorter than a report":  make([]byte, 100),
-		"certificate table not a table": append(make([]byte, abi.ReportSize), bytes.Repeat([]byte{0xff}, 64)...),
+	for name, tc := range map[string]struct {
+		answer []byte
+		msg    string
+	}{
+		"answer shorter than a report":  {make([]byte, 100), "report and certificates are 100 bytes"},
+		"certificate table not a table": {append(make([]byte, abi.ReportSize), bytes.Repeat([]byte{0xff}, 64)...), "report and certificates: "},
 	} {
 		t.Run(name, func(t *testing.T) {
 			host := attesttest.NewSNPHost(t)
-			host.Answer = answer
+			host.Answer = tc.answer
 			c, _ := snpVTPM(t, host)
-			if _, err := c.Collect(ch); !errors.Is(err, attest.ErrMalformedEvidence) {
-				t.Fatalf("got %v, want %v", err, attest.ErrMalformedEvidence)
+			if _, err := c.Collect(ch); !errors.Is(err, attest.ErrMalformedEvidence) || !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("got %v, want %v (%q)", err, attest.ErrMalformedEvidence, tc.msg)
 			}
 		})
 	}
