@@ -5,6 +5,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"os"
 	"testing"
 
 	"github.com/attested-runner/attested-runner/attest"
@@ -110,4 +111,66 @@ func BenchmarkVerifyCold(b *testing.B) {
 		}
 	}
 	benchratio.Report(b, "ecdsa-verify", ecdsaVerifyBaseline())
+}
+
+// BenchmarkVerifyTEE verifies TPM evidence carrying each TEE part, to show
+// what the hardware report adds to a TPM verification: x-tpm-verify is the
+// ratio to BenchmarkVerify's work (plain TPM evidence, same event log).
+func BenchmarkVerifyTEE(b *testing.B) {
+	ch := attest.AdmissionChallenge(make([]byte, 32))
+	m := attesttest.SimulatedMachine(b)
+	plain, err := m.Collector.Collect(ch)
+	if err != nil {
+		b.Fatal(err)
+	}
+	plainPolicy := m.Policy
+	m.Collector.Close()
+	m.TPM.Close()
+	tdxQuote, err := os.ReadFile("testdata/tdx/cos-113-tdx-quote.dat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, shape := range []struct {
+		name string
+		open func(testing.TB) (*attest.TPMCollector, *attest.Policy)
+	}{
+		{"sev-snp-vtpm", func(tb testing.TB) (*attest.TPMCollector, *attest.Policy) {
+			return attesttest.SimulatedSNPTPM(tb, attesttest.NewSNPHost(tb))
+		}},
+		{"azure-cvm", func(tb testing.TB) (*attest.TPMCollector, *attest.Policy) {
+			c, p, err := attesttest.AzureCVM(tb, attesttest.NewSNPHost(tb), nil)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return c, p
+		}},
+		{"tdx-vtpm", func(tb testing.TB) (*attest.TPMCollector, *attest.Policy) {
+			s, err := attesttest.NewTDXSigner(tdxQuote)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return attesttest.SimulatedTDXVTPM(tb, s, nil)
+		}},
+	} {
+		b.Run(shape.name, func(b *testing.B) {
+			c, p := shape.open(b)
+			if err := attesttest.BootAgent(c); err != nil {
+				b.Fatal(err)
+			}
+			ev, err := c.Collect(ch)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if claims, err := attest.Verify(ev, ch, p); err != nil || claims.Level != 3 {
+					b.Fatal(claims, err)
+				}
+			}
+			benchratio.Report(b, "tpm-verify", func() {
+				if _, err := attest.Verify(plain, ch, plainPolicy); err != nil {
+					panic(err)
+				}
+			})
+		})
+	}
 }
