@@ -66,7 +66,9 @@ func TestEvidenceShapeRefusals(t *testing.T) {
 		{"HPKE key not X25519", false, func(e *attest.Evidence) { e.HPKEPublicKey = big(31) }, attest.ErrMalformedEvidence, "HPKE public key"},
 		{"tpm part without certification", false, func(e *attest.Evidence) { e.TPM.CertifyInfo = nil }, attest.ErrMalformedEvidence, "lacks attestation"},
 		{"tpm part without attestation", false, func(e *attest.Evidence) { e.TPM.Attestation = nil }, attest.ErrMalformedEvidence, "lacks attestation"},
-		{"TPM attestation over the limit", false, func(e *attest.Evidence) { e.TPM.Attestation = big(attest.MaxAttestationSize + attest.MaxEventLogSize + 1) }, attest.ErrTooLarge, "TPM attestation"},
+		{"TPM attestation over the limit", false, func(e *attest.Evidence) {
+			e.TPM.Attestation = big(attest.MaxAttestationSize + attest.MaxEventLogSize + 1)
+		}, attest.ErrTooLarge, "TPM attestation"},
 		{"certification over 1 KiB", false, func(e *attest.Evidence) { e.TPM.CertifySignature = big(1025) }, attest.ErrTooLarge, "over 1 KiB"},
 		{"kind tpm with a tdx part", false, func(e *attest.Evidence) { e.TDX = &attest.TDXEvidence{Quote: []byte{1}} }, attest.ErrMalformedEvidence, "exactly the tpm part"},
 		{"kind tdx with a tpm part", true, func(e *attest.Evidence) { e.TPM = &attest.TPMEvidence{} }, attest.ErrMalformedEvidence, "exactly the tdx part"},
