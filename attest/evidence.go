@@ -186,20 +186,12 @@ func (e *Evidence) checkShape() (*ecdsa.PublicKey, error) {
 				return nil, fmt.Errorf("%w: SEV-SNP part needs a %d-byte report and its VCEK", ErrMalformedEvidence, abi.ReportSize)
 			}
 		}
-		if (t.SNP != nil && t.AzureHCL != nil) || (t.TDX != nil && (t.SNP != nil || t.AzureHCL != nil)) {
+		if btoi(t.SNP != nil)+btoi(t.AzureHCL != nil)+btoi(t.TDX != nil) > 1 {
 			return nil, fmt.Errorf("%w: tpm part carries more than one TEE report (SEV-SNP, Azure HCL, TDX)", ErrMalformedEvidence)
 		}
 		if q := t.TDX; q != nil {
-			if len(q.Quote) > MaxQuoteSize {
-				return nil, fmt.Errorf("%w: tpm part's TDX quote is %d bytes", ErrTooLarge, len(q.Quote))
-			}
-			if len(q.Quote) == 0 {
-				return nil, fmt.Errorf("%w: tpm part's TDX part has no quote", ErrMalformedEvidence)
-			}
-			if c := q.Collateral; c != nil {
-				if err := c.checkSize(); err != nil {
-					return nil, err
-				}
+			if err := checkTDXQuoteShape("tpm part's tdx part", q.Quote, q.Collateral); err != nil {
+				return nil, err
 			}
 		}
 		if hcl := t.AzureHCL; hcl != nil {
@@ -214,24 +206,32 @@ func (e *Evidence) checkShape() (*ecdsa.PublicKey, error) {
 		if e.TDX == nil || e.TPM != nil {
 			return nil, fmt.Errorf("%w: kind tdx needs exactly the tdx part", ErrMalformedEvidence)
 		}
-		if len(e.TDX.Quote) == 0 {
-			return nil, fmt.Errorf("%w: tdx part has no quote", ErrMalformedEvidence)
-		}
-		if len(e.TDX.Quote) > MaxQuoteSize {
-			return nil, fmt.Errorf("%w: TDX quote is %d bytes", ErrTooLarge, len(e.TDX.Quote))
+		if err := checkTDXQuoteShape("tdx part", e.TDX.Quote, e.TDX.Collateral); err != nil {
+			return nil, err
 		}
 		if len(e.TDX.CCEL) > MaxEventLogSize || len(e.TDX.CCELTable) > 4096 {
 			return nil, fmt.Errorf("%w: CCEL is %d bytes", ErrTooLarge, len(e.TDX.CCEL))
-		}
-		if c := e.TDX.Collateral; c != nil {
-			if err := c.checkSize(); err != nil {
-				return nil, err
-			}
 		}
 	default:
 		return nil, fmt.Errorf("%w: unknown kind %q", ErrMalformedEvidence, e.Kind)
 	}
 	return envKey, nil
+}
+
+// checkTDXQuoteShape checks a TDX quote (present, within MaxQuoteSize)
+// and the collateral that may come with it (within its limits), in part
+// (a name for errors).
+func checkTDXQuoteShape(part string, quote []byte, coll *TDXCollateral) error {
+	if len(quote) == 0 {
+		return fmt.Errorf("%w: %s has no quote", ErrMalformedEvidence, part)
+	}
+	if len(quote) > MaxQuoteSize {
+		return fmt.Errorf("%w: TDX quote is %d bytes", ErrTooLarge, len(quote))
+	}
+	if coll != nil {
+		return coll.checkSize()
+	}
+	return nil
 }
 
 // ParseEnvKey parses an environment key: a P-256 ECDSA SubjectPublicKeyInfo.

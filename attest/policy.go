@@ -118,14 +118,14 @@ func (im *Image) validate() error {
 			return fmt.Errorf("image %q: event on PCR %d needs a 32-byte digest", im.ID, e.PCR)
 		}
 	}
-	for _, m := range im.SNPMeasurements {
-		if len(m) != 48 {
-			return fmt.Errorf("image %q: SEV-SNP measurement %x is %d bytes, want 48", im.ID, m, len(m))
-		}
-	}
-	for _, m := range im.TDXMRTDs {
-		if len(m) != 48 {
-			return fmt.Errorf("image %q: TDX MRTD %x is %d bytes, want 48", im.ID, m, len(m))
+	for _, f := range []struct {
+		what string
+		list []Hex
+	}{{"SEV-SNP measurement", im.SNPMeasurements}, {"TDX MRTD", im.TDXMRTDs}} {
+		for _, m := range f.list {
+			if len(m) != 48 {
+				return fmt.Errorf("image %q: %s %x is %d bytes, want 48", im.ID, f.what, m, len(m))
+			}
 		}
 	}
 	return nil

@@ -74,12 +74,9 @@ func verifyTDXQuoteInput(in tdxInput, p *Policy, c *Claims, s *steps) error {
 	quote := in.quote
 	body := quote.GetTdQuoteBody()
 	what := "REPORTDATA is the given nonce"
-	if in.ev != nil {
-		what = "REPORTDATA binds the challenge and keys"
-	}
 	var evColl *TDXCollateral
 	if in.ev != nil {
-		evColl = in.ev.TDX.Collateral
+		what, evColl = "REPORTDATA binds the challenge and keys", in.ev.TDX.Collateral
 	}
 	tcbUpToDate, err := verifyTDXPlatform(tdxKindSteps, quote, in.reportData, what, evColl, p, c, s)
 	if err != nil {

@@ -233,20 +233,36 @@ func verifyTPMSNP(in tpmInput, p *Policy, c *Claims, s *steps) error {
 		return nil
 	}
 	return s.run("sev-snp", func() (string, error) {
-		if len(c.Image.SNPMeasurements) == 0 {
-			return "", fmt.Errorf("%w: the evidence carries an SEV-SNP report and image %s lists no snpMeasurements", ErrReferenceMismatch, c.ImageID)
-		}
-		snp := in.ev.TPM.SNP
-		claims, err := VerifySNPReport(snp.Report, snp.VCEK, in.ch.SNPReportData(in.ev.EnvKey, in.ev.HPKEPublicKey, c.AK),
-			&SNPPolicy{Measurements: c.Image.SNPMeasurements, Time: p.now(), SNPRequirements: p.SNP})
+		sp, err := imageSNPPolicy("an SEV-SNP report", p, c)
 		if err != nil {
 			return "", err
 		}
-		claims.Binding = SNPBindingReportData
-		c.SNP, c.Level, c.Hardware = claims, 3, HardwareSEVSNP
-		return fmt.Sprintf("report binds this quote's AK and keys; MEASUREMENT %x…, TCB %s, policy %#x (SMT %s)",
-			[]byte(claims.Measurement[:8]), claims.ReportedTCB, claims.GuestPolicy, onOff(claims.GuestPolicyFlags().SMT)), nil
+		snp := in.ev.TPM.SNP
+		claims, err := VerifySNPReport(snp.Report, snp.VCEK, in.ch.SNPReportData(in.ev.EnvKey, in.ev.HPKEPublicKey, c.AK), sp)
+		if err != nil {
+			return "", err
+		}
+		return snpLevel3(c, claims, SNPBindingReportData, "report binds this quote's AK and keys"), nil
 	})
+}
+
+// imageSNPPolicy is what an SEV-SNP report riding in TPM evidence (what:
+// which kind) is judged by: the matched image's SEV-SNP measurements, of
+// which there must be one (ErrReferenceMismatch), and p.SNP.
+func imageSNPPolicy(what string, p *Policy, c *Claims) (*SNPPolicy, error) {
+	if len(c.Image.SNPMeasurements) == 0 {
+		return nil, fmt.Errorf("%w: the evidence carries %s and image %s lists no snpMeasurements", ErrReferenceMismatch, what, c.ImageID)
+	}
+	return &SNPPolicy{Measurements: c.Image.SNPMeasurements, Time: p.now(), SNPRequirements: p.SNP}, nil
+}
+
+// snpLevel3 records a verified SEV-SNP report that bound the vTPM's
+// attestation by binding (level 3 from "sev-snp") and says so, after how.
+func snpLevel3(c *Claims, claims *SNPClaims, binding, how string) string {
+	claims.Binding = binding
+	c.SNP, c.Level, c.Hardware = claims, 3, HardwareSEVSNP
+	return fmt.Sprintf("%s; MEASUREMENT %x…, TCB %s, policy %#x (SMT %s)",
+		how, []byte(claims.Measurement[:8]), claims.ReportedTCB, claims.GuestPolicy, onOff(claims.GuestPolicyFlags().SMT))
 }
 
 // verifyTPMAzureHCL judges an Azure confidential VM's HCL report (BuildEnv
@@ -258,22 +274,19 @@ func verifyTPMSNP(in tpmInput, p *Policy, c *Claims, s *steps) error {
 // level 3, from hardware "sev-snp" with binding "azure-hcl".
 func verifyTPMAzureHCL(in tpmInput, ak crypto.PublicKey, p *Policy, c *Claims, s *steps) error {
 	return s.run("azure-hcl", func() (string, error) {
-		if len(c.Image.SNPMeasurements) == 0 {
-			return "", fmt.Errorf("%w: the evidence carries an Azure HCL report and image %s lists no snpMeasurements", ErrReferenceMismatch, c.ImageID)
+		sp, err := imageSNPPolicy("an Azure HCL report", p, c)
+		if err != nil {
+			return "", err
 		}
 		hcl := in.ev.TPM.AzureHCL
-		r, claims, err := VerifyAzureHCLReport(hcl.Report, hcl.VCEK,
-			&SNPPolicy{Measurements: c.Image.SNPMeasurements, Time: p.now(), SNPRequirements: p.SNP})
+		r, claims, err := VerifyAzureHCLReport(hcl.Report, hcl.VCEK, sp)
 		if err != nil {
 			return "", err
 		}
 		if rsaAK, _ := ak.(*rsa.PublicKey); !r.AKMatches(rsaAK) {
 			return "", fmt.Errorf("%w: runtime data names HCLAkPub sha256:%s, the quote is signed by AK sha256:%s", ErrAKNotBound, rsaKeyDigest(r.AK), c.AKDigest[:16])
 		}
-		claims.Binding = SNPBindingAzureHCL
-		c.SNP, c.Level, c.Hardware = claims, 3, HardwareSEVSNP
-		return fmt.Sprintf("SEV-SNP report binds the HCL runtime data, which names this quote's AK; MEASUREMENT %x…, TCB %s, policy %#x (SMT %s)",
-			[]byte(claims.Measurement[:8]), claims.ReportedTCB, claims.GuestPolicy, onOff(claims.GuestPolicyFlags().SMT)), nil
+		return snpLevel3(c, claims, SNPBindingAzureHCL, "SEV-SNP report binds the HCL runtime data, which names this quote's AK"), nil
 	})
 }
 

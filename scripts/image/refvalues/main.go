@@ -139,19 +139,11 @@ func mainArgs(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err == nil && cfg.uki != "" && cfg.boot != "uki" {
 		err = cli.Usagef("--uki goes with --boot uki")
 	}
-	for _, m := range snp {
-		d, derr := hex.DecodeString(m)
-		if err == nil && (derr != nil || len(d) != 48) {
-			err = cli.Usagef("--snp-measurement %q: want 48 bytes in hex (96 digits)", m)
-		}
-		cfg.snp = append(cfg.snp, d)
+	if err == nil {
+		cfg.snp, err = measurements("--snp-measurement", snp)
 	}
-	for _, m := range mrtds {
-		d, derr := hex.DecodeString(m)
-		if err == nil && (derr != nil || len(d) != 48) {
-			err = cli.Usagef("--tdx-mrtd %q: want 48 bytes in hex (96 digits)", m)
-		}
-		cfg.mrtds = append(cfg.mrtds, d)
+	if err == nil {
+		cfg.mrtds, err = measurements("--tdx-mrtd", mrtds)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "refvalues: %v\n", err)
@@ -377,4 +369,17 @@ func (m *buildManifest) dependencies() ([]provenance.Dependency, error) {
 		})
 	}
 	return deps, nil
+}
+
+// measurements parses the 48-byte hex values given with flag.
+func measurements(flag string, values []string) ([]attest.Hex, error) {
+	var out []attest.Hex
+	for _, m := range values {
+		d, err := hex.DecodeString(m)
+		if err != nil || len(d) != 48 {
+			return nil, cli.Usagef("%s %q: want 48 bytes in hex (96 digits)", flag, m)
+		}
+		out = append(out, d)
+	}
+	return out, nil
 }
